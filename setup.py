@@ -1,0 +1,39 @@
+"""nanolm_jax: a JAX codebase that builds a chat assistant from a web crawl to RL."""
+from setuptools import find_packages, setup
+
+setup(
+    name="nanolm_jax",
+    version="0.1.0",
+    description="From a web crawl to an RL-tuned chat assistant, in JAX.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["nanolm_jax", "nanolm_jax.*", "configs", "configs.*",
+                                    "experiments", "experiments.*"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "grain>=0.2.10",
+        "sentencepiece>=0.2",
+        "tensorflow-datasets>=4.9.8",
+        "array-record>=0.7",
+        "ml-collections>=1.0",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "etils[epath]",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
+        "tqdm>=4.66",
+        "safetensors>=0.4",
+        # crawl pipeline (issue 3)
+        "warcio>=1.7",
+        "trafilatura>=2.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "beam": ["apache-beam>=2.60"],
+        "torch": ["torch", "transformers"],
+    },
+)
