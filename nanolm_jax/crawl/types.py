@@ -29,6 +29,9 @@ class StageResult:
   """A stage's verdict: keep ``doc`` (possibly modified) or drop it, ``reason`` naming the rule that fired."""
   doc: Document | None
   reason: str | None = None
+  # True when the record could not be processed at all (bad bytes, a crash, a timeout) rather than judged and dropped:
+  # the report keeps errored and dropped apart so that in = kept + dropped + errored always holds.
+  error: bool = False
 
   @property
   def kept(self) -> bool:
@@ -41,3 +44,7 @@ def keep(doc: Document) -> StageResult:
 
 def drop(reason: str) -> StageResult:
   return StageResult(doc=None, reason=reason)
+
+
+def errored(reason: str) -> StageResult:
+  return StageResult(doc=None, reason=reason, error=True)
