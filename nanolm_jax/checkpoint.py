@@ -1,0 +1,88 @@
+"""Orbax checkpoints of a run: train state, data-iterator state and config, with fallback past corrupt steps."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+
+class Checkpointer:
+  """Wraps ocp.CheckpointManager at <workdir>/checkpoints.
+
+  Items: "state" (sharded pytree, restored straight into the target shardings), "data" (the grain iterator state as
+  JSON) and "config" (JSON). Saves can be async; `wait()` before exiting.
+  """
+
+  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+    self.directory = epath.Path(workdir) / "checkpoints"
+    self._keep, self._async = keep, async_save
+    self._mngr = self._make()
+
+  def _make(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, enable_async_checkpointing=self._async,
+                                           create=True)
+    return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "config"))
+
+  def steps(self) -> list[int]:
+    return sorted(self._mngr.all_steps())
+
+  def save(self, step: int, state: Any, data_state: Any, config: dict[str, Any]) -> None:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              data=ocp.args.JsonSave(data_state if data_state is not None else {}),
+                              config=ocp.args.JsonSave(config))
+    self._mngr.save(step, args=args, force=True)
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, Any] | None:
+    """(step, state, data_state) of the newest checkpoint that restores; None when there is none.
+
+    A checkpoint that fails to restore (truncated or corrupt files) is moved aside to `corrupt.<step>` with a warning
+    and the previous one is tried, so a crash during a save never bricks a run.
+    """
+    self.wait()
+    for step in reversed(self.steps()):
+      try:
+        out = self._mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        return step, out["state"], (out["data"] or None)
+      except Exception as e:  # pylint: disable=broad-except  # any failure means: not usable, try an older one
+        logging.warning("checkpoint at step %d is unreadable (%s: %s); falling back to the previous one",
+                        step, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
+        self._quarantine(step)
+    return None
+
+  def _quarantine(self, step: int) -> None:
+    src = os.fspath(self.directory / str(step))
+    dst = os.fspath(self.directory / f"corrupt.{step}")
+    if os.path.exists(dst):
+      shutil.rmtree(dst)
+    if os.path.exists(src):
+      os.rename(src, dst)
+    self._mngr.close()
+    self._mngr = self._make()  # the manager caches its step list
+
+  def wait(self) -> None:
+    self._mngr.wait_until_finished()
+
+  def reached_preemption(self, step: int) -> bool:
+    """True when the cluster's preemption notice has reached this step (multi-host TPU); False elsewhere."""
+    try:
+      return bool(self._mngr.reached_preemption(step))
+    except Exception:  # pylint: disable=broad-except  # no distributed preemption service in this process
+      return False
+
+  def close(self) -> None:
+    self._mngr.wait_until_finished()
+    self._mngr.close()
+
+
+def read_config(workdir: str) -> dict[str, Any]:
+  """The run's config.json as a dict (the contract every entrypoint loads a run by)."""
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{workdir} is not a nanolm_jax run folder: no config.json")
+  return json.loads(path.read_text())

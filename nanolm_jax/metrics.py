@@ -1,0 +1,90 @@
+"""Run logs: metrics.jsonl (one JSON object per logged step), TensorBoard events, loss-curve PNG; device peaks."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+
+# Dense bf16 peak FLOP/s per device (vendor figures), for MFU. CPUs have no useful figure: MFU is left out there and
+# bench_train compares against a measured matmul instead.
+PEAK_FLOPS = {
+    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
+    "TPU v6 lite": 918e12, "TPU v6e": 918e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "B200": 2250e12,
+}
+
+
+def device_peak_flops(device: jax.Device | None = None) -> float | None:
+  kind = (device or jax.devices()[0]).device_kind
+  for name, peak in PEAK_FLOPS.items():
+    if name.lower() in kind.lower():
+      return peak
+  return None
+
+
+class MetricsWriter:
+  """Appends metrics to <workdir>/metrics.jsonl and TensorBoard; only process 0 writes."""
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int | None = None):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
+    self._tb = None
+    if not enabled:
+      return
+    if resume_step is not None and os.path.exists(self.path):
+      # A killed run may have logged steps past its last checkpoint; they will be logged again.
+      kept = [l for l in open(self.path) if l.strip() and json.loads(l)["step"] <= resume_step]
+      with open(self.path, "w") as f:
+        f.writelines(kept)
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step)}
+    for k, v in metrics.items():
+      v = float(v)
+      row[k] = v if math.isfinite(v) else str(v)
+      if math.isfinite(v):
+        self._tb.add_scalar(k, v, step)
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  return [json.loads(l) for l in open(path) if l.strip()]
+
+
+def plot_losses(workdir: str, keys: tuple[str, ...] = ("loss", "val_loss"), filename: str = "loss.png") -> str | None:
+  """Loss curves from metrics.jsonl to a PNG; returns its path (None when there is nothing to plot)."""
+  rows = read_metrics(workdir)
+  series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
+  series = {k: v for k, v in series.items() if v}
+  if not series:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+  for k, pts in series.items():
+    ax.plot(*zip(*pts), label=k, marker="o" if k.startswith("val") else None, markersize=3)
+  ax.set_xlabel("step")
+  ax.set_ylabel("nats / token")
+  ax.set_title(os.path.basename(os.path.abspath(workdir)))
+  ax.grid(alpha=0.3)
+  ax.legend()
+  out = os.path.join(workdir, filename)
+  fig.tight_layout()
+  fig.savefig(out)
+  plt.close(fig)
+  return out

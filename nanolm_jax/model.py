@@ -1,0 +1,330 @@
+"""Decoder-only transformer (Flax Linen), GPT-2 or Llama style, with logical axis names and a KV-cache path.
+
+Shapes: B batch, L query length, S key/cache length, D d_model, N query heads, K kv heads, H head dim, F d_ff,
+V vocab, Y layers. Every parameter is created with logical axis names (see configs/pretrain.py DEFAULT_RULES) and key
+activations are constrained with `act_*` names, so one rules table decides data / FSDP / tensor parallelism.
+
+Matmuls take inputs in the compute dtype and accumulate in float32 (`preferred_element_type`): the residual stream
+stays float32, which is both the fast path on CPUs with bf16 units and the numerically safe one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Cache = dict[str, Array]  # {"k": YxBxSxKxH, "v": YxBxSxKxH}
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Static model hyper-parameters (hashable, so it can live inside jitted closures)."""
+  style: str = "gpt2"
+  vocab_size: int = 4096
+  num_layers: int = 4
+  num_heads: int = 4
+  num_kv_heads: int = 4
+  d_model: int = 256
+  d_ff: int = 1024
+  max_len: int = 256
+  tie_embeddings: bool = True
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  scan_layers: bool = False
+  remat: str = "none"
+  attention: str = "xla"
+  norm_eps: float = 1e-5
+  rope_theta: float = 10000.0
+  init_std: float = 0.02
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def llama(self) -> bool:
+    return self.style == "llama"
+
+  @classmethod
+  def from_config(cls, m: Mapping[str, Any]) -> "ModelConfig":
+    """Resolves the config's 0 / -1 defaults (kv heads, d_ff, tying) into concrete values."""
+    style = m["style"]
+    if style not in ("gpt2", "llama"):
+      raise ValueError(f"model.style must be 'gpt2' or 'llama', got {style!r}")
+    d_ff = m["d_ff"]
+    if not d_ff:
+      d_ff = 4 * m["d_model"] if style == "gpt2" else 64 * -(-(8 * m["d_model"] // 3) // 64)
+    tie = m["tie_embeddings"]
+    tie = (style == "gpt2") if tie == -1 else bool(tie)
+    return cls(style=style, vocab_size=m["vocab_size"], num_layers=m["num_layers"], num_heads=m["num_heads"],
+               num_kv_heads=m["num_kv_heads"] or m["num_heads"], d_model=m["d_model"], d_ff=d_ff,
+               max_len=m["max_len"], tie_embeddings=tie, dtype=m["dtype"], param_dtype=m["param_dtype"],
+               scan_layers=m["scan_layers"], remat=m["remat"], attention=m["attention"], norm_eps=m["norm_eps"],
+               rope_theta=m["rope_theta"], init_std=m["init_std"])
+
+
+def validate_model_config(cfg: ModelConfig) -> None:
+  """Raises ValueError naming the first inconsistent field."""
+  if cfg.d_model % cfg.num_heads:
+    raise ValueError(f"model.num_heads={cfg.num_heads} does not divide model.d_model={cfg.d_model}")
+  if cfg.num_heads % cfg.num_kv_heads:
+    raise ValueError(f"model.num_kv_heads={cfg.num_kv_heads} does not divide model.num_heads={cfg.num_heads}")
+  if cfg.llama and cfg.head_dim % 2:
+    raise ValueError(f"RoPE needs an even head dim; d_model/num_heads = {cfg.head_dim}")
+  for name in ("dtype", "param_dtype"):
+    if getattr(cfg, name) not in _DTYPES:
+      raise ValueError(f"model.{name}={getattr(cfg, name)!r}; choose one of {sorted(_DTYPES)}")
+  if cfg.remat != "none" and cfg.remat not in _REMAT_POLICIES:
+    raise ValueError(f"model.remat={cfg.remat!r}; choose none or one of {sorted(_REMAT_POLICIES)}")
+  if cfg.attention not in ("xla", "cudnn"):
+    raise ValueError(f"model.attention={cfg.attention!r}; choose 'xla' or 'cudnn'")
+  for name in ("vocab_size", "num_layers", "num_heads", "d_model", "d_ff", "max_len"):
+    if getattr(cfg, name) <= 0:
+      raise ValueError(f"model.{name} must be positive, got {getattr(cfg, name)}")
+
+
+def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str | None, ...],
+           init: nn.initializers.Initializer, cfg: ModelConfig) -> Array:
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, _DTYPES[cfg.param_dtype])
+
+
+def _einsum(spec: str, x: Array, w: Array, cfg: ModelConfig) -> Array:
+  dt = _DTYPES[cfg.dtype]
+  return jnp.einsum(spec, x.astype(dt), w.astype(dt), preferred_element_type=jnp.float32)
+
+
+class _Constrain:
+  """Applies activation sharding constraints when the model runs under a mesh."""
+
+  def __init__(self, mesh, rules):
+    self.mesh, self.rules = mesh, rules
+
+  def __call__(self, x: Array, axes: tuple[str | None, ...]) -> Array:
+    if self.mesh is None:
+      return x
+    return nn.with_logical_constraint(x, axes, rules=self.rules, mesh=self.mesh)
+
+
+class Norm(nn.Module):
+  """LayerNorm (gpt2, with bias) or RMSNorm (llama); computed in float32."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: Array) -> Array:
+    cfg = self.cfg
+    x = x_BxLxD.astype(jnp.float32)
+    scale = _param(self, "scale", (cfg.d_model,), ("norm",), nn.initializers.ones, cfg)
+    if cfg.llama:
+      x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.norm_eps)
+      return x * scale
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    x = (x - mean) * jax.lax.rsqrt(var + cfg.norm_eps)
+    bias = _param(self, "bias", (cfg.d_model,), ("norm",), nn.initializers.zeros, cfg)
+    return x * scale + bias
+
+
+def rope(x_BxLxNxH: Array, positions_BxL: Array, theta: float) -> Array:
+  """Rotary embedding, Llama's half-split layout (rotate_half), in float32."""
+  h = x_BxLxNxH.shape[-1]
+  freq_H2 = 1.0 / (theta ** (np.arange(0, h, 2, dtype=np.float32) / h))
+  angle_BxLxH2 = positions_BxL[..., None].astype(jnp.float32) * freq_H2
+  sin, cos = jnp.sin(angle_BxLxH2)[:, :, None, :], jnp.cos(angle_BxLxH2)[:, :, None, :]
+  x = x_BxLxNxH.astype(jnp.float32)
+  x1, x2 = x[..., : h // 2], x[..., h // 2:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+class Attention(nn.Module):
+  """Causal self-attention with GQA; segment ids keep packed documents apart; optional KV cache."""
+  cfg: ModelConfig
+  constrain: Any
+
+  @nn.compact
+  def __call__(self, x_BxLxD: Array, segment_ids_BxL: Array, positions_BxL: Array,
+               cache: Cache | None) -> tuple[Array, Cache | None]:
+    cfg, c = self.cfg, self.constrain
+    d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    init = nn.initializers.normal(cfg.init_std)
+    out_init = nn.initializers.normal(cfg.init_std / np.sqrt(2 * cfg.num_layers))
+    wq = _param(self, "wq", (d, n, h), ("embed", "heads", "head_dim"), init, cfg)
+    wk = _param(self, "wk", (d, k, h), ("embed", "kv_heads", "head_dim"), init, cfg)
+    wv = _param(self, "wv", (d, k, h), ("embed", "kv_heads", "head_dim"), init, cfg)
+    wo = _param(self, "wo", (n, h, d), ("heads", "head_dim", "embed"), out_init, cfg)
+    q = _einsum("bld,dnh->blnh", x_BxLxD, wq, cfg)
+    kk = _einsum("bld,dkh->blkh", x_BxLxD, wk, cfg)
+    v = _einsum("bld,dkh->blkh", x_BxLxD, wv, cfg)
+    if not cfg.llama:
+      zeros = nn.initializers.zeros
+      q = q + _param(self, "bq", (n, h), ("heads", "head_dim"), zeros, cfg)
+      kk = kk + _param(self, "bk", (k, h), ("kv_heads", "head_dim"), zeros, cfg)
+      v = v + _param(self, "bv", (k, h), ("kv_heads", "head_dim"), zeros, cfg)
+    else:
+      q = rope(q, positions_BxL, cfg.rope_theta)
+      kk = rope(kk, positions_BxL, cfg.rope_theta)
+    q = c(q, ("act_batch", "act_length", "act_heads", "act_head_dim"))
+    kk = c(kk, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
+    v = c(v, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
+
+    dt = _DTYPES[cfg.dtype]
+    if cache is None:
+      # Causal within a row and block-diagonal across packed documents (segment 0 is padding).
+      causal_LxL = jnp.tril(jnp.ones((q.shape[1], q.shape[1]), bool))
+      same_seg = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
+      mask_Bx1xLxS = (same_seg & causal_LxL)[:, None]
+      keys, values = kk, v
+    else:
+      # Slot s of the cache holds position s; a query at position p sees slots <= p. Slots past a row's prompt hold
+      # padding until decoding overwrites them in order, so they are never visible (see engine.py).
+      b_idx = jnp.arange(q.shape[0])[:, None]
+      cache = {"k": cache["k"].at[b_idx, positions_BxL].set(kk.astype(cache["k"].dtype)),
+               "v": cache["v"].at[b_idx, positions_BxL].set(v.astype(cache["v"].dtype))}
+      keys, values = cache["k"], cache["v"]
+      slots_S = jnp.arange(keys.shape[1])
+      mask_Bx1xLxS = (slots_S[None, None, :] <= positions_BxL[:, :, None])[:, None]
+    out = jax.nn.dot_product_attention(q.astype(dt), keys.astype(dt), values.astype(dt), mask=mask_Bx1xLxS,
+                                       implementation=None if cfg.attention == "xla" else cfg.attention)
+    out = c(out, ("act_batch", "act_length", "act_heads", "act_head_dim"))
+    y = _einsum("blnh,nhd->bld", out, wo, cfg)
+    if not cfg.llama:
+      y = y + _param(self, "bo", (d,), ("embed",), nn.initializers.zeros, cfg)
+    return y, cache
+
+
+class Mlp(nn.Module):
+  """GELU MLP (gpt2) or SwiGLU (llama)."""
+  cfg: ModelConfig
+  constrain: Any
+
+  @nn.compact
+  def __call__(self, x_BxLxD: Array) -> Array:
+    cfg, c = self.cfg, self.constrain
+    d, f = cfg.d_model, cfg.d_ff
+    init = nn.initializers.normal(cfg.init_std)
+    out_init = nn.initializers.normal(cfg.init_std / np.sqrt(2 * cfg.num_layers))
+    if cfg.llama:
+      w_gate = _param(self, "w_gate", (d, f), ("embed", "mlp"), init, cfg)
+      w_up = _param(self, "w_up", (d, f), ("embed", "mlp"), init, cfg)
+      h_BxLxF = jax.nn.silu(_einsum("bld,df->blf", x_BxLxD, w_gate, cfg)) * _einsum("bld,df->blf", x_BxLxD, w_up, cfg)
+    else:
+      w_in = _param(self, "w_in", (d, f), ("embed", "mlp"), init, cfg)
+      b_in = _param(self, "b_in", (f,), ("mlp",), nn.initializers.zeros, cfg)
+      h_BxLxF = jax.nn.gelu(_einsum("bld,df->blf", x_BxLxD, w_in, cfg) + b_in, approximate=True)
+    h_BxLxF = c(h_BxLxF, ("act_batch", "act_length", "act_mlp"))
+    w_out = _param(self, "w_out", (f, d), ("mlp", "embed"), out_init, cfg)
+    y = _einsum("blf,fd->bld", h_BxLxF, w_out, cfg)
+    if not cfg.llama:
+      y = y + _param(self, "b_out", (d,), ("embed",), nn.initializers.zeros, cfg)
+    return y
+
+
+class Block(nn.Module):
+  """Pre-norm residual block. Signature is scan-friendly: (x, cache) carry/xs, segment ids and positions broadcast."""
+  cfg: ModelConfig
+  constrain: Any
+
+  @nn.compact
+  def __call__(self, x_BxLxD: Array, cache: Cache | None, segment_ids_BxL: Array,
+               positions_BxL: Array) -> tuple[Array, Cache | None]:
+    c = self.constrain
+    y, cache = Attention(self.cfg, c, name="attn")(Norm(self.cfg, name="ln1")(x_BxLxD), segment_ids_BxL,
+                                                   positions_BxL, cache)
+    x_BxLxD = c(x_BxLxD + y, ("act_batch", "act_length", "act_embed"))
+    x_BxLxD = x_BxLxD + Mlp(self.cfg, c, name="mlp")(Norm(self.cfg, name="ln2")(x_BxLxD))
+    return c(x_BxLxD, ("act_batch", "act_length", "act_embed")), cache
+
+
+class Transformer(nn.Module):
+  """tokens_BxL -> logits_BxLxV (float32). With `cache`, also returns the updated cache.
+
+  mesh / rules: when given, activations are constrained to their logical shardings (training and sharded decoding).
+  """
+  cfg: ModelConfig
+  mesh: Any = None
+  rules: tuple = ()
+
+  @nn.compact
+  def __call__(self, tokens_BxL: Array, segment_ids_BxL: Array | None = None, positions_BxL: Array | None = None,
+               cache: Cache | None = None) -> Array | tuple[Array, Cache]:
+    cfg = self.cfg
+    c = _Constrain(self.mesh, self.rules)
+    if segment_ids_BxL is None:
+      segment_ids_BxL = jnp.ones_like(tokens_BxL)
+    if positions_BxL is None:
+      positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
+    embed_VxD = _param(self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
+                       nn.initializers.normal(cfg.init_std), cfg)
+    x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0).astype(jnp.float32)
+    if not cfg.llama:
+      pos_PxD = _param(self, "pos_embed", (cfg.max_len, cfg.d_model), ("position", "embed"),
+                       nn.initializers.normal(cfg.init_std / 2), cfg)
+      x_BxLxD = x_BxLxD + jnp.take(pos_PxD, positions_BxL, axis=0)
+    x_BxLxD = c(x_BxLxD, ("act_batch", "act_length", "act_embed"))
+
+    block = Block
+    if cfg.remat != "none":
+      block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                        in_axes=(0, nn.broadcast, nn.broadcast), out_axes=0, length=cfg.num_layers,
+                        metadata_params={nn.PARTITION_NAME: "layers"})
+      x_BxLxD, cache = scanned(cfg, c, name="layers")(x_BxLxD, cache, segment_ids_BxL, positions_BxL)
+    else:
+      new_layers = []
+      for i in range(cfg.num_layers):
+        layer_cache = None if cache is None else jax.tree.map(lambda a, i=i: a[i], cache)
+        x_BxLxD, layer_cache = block(cfg, c, name=f"layer_{i}")(x_BxLxD, layer_cache, segment_ids_BxL,
+                                                               positions_BxL)
+        new_layers.append(layer_cache)
+      if cache is not None:
+        cache = jax.tree.map(lambda *a: jnp.stack(a), *new_layers)
+
+    x_BxLxD = Norm(cfg, name="ln_f")(x_BxLxD)
+    if cfg.tie_embeddings:
+      logits = _einsum("bld,vd->blv", x_BxLxD, embed_VxD, cfg)
+    else:
+      head_DxV = _param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"),
+                        nn.initializers.normal(cfg.init_std), cfg)
+      logits = _einsum("bld,dv->blv", x_BxLxD, head_DxV, cfg)
+    logits = c(logits, ("act_batch", "act_length", "act_vocab"))
+    return logits if cache is None else (logits, cache)
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> Cache:
+  """Zeroed KV cache, YxBxSxKxH, in the compute dtype unless given."""
+  shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  dt = dtype or _DTYPES[cfg.dtype]
+  return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)}
+
+
+CACHE_AXES = ("layers", "act_batch", "cache_length", "act_kv_heads", "act_head_dim")
+
+
+def count_params(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  """Training FLOPs per token (forward + backward = 3x forward), PaLM appendix B accounting.
+
+  6 * (matmul parameters, incl. the LM head whether tied or not) + 12 * layers * d_model * seq_len for attention
+  scores and values (not halved for the causal mask, as in PaLM / nanoGPT, so MFU is comparable to theirs).
+  """
+  d, f, n, k, h = cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  attn = d * n * h + 2 * d * k * h + n * h * d
+  mlp = (3 if cfg.llama else 2) * d * f
+  matmul_params = cfg.num_layers * (attn + mlp) + d * cfg.vocab_size
+  return 6.0 * matmul_params + 12.0 * cfg.num_layers * d * seq_len

@@ -1,0 +1,326 @@
+"""THE training loop, shared by every stage (pretraining, SFT, RL): init or restore, step, eval, log, checkpoint.
+
+A stage plugs in a `Stage`: its loss, its training batches (an iterator with get_state/set_state so resumes are
+exact) and optionally its evaluation and an end-of-run hook. Everything else — mesh, shardings, the jitted pure step
+with donated state, checkpoints, preemption, metrics — is this file, read top to bottom in `train`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import metrics as metrics_lib
+from nanolm_jax import model as model_lib
+from nanolm_jax import optim
+from nanolm_jax import sharding as shd
+from nanolm_jax import train_step as step_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+@dataclasses.dataclass
+class RunContext:
+  """What a stage's builders get: the resolved pieces of the run."""
+  cfg: ml_collections.ConfigDict
+  workdir: str
+  model: model_lib.Transformer
+  mesh: jax.sharding.Mesh
+  tokenizer: Any
+
+
+@dataclasses.dataclass
+class Stage:
+  """What a training stage adds to the shared loop: a loss and data (and optional eval / end hooks)."""
+  name: str
+  make_loss: Callable[[RunContext, Callable[..., jax.Array]], step_lib.LossFn]
+  make_train_data: Callable[[RunContext], Iterator[dict[str, np.ndarray]]]
+  make_eval_data: Callable[[RunContext], Iterable[dict[str, np.ndarray]]] | None = None
+  on_end: Callable[[RunContext, Any], dict[str, Any] | None] | None = None
+  load_tokenizer: Callable[[ml_collections.ConfigDict, str], Any] | None = None
+  init_params: Callable[[RunContext, Any], Any] | None = None  # e.g. SFT: params of the --init_from run
+
+
+def validate_config(cfg: ml_collections.ConfigDict, num_devices: int | None = None,
+                    process_count: int | None = None) -> None:
+  """Checks everything that can be checked before any work or folder is made; ValueError names the field."""
+  mc = model_lib.ModelConfig.from_config(cfg.model)
+  model_lib.validate_model_config(mc)
+  t = cfg.train
+  for k in ("steps", "batch_size", "seq_len", "microbatches", "eval_batches", "log_every"):
+    if t[k] < 1:
+      raise ValueError(f"train.{k} must be >= 1, got {t[k]}")
+  for k in ("eval_every", "checkpoint_every"):
+    if t[k] < 0:
+      raise ValueError(f"train.{k} must be >= 0 (0 = never), got {t[k]}")
+  if t.seq_len > mc.max_len:
+    raise ValueError(f"train.seq_len={t.seq_len} exceeds model.max_len={mc.max_len}")
+  if t.batch_size % t.microbatches:
+    raise ValueError(f"train.microbatches={t.microbatches} does not divide train.batch_size={t.batch_size}")
+  if not 0 <= cfg.optim.warmup_steps:
+    raise ValueError(f"optim.warmup_steps must be >= 0, got {cfg.optim.warmup_steps}")
+  if not cfg.optim.lr > 0:
+    raise ValueError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+  num_devices = num_devices or jax.device_count()
+  process_count = process_count or jax.process_count()
+  if t.batch_size % process_count:
+    raise ValueError(f"train.batch_size={t.batch_size} does not split over {process_count} processes")
+  data, fsdp, tensor = shd.resolve_mesh_shape(cfg.mesh, num_devices)
+  mesh_shape = {"data": data, "fsdp": fsdp, "tensor": tensor}
+  rules = dict(cfg.sharding_rules)
+
+  def check(logical, size, what):
+    axes = rules.get(logical)
+    axes = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+    n = int(np.prod([mesh_shape[a] for a in axes])) if axes else 1
+    if size % n:
+      raise ValueError(f"{what}={size} does not divide over mesh axes {axes} of size {n} "
+                       f"(mesh data={data}, fsdp={fsdp}, tensor={tensor})")
+
+  check("act_batch", t.batch_size // t.microbatches, "train.batch_size / train.microbatches")
+  check("embed", mc.d_model, "model.d_model")
+  check("heads", mc.num_heads, "model.num_heads")
+  check("kv_heads", mc.num_kv_heads, "model.num_kv_heads")
+  check("mlp", mc.d_ff, "model.d_ff")
+  check("vocab", mc.vocab_size, "model.vocab_size")
+
+
+def config_to_dict(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(cfg.to_json_best_effort())
+
+
+def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None) -> model_lib.Transformer:
+  mc = model_lib.ModelConfig.from_config(cfg.model)
+  rules = tuple(tuple(r) if isinstance(r, list) else r for r in cfg.sharding_rules)
+  return model_lib.Transformer(mc, mesh=mesh, rules=rules)
+
+
+def _apply_fn(model: model_lib.Transformer) -> Callable[..., jax.Array]:
+  def apply(params, inputs, segment_ids, positions):
+    return model.apply({"params": params}, inputs, segment_ids, positions)
+  return apply
+
+
+class _Preemption:
+  """SIGTERM (a preemption notice) sets a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, rely on the cluster's preemption service
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning("SIGTERM received: saving a checkpoint at the current step, then exiting")
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[str, Any]:
+  """Runs (or resumes) a training run in `workdir`; returns the final metrics (+ 'preempted')."""
+  validate_config(cfg)
+  is_main = jax.process_index() == 0
+  jax.config.update("jax_threefry_partitionable", True)  # same init whatever the sharding
+  os.makedirs(workdir, exist_ok=True)
+  cfg_dict = config_to_dict(cfg)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(cfg_dict, f, indent=2)
+
+  # 1. Mesh, model, tokenizer.
+  mesh = shd.make_mesh(cfg.mesh)
+  rules = tuple(tuple(r) for r in cfg.sharding_rules)
+  model = build_model(cfg, mesh)
+  tokenizer = stage.load_tokenizer(cfg, workdir) if stage.load_tokenizer else None
+  if tokenizer is not None and tokenizer.vocab_size > model.cfg.vocab_size:
+    raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size={model.cfg.vocab_size}")
+  ctx = RunContext(cfg=cfg, workdir=workdir, model=model, mesh=mesh, tokenizer=tokenizer)
+  logging.info("mesh %s on %d devices (%s)", dict(mesh.shape), jax.device_count(), jax.devices()[0].device_kind)
+
+  # 2. Abstract state -> shardings; init straight into them (no host-side full copy).
+  total_steps = cfg.train.steps
+  schedule = optim.make_schedule(cfg.optim, total_steps)
+  tx = optim.make_optimizer(cfg.optim, total_steps)
+  dummy = jnp.zeros((1, cfg.train.seq_len), jnp.int32)
+
+  def init_boxed(rng):
+    params = model.init(rng, dummy)["params"]
+    return step_lib.init_state(params, tx)
+
+  abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(cfg.seed))
+  state_sharding = shd.state_shardings(abstract_boxed, mesh, rules)
+  init_fn = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sharding)
+  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                nn.unbox(abstract_boxed), state_sharding)
+
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=cfg.train.async_checkpointing)
+  restored = ckpt.restore_latest(abstract_state)
+  train_data = stage.make_train_data(ctx)
+  if restored is not None:
+    start_step, state, data_state = restored
+    if data_state is not None and hasattr(train_data, "set_state"):
+      train_data.set_state(data_state)
+    logging.info("resumed from step %d", start_step)
+  else:
+    start_step = 0
+    state = init_fn(jax.random.PRNGKey(cfg.seed))
+    if stage.init_params is not None:
+      state = state.replace(params=stage.init_params(ctx, state.params))
+      state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(state.params))
+  n_params = model_lib.count_params(state.params)
+  logging.info("model: %s style, %.2fM parameters", model.cfg.style, n_params / 1e6)
+
+  # 3. The jitted pure step: explicit in/out shardings, state donated.
+  apply = _apply_fn(model)
+  batch_sharding = shd.batch_sharding(mesh, rules)
+  step_fn = step_lib.make_train_step(stage.make_loss(ctx, apply), tx, schedule, cfg.train.microbatches)
+  jit_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
+                     out_shardings=(state_sharding, shd.replicated(mesh)), donate_argnums=(0,))
+  evaluate = _make_evaluator(ctx, stage, apply, batch_sharding)
+
+  writer = metrics_lib.MetricsWriter(workdir, enabled=is_main, resume_step=start_step if restored else None)
+  tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
+  flops_per_step = model_lib.flops_per_token(model.cfg, cfg.train.seq_len) * tokens_per_step
+  peak = cfg.train.peak_flops_per_device or metrics_lib.device_peak_flops()
+  peak_total = peak * jax.device_count() if peak else None
+
+  def data_state() -> Any:
+    return train_data.get_state() if hasattr(train_data, "get_state") else None
+
+  last: dict[str, Any] = {}
+  if start_step == 0 and evaluate is not None:
+    last.update(evaluate(state.params))
+    writer.write(0, last)
+    logging.info("step 0: %s", _fmt(last))
+
+  # 4. The loop.
+  pending: list[tuple[int, Any]] = []
+  t_last, steps_since = time.perf_counter(), 0
+  progress = _progress(start_step, total_steps, is_main)
+  preempted = False
+  with _Preemption() as preemption:
+    step = start_step
+    while step < total_steps:
+      batch = shd.global_batch(next(train_data), batch_sharding)
+      state, m = jit_step(state, batch)
+      step += 1
+      steps_since += 1
+      pending.append((step, m))
+      progress.update(1)
+      stop = preemption.requested or ckpt.reached_preemption(step)
+      is_eval = evaluate is not None and cfg.train.eval_every and (step % cfg.train.eval_every == 0 or
+                                                                   step == total_steps)
+      is_ckpt = stop or step == total_steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
+      if step % cfg.train.log_every == 0 or is_eval or is_ckpt:
+        # Fetching every pending step's metrics both logs them and proves no NaN slipped in before a save.
+        fetched = [(s, jax.device_get(x)) for s, x in pending]
+        pending.clear()
+        for s, x in fetched:
+          if not (math.isfinite(float(x["loss"])) and math.isfinite(float(x["grad_norm"]))):
+            ckpt.wait()
+            raise NonFiniteLossError(f"non-finite loss {x['loss']} / grad norm {x['grad_norm']} at step {s}; "
+                                     "stopping without writing a checkpoint of it (last good: "
+                                     f"{ckpt.steps()[-1] if ckpt.steps() else 'none'})")
+        dt = time.perf_counter() - t_last
+        last = {k: float(v) for k, v in fetched[-1][1].items()}
+        last["tokens_per_s"] = tokens_per_step * steps_since / dt
+        last["flops_per_s"] = flops_per_step * steps_since / dt
+        if peak_total:
+          last["mfu"] = last["flops_per_s"] / peak_total
+        t_last, steps_since = time.perf_counter(), 0
+        if is_eval:
+          last.update(evaluate(state.params))
+          t_last = time.perf_counter()  # keep eval time out of the throughput
+        writer.write(step, last)
+        progress.set_postfix_str(_fmt(last, ("loss", "val_bpb", "tokens_per_s")))
+        if is_eval or step % (cfg.train.log_every * 10) == 0:
+          logging.info("step %d: %s", step, _fmt(last))
+      if is_ckpt:
+        ckpt.save(step, state, data_state(), cfg_dict)
+      if stop:
+        preempted = True
+        logging.warning("preempted at step %d: checkpoint saved", step)
+        break
+  progress.close()
+  ckpt.wait()
+
+  last["preempted"] = preempted
+  last["step"] = int(step) if total_steps > start_step else start_step
+  if not preempted and is_main:
+    metrics_lib.plot_losses(workdir)
+    if stage.on_end is not None:
+      last.update(stage.on_end(ctx, state.params) or {})
+  writer.close()
+  ckpt.close()
+  return last
+
+
+def _make_evaluator(ctx: RunContext, stage: Stage, apply, batch_sharding):
+  if stage.make_eval_data is None or ctx.tokenizer is None:
+    return None
+  token_bytes = jnp.asarray(ctx.tokenizer.token_bytes(), jnp.float32)
+  pad = ctx.model.cfg.vocab_size - token_bytes.shape[0]
+  token_bytes = jnp.pad(token_bytes, (0, pad))
+  eval_step = jax.jit(step_lib.make_eval_step(apply, token_bytes))
+
+  def evaluate(params) -> dict[str, float]:
+    sums = {"loss_sum": 0.0, "tokens": 0.0, "bytes": 0.0}
+    for i, batch in enumerate(stage.make_eval_data(ctx)):
+      if i >= ctx.cfg.train.eval_batches:
+        break
+      out = jax.device_get(eval_step(params, shd.global_batch(batch, batch_sharding)))
+      for k in sums:
+        sums[k] += float(out[k])
+    return step_lib.summarize_eval(sums)
+
+  return evaluate
+
+
+def _fmt(m: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
+  keys = keys or [k for k in m if k != "preempted"]
+  return " ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m.get(k), (int, float)))
+
+
+def _progress(start: int, total: int, enabled: bool):
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="step")
+
+
+def load_params(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any]:
+  """(config, params) of a run's checkpoint (latest by default), restored on the default device."""
+  cfg = ml_collections.ConfigDict(ckpt_lib.read_config(workdir))
+  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+  steps = ckpt.steps()
+  if not steps:
+    raise FileNotFoundError(f"{workdir} has no checkpoints")
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  step = steps[-1] if step is None else step
+  meta = ckpt._mngr.item_metadata(step)  # pylint: disable=protected-access
+  restored = ckpt._mngr.restore(step, args=ocp.args.Composite(  # pylint: disable=protected-access
+      state=ocp.args.PyTreeRestore(restore_args=jax.tree.map(
+          lambda _: ocp.ArrayRestoreArgs(sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
+          meta["state"]))))
+  ckpt.close()
+  return cfg, restored["state"]["params"]
