@@ -10,6 +10,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["nanolm_jax", "nanolm_jax.*", "configs", "configs.*",
                                     "experiments", "experiments.*"]),
+    package_data={"nanolm_jax.crawl": ["lists/*.txt"]},
+    include_package_data=True,
     install_requires=[
         "jax>=0.10",
         "flax>=0.10",
@@ -30,6 +32,12 @@ setup(
         # crawl pipeline (issue 3)
         "warcio>=1.7",
         "trafilatura>=2.0",
+        "lxml_html_clean",  # justext (trafilatura's fallback) imports lxml.html.clean, split out of lxml 5.2
+        "charset-normalizer>=3.0",
+        "tldextract>=5.0",
+        "py3langid>=0.4",
+        "resiliparse>=0.14",  # the fast extractor (extract.extractor = "resiliparse")
+        "fsspec",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
