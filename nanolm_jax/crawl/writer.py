@@ -81,10 +81,15 @@ def read_jsonl_gz(path: str) -> Iterator[Document]:
         yield from_record(json.loads(line))
 
 
+def encode_shard(docs: Iterable[Document]) -> bytes:
+  """The bytes of a shard: its documents sorted by id, gzipped reproducibly (the Beam runner uploads these)."""
+  return _gzip_bytes(encode_line(d) for d in sorted(docs, key=lambda d: d.id))
+
+
 def write_shard(out_dir: str, index: int, num_shards: int, docs: Iterable[Document]) -> str:
-  """Writes one output shard, sorted by id; an empty shard is still written so the set of files is fixed."""
+  """Writes one output shard; an empty shard is still written so that the set of files is fixed."""
   path = shard_path(out_dir, index, num_shards)
-  write_jsonl_gz(path, sorted(docs, key=lambda d: d.id))
+  write_atomic(path, encode_shard(docs))
   return path
 
 
