@@ -154,6 +154,14 @@ def _truncated(record) -> bool:
   return getattr(raw, "limit", 0) > 0
 
 
+def _malformed(record, allow_arc: bool) -> bool:
+  """warcio parses almost anything leniently (garbage becomes an ARC record); insist on a well-formed header."""
+  if record.rec_type is None or (record.format != "warc" and not allow_arc):
+    return True
+  length = record.rec_headers.get_header("Content-Length") if record.format == "warc" else "0"
+  return length is None or not length.strip().isdigit()
+
+
 def _trailing_bytes(archive, fh) -> bool:
   """Whether bytes were left over after the last complete record.
 
@@ -172,6 +180,7 @@ def read_warc(path: str, cfg: ml_collections.ConfigDict | None = None) -> Iterat
 
   cfg = cfg if cfg is not None else default_config()
   warc_file = os.path.basename(path.rstrip("/"))
+  allow_arc = ".arc" in warc_file.lower() and ".warc" not in warc_file.lower()
   try:
     with _open(path) as fh:
       archive = ArchiveIterator(fh)
@@ -182,6 +191,9 @@ def read_warc(path: str, cfg: ml_collections.ConfigDict | None = None) -> Iterat
         except StopIteration:
           if _trailing_bytes(archive, fh):
             yield errored("read:truncated")
+          return
+        if _malformed(record, allow_arc):
+          yield errored("read:malformed")
           return
         try:
           if record.rec_type != "response":
