@@ -15,8 +15,10 @@ universal hashing ``(a * x + b) mod (2^61 - 1)`` with parameters drawn from ``Ra
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import re
+import sys
 import unicodedata
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -62,13 +64,19 @@ def default_config() -> ml_collections.ConfigDict:
   })
 
 
+@functools.cache
+def _combining_marks() -> dict[int, None]:
+  """str.translate table deleting every nonspacing mark (category Mn): C speed instead of a per-char loop."""
+  return {cp: None for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)) == "Mn"}
+
+
 def simplify_text(text: str, diacritics: bool = True, numbers: bool = True) -> str:
   """datatrove's simplify_text: lowercase, one space between words, no punctuation, no diacritics, digits -> 0."""
   text = text.lower()
   text = _WHITESPACE.sub(" ", text.strip())
   text = text.translate(_PUNCT_TABLE)
-  if diacritics:
-    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+  if diacritics and not text.isascii():  # ASCII has no diacritics: skip the costly normalisation
+    text = unicodedata.normalize("NFD", text).translate(_combining_marks())
   if numbers:
     text = _NUMBERS.sub("0", text)
   # Removing punctuation can leave double spaces ("a - b"); words are what count.
