@@ -90,7 +90,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule:
     grads = jax.tree.map(lambda g: g / den, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": num / den, "grad_norm": optax.global_norm(grads), "tokens": den,
+    metrics = {"loss": num / den, "grad_norm": optax.tree.norm(grads), "tokens": den,
                **{k: v / den for k, v in aux.items()}}
     if schedule is not None:
       metrics["lr"] = schedule(state.step)

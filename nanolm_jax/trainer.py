@@ -151,7 +151,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
 
   # 1. Mesh, model, tokenizer.
   mesh = shd.make_mesh(cfg.mesh)
-  rules = tuple(tuple(r) for r in cfg.sharding_rules)
   model = build_model(cfg, mesh)
   tokenizer = stage.load_tokenizer(cfg, workdir) if stage.load_tokenizer else None
   if tokenizer is not None and tokenizer.vocab_size > model.cfg.vocab_size:
@@ -159,24 +158,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
   ctx = RunContext(cfg=cfg, workdir=workdir, model=model, mesh=mesh, tokenizer=tokenizer)
   logging.info("mesh %s on %d devices (%s)", dict(mesh.shape), jax.device_count(), jax.devices()[0].device_kind)
 
-  # 2. Abstract state -> shardings; init straight into them (no host-side full copy).
+  # 2. Abstract state -> shardings; the jitted pure step with explicit in/out shardings and donated state.
   total_steps = cfg.train.steps
-  schedule = optim.make_schedule(cfg.optim, total_steps)
-  tx = optim.make_optimizer(cfg.optim, total_steps)
-  dummy = jnp.zeros((1, cfg.train.seq_len), jnp.int32)
-
-  def init_boxed(rng):
-    params = model.init(rng, dummy)["params"]
-    return step_lib.init_state(params, tx)
-
-  abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(cfg.seed))
-  state_sharding = shd.state_shardings(abstract_boxed, mesh, rules)
-  init_fn = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sharding)
-  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                nn.unbox(abstract_boxed), state_sharding)
+  apply = _apply_fn(model)
+  setup = make_sharded_step(cfg, model, mesh, stage.make_loss(ctx, apply))
+  tx, state_sharding, batch_sharding = setup.tx, setup.state_sharding, setup.batch_sharding
 
   ckpt = ckpt_lib.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=cfg.train.async_checkpointing)
-  restored = ckpt.restore_latest(abstract_state)
+  restored = ckpt.restore_latest(setup.abstract_state)
   train_data = stage.make_train_data(ctx)
   if restored is not None:
     start_step, state, data_state = restored
@@ -185,19 +174,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
     logging.info("resumed from step %d", start_step)
   else:
     start_step = 0
-    state = init_fn(jax.random.PRNGKey(cfg.seed))
+    state = setup.init(jax.random.PRNGKey(cfg.seed))
     if stage.init_params is not None:
       state = state.replace(params=stage.init_params(ctx, state.params))
       state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(state.params))
   n_params = model_lib.count_params(state.params)
   logging.info("model: %s style, %.2fM parameters", model.cfg.style, n_params / 1e6)
 
-  # 3. The jitted pure step: explicit in/out shardings, state donated.
-  apply = _apply_fn(model)
-  batch_sharding = shd.batch_sharding(mesh, rules)
-  step_fn = step_lib.make_train_step(stage.make_loss(ctx, apply), tx, schedule, cfg.train.microbatches)
-  jit_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
-                     out_shardings=(state_sharding, shd.replicated(mesh)), donate_argnums=(0,))
+  jit_step = setup.step
   evaluate = _make_evaluator(ctx, stage, apply, batch_sharding)
 
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_main, resume_step=start_step if restored else None)
@@ -275,6 +259,40 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
   writer.close()
   ckpt.close()
   return last
+
+
+@dataclasses.dataclass
+class ShardedStep:
+  """The sharded pieces of a run: initialiser, jitted step, and the shardings they use."""
+  tx: Any
+  init: Callable[[jax.Array], step_lib.TrainState]
+  step: Callable[..., tuple[step_lib.TrainState, dict[str, jax.Array]]]
+  abstract_state: Any
+  state_sharding: Any
+  batch_sharding: jax.sharding.NamedSharding
+
+
+def make_sharded_step(cfg: ml_collections.ConfigDict, model: model_lib.Transformer, mesh: jax.sharding.Mesh,
+                      loss_fn: step_lib.LossFn) -> ShardedStep:
+  """Shardings from the logical axis rules; init straight into them (no host-side full copy); jit with donation."""
+  rules = tuple(tuple(r) for r in cfg.sharding_rules)
+  schedule = optim.make_schedule(cfg.optim, cfg.train.steps)
+  tx = optim.make_optimizer(cfg.optim, cfg.train.steps)
+  dummy = jnp.zeros((1, cfg.train.seq_len), jnp.int32)
+
+  def init_boxed(rng):
+    return step_lib.init_state(model.init(rng, dummy)["params"], tx)
+
+  abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(0))
+  state_sharding = shd.state_shardings(abstract_boxed, mesh, rules)
+  init = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sharding)
+  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                nn.unbox(abstract_boxed), state_sharding)
+  batch_sharding = shd.batch_sharding(mesh, rules)
+  step_fn = step_lib.make_train_step(loss_fn, tx, schedule, cfg.train.microbatches)
+  step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, shd.replicated(mesh)), donate_argnums=(0,))
+  return ShardedStep(tx, init, step, abstract_state, state_sharding, batch_sharding)
 
 
 def _make_evaluator(ctx: RunContext, stage: Stage, apply, batch_sharding):

@@ -1,0 +1,68 @@
+"""Shared test setup: 8 simulated CPU devices, a private cache, a small corpus and tokenizer, a tiny config."""
+import json
+import os
+import sys
+import tempfile
+
+# Must happen before jax is imported anywhere: sharding tests need several devices on a CPU-only machine.
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("NANOLM_CACHE", tempfile.mkdtemp(prefix="nanolm_test_cache_"))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> str:
+  """A `files:` source of real English prose (Python's pydoc topics), as JSONL."""
+  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+  d = tmp_path_factory.mktemp("small_corpus")
+  path = d / "docs.jsonl"
+  with open(path, "w") as f:
+    for name in sorted(pydoc_data.topics.topics):
+      f.write(json.dumps({"text": pydoc_data.topics.topics[name]}) + "\n")
+  return f"files:{path}"
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(small_corpus, tmp_path_factory) -> str:
+  """Path of a 512-token BPE tokenizer trained on small_corpus."""
+  from nanolm_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.data import sources  # pylint: disable=g-import-not-at-top
+  cfg = sources.default_data_config()
+  cfg.sources = small_corpus
+  path = str(tmp_path_factory.mktemp("tok") / "tokenizer.model")
+  tokenizer_lib.Tokenizer.train(sources.iter_texts(cfg, "train"), 512, path)
+  return path
+
+
+def tiny_overrides(corpus: str, tokenizer: str) -> dict:
+  """Dotted overrides that make the pretraining config run in seconds in tests."""
+  return {
+      "model.vocab_size": 512, "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 64,
+      "model.max_len": 64, "model.dtype": "float32", "train.seq_len": 32, "train.batch_size": 8,
+      "train.steps": 6, "train.eval_every": 3, "train.eval_batches": 2, "train.log_every": 1,
+      "train.checkpoint_every": 3, "train.async_checkpointing": False, "optim.warmup_steps": 2,
+      "data.sources": corpus, "tokenizer.path": tokenizer, "sample.max_new_tokens": 8,
+  }
+
+
+def make_config(preset: str = "tiny", **overrides):
+  from configs import pretrain  # pylint: disable=g-import-not-at-top
+  cfg = pretrain.get_config(preset)
+  for key, value in overrides.items():
+    node = cfg
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def cli_args(overrides: dict) -> list[str]:
+  return [f"--config.{k}={v}" for k, v in overrides.items()]
