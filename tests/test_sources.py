@@ -103,6 +103,17 @@ def test_files_formats_split_and_bad_lines(tmp_path, caplog):
   assert train == [d for d in all_docs if d not in expected_val]
 
 
+def test_truncated_gzip_keeps_readable_documents(tmp_path, caplog):
+  _write_jsonl(tmp_path / 'full.jsonl.gz', [{'text': f'document {i} ' * 20} for i in range(200)], gz=True)
+  data = (tmp_path / 'full.jsonl.gz').read_bytes()
+  (tmp_path / 'cut.jsonl.gz').write_bytes(data[:len(data) // 2])
+  cfg = _cfg(f'files:{tmp_path}/cut.jsonl.gz', val_fraction=0.0)
+  with caplog.at_level(logging.WARNING):
+    docs = list(sources.load_texts(cfg, 'train'))
+  assert 'truncated or corrupt' in caplog.text
+  assert 0 < len(docs) < 200 and docs == [f'document {i} ' * 20 for i in range(len(docs))]
+
+
 def test_tiny_files_source_still_gets_one_validation_document(tmp_path):
   _write_jsonl(tmp_path / 'a.jsonl', [{'text': 'one'}, {'text': 'two'}])
   cfg = _cfg(f'files:{tmp_path}/a.jsonl', val_fraction=0.01)

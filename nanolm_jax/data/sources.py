@@ -188,7 +188,16 @@ def _read_file(path: str) -> tuple[list[str], int]:
       text = f.read()
       return ([text] if text.strip() else []), 0
     docs, bad = [], 0
-    for line in f:
+    lines = iter(f)
+    while True:
+      try:
+        line = next(lines)
+      except StopIteration:
+        break
+      except (EOFError, OSError) as e:  # e.g. a .gz cut short by a crashed writer: keep what was readable
+        logging.warning('%s is truncated or corrupt after %d documents (%s); using those.', path, len(docs), e)
+        bad += 1
+        break
       if not line.strip():
         continue
       try:
