@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import glob
 import gzip
-import hashlib
 import json
 import math
 import os
