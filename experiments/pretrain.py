@@ -15,6 +15,7 @@ from absl import logging
 from ml_collections import config_flags
 
 import configs
+from nanolm_jax import metrics
 from nanolm_jax import pretraining
 from nanolm_jax import sharding
 from nanolm_jax import trainer
@@ -27,6 +28,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/pretr
 def main(argv):
   del argv
   cfg = _CONFIG.value
+  metrics.quiet_library_logs()
   sharding.maybe_initialize_distributed()
   try:
     trainer.validate_config(cfg)

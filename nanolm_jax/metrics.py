@@ -88,3 +88,18 @@ def plot_losses(workdir: str, keys: tuple[str, ...] = ("loss", "val_loss"), file
   fig.savefig(out)
   plt.close(fig)
   return out
+
+
+class _DropLibraryInfo:
+  """logging filter: INFO chatter from orbax / grain / etils is dropped; their warnings and errors still show."""
+  _NOISY = ("/orbax/", "/grain/", "/etils/", "/tensorflow_datasets/", "/jax/_src/")
+
+  def filter(self, record) -> bool:
+    import logging as std_logging  # pylint: disable=g-import-not-at-top
+    return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in self._NOISY)
+
+
+def quiet_library_logs() -> None:
+  """Keeps a run's log readable: call once at the start of an entrypoint."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())

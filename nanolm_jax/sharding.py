@@ -60,6 +60,13 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None 
   return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
 
 
+def normalize_rules(rules: Any) -> Rules:
+  """Rules as hashable nested tuples (configs loaded from JSON carry lists)."""
+  def axes(a):
+    return tuple(a) if isinstance(a, (list, tuple)) else a
+  return tuple((str(name), axes(a)) for name, a in rules)
+
+
 def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules: Rules) -> Any:
   """Pytree of logical PartitionSpecs -> pytree of NamedShardings."""
   return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))

@@ -316,17 +316,21 @@ def _checked(tok: Tokenizer, vocab_size: int, where: str) -> Tokenizer:
 def get_or_train_tokenizer(
     tok_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict, vocab_size: int, workdir: str
 ) -> Tokenizer:
-  """The run's tokenizer: ``tok_cfg.path`` if set, else ``<workdir>/tokenizer.model``, else train one.
+  """The run's tokenizer: ``<workdir>/tokenizer.model`` (a resumed run), else ``tok_cfg.path``, else train one.
 
   Training uses the 'train' split of ``data_cfg.sources`` and is cached under ``cache_dir()`` by ``cache_key``; the
   model is then copied to ``<workdir>/tokenizer.model`` so a run directory is self-contained and resumes with the
   same tokenizer even if the sources change.
   """
-  if tok_cfg.path:
-    return _checked(Tokenizer.load(tok_cfg.path), vocab_size, tok_cfg.path)
   run_path = os.path.join(workdir, 'tokenizer.model')
   if os.path.exists(run_path):
     return _checked(Tokenizer.load(run_path), vocab_size, run_path)
+  if tok_cfg.path:
+    # Copied into the run folder too, so the run stays loadable if the original moves.
+    tok = _checked(Tokenizer.load(tok_cfg.path), vocab_size, tok_cfg.path)
+    os.makedirs(workdir, exist_ok=True)
+    tok.save(run_path)
+    return tok
   cached = os.path.join(cache_dir(), cache_key(tok_cfg, data_cfg, vocab_size) + '.model')
   if os.path.exists(cached):
     logging.info('Using cached tokenizer %s', cached)

@@ -105,8 +105,7 @@ def config_to_dict(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None) -> model_lib.Transformer:
   mc = model_lib.ModelConfig.from_config(cfg.model)
-  rules = tuple(tuple(r) if isinstance(r, list) else r for r in cfg.sharding_rules)
-  return model_lib.Transformer(mc, mesh=mesh, rules=rules)
+  return model_lib.Transformer(mc, mesh=mesh, rules=shd.normalize_rules(cfg.sharding_rules))
 
 
 def _apply_fn(model: model_lib.Transformer) -> Callable[..., jax.Array]:
@@ -275,7 +274,7 @@ class ShardedStep:
 def make_sharded_step(cfg: ml_collections.ConfigDict, model: model_lib.Transformer, mesh: jax.sharding.Mesh,
                       loss_fn: step_lib.LossFn) -> ShardedStep:
   """Shardings from the logical axis rules; init straight into them (no host-side full copy); jit with donation."""
-  rules = tuple(tuple(r) for r in cfg.sharding_rules)
+  rules = shd.normalize_rules(cfg.sharding_rules)
   schedule = optim.make_schedule(cfg.optim, cfg.train.steps)
   tx = optim.make_optimizer(cfg.optim, cfg.train.steps)
   dummy = jnp.zeros((1, cfg.train.seq_len), jnp.int32)
