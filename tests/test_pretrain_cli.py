@@ -1,0 +1,115 @@
+"""The pretraining entrypoint as a user runs it: config typos, mesh overrides, kill -9 + resume, SIGTERM."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, cli_args, tiny_overrides
+
+
+def _env(devices=8):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+def _cmd(workdir, overrides, extra=()):
+  return [sys.executable, "-m", "experiments.pretrain", f"--workdir={workdir}", *cli_args(overrides), *extra]
+
+
+def _run(workdir, overrides, extra=(), devices=8, timeout=300):
+  return subprocess.run(_cmd(workdir, overrides, extra), cwd=REPO, env=_env(devices), capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def _losses(workdir):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.fixture
+def over(small_corpus, small_tokenizer):
+  o = tiny_overrides(small_corpus, small_tokenizer)
+  o["sample.max_new_tokens"] = 4
+  return o
+
+
+def test_unknown_config_key_is_named(tmp_path, over):
+  p = _run(tmp_path / "run", over, ["--config.model.num_layrs=2"])
+  assert p.returncode != 0 and "num_layrs" in p.stderr
+  assert not (tmp_path / "run").exists()
+
+
+def test_bad_value_is_named_before_any_folder(tmp_path, over):
+  p = _run(tmp_path / "run", {**over, "model.num_heads": 3})
+  assert p.returncode != 0 and "num_heads=3" in p.stderr
+  p = _run(tmp_path / "run", {**over, "mesh.data": 3})
+  assert p.returncode != 0 and "mesh" in p.stderr and "8 are available" in p.stderr
+  assert not (tmp_path / "run").exists()
+
+
+def test_mesh_overrides_give_single_device_losses(tmp_path, over):
+  over = {**over, "train.steps": 4, "train.eval_every": 0, "train.checkpoint_every": 0}
+  ref = _run(tmp_path / "one", over, devices=1)
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  for name, mesh in {"fsdp8": dict(data=1, fsdp=8, tensor=1), "d2f2t2": dict(data=2, fsdp=2, tensor=2)}.items():
+    p = _run(tmp_path / name, {**over, **{f"mesh.{k}": v for k, v in mesh.items()}})
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / name)
+    assert a.keys() == b.keys() == {1, 2, 3, 4}
+    for s in a:
+      assert abs(a[s] - b[s]) <= 1e-5 * abs(a[s]), (name, s, a[s], b[s])
+
+
+def _wait_for(pred, timeout=240):
+  t = time.time()
+  while not pred():
+    if time.time() - t > timeout:
+      raise TimeoutError
+    time.sleep(0.05)
+
+
+def test_kill_9_then_resume_is_bitwise_identical(tmp_path, over):
+  over = {**over, "train.steps": 40, "train.checkpoint_every": 8, "train.eval_every": 0}
+  straight = _run(tmp_path / "straight", over)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  victim = tmp_path / "victim"
+  proc = subprocess.Popen(_cmd(victim, over), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  _wait_for(lambda: (victim / "checkpoints" / "8").exists() or proc.poll() is not None)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  killed_at = max(_losses(victim))
+  resumed = _run(victim, over)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step" in resumed.stderr
+  a, b = _losses(tmp_path / "straight"), _losses(victim)
+  assert a.keys() == b.keys() == set(range(1, 41))
+  assert killed_at < 40
+  assert all(a[s] == b[s] for s in a), {s: (a[s], b[s]) for s in a if a[s] != b[s]}  # bitwise (fp32, CPU)
+
+
+def test_sigterm_checkpoints_current_step_and_exits_zero(tmp_path, over):
+  over = {**over, "train.steps": 400, "train.checkpoint_every": 1000, "train.eval_every": 0}
+  run = tmp_path / "run"
+  proc = subprocess.Popen(_cmd(run, over), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  metrics = run / "metrics.jsonl"
+  _wait_for(lambda: (metrics.exists() and len(metrics.read_text().splitlines()) >= 5) or proc.poll() is not None)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-3000:]
+  assert "preempted" in out
+  steps = [int(d) for d in os.listdir(run / "checkpoints") if d.isdigit()]
+  last_logged = max(_losses(run))
+  assert steps == [last_logged] and last_logged < 400
+  over["train.steps"] = last_logged + 3
+  resumed = _run(run, over)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resumed from step {last_logged}" in resumed.stderr
+  assert max(_losses(run)) == last_logged + 3
