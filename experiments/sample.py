@@ -10,8 +10,7 @@ from absl import flags
 
 from nanolm_jax import engine
 from nanolm_jax import metrics
-from nanolm_jax import tokenizer as tokenizer_lib
-from nanolm_jax import trainer
+from nanolm_jax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain_tiny", "Run folder to load.")
 _PROMPT = flags.DEFINE_string("prompt", "The", "Text to continue.")
@@ -31,15 +30,14 @@ def main(argv):
                                      max_new_tokens=_MAX_NEW.value).validate()
     if _NUM.value < 1:
       raise ValueError(f"--num_samples must be >= 1, got {_NUM.value}")
-    cfg, params = trainer.load_params(_WORKDIR.value)
+    run = runs.load_run(_WORKDIR.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
-  tok = tokenizer_lib.Tokenizer.load(f"{_WORKDIR.value}/tokenizer.model")
-  model = trainer.build_model(cfg, mesh=None)
+  tok = run.tokenizer
   ids = tok.encode(_PROMPT.value, bos=True)
   try:
-    outs = engine.generate(model, {"params": params}, [ids] * _NUM.value, sampling, jax.random.PRNGKey(_SEED.value),
-                           eos_id=tok.eos_id)
+    outs = engine.generate(run.model, {"params": run.params}, [ids] * _NUM.value, sampling,
+                           jax.random.PRNGKey(_SEED.value), eos_id=tok.eos_id)
   except ValueError as e:
     sys.exit(f"error: {e}")
   for out in outs:
