@@ -38,6 +38,7 @@ setup(
         "py3langid>=0.4",
         "resiliparse>=0.14",  # the fast extractor (extract.extractor = "resiliparse")
         "fsspec",
+        "numba>=0.60",  # fused MinHash kernel (crawl dedup); dedup falls back to numpy, same signatures, if absent
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
