@@ -41,6 +41,8 @@ class RunContext:
   model: model_lib.Transformer
   mesh: jax.sharding.Mesh
   tokenizer: Any
+  # The current params, for stages whose data depends on the policy (RL rollouts); set once the state exists.
+  current_params: Callable[[], Any] | None = None
 
 
 @dataclasses.dataclass
@@ -52,7 +54,8 @@ class Stage:
   make_eval_data: Callable[[RunContext], Iterable[dict[str, np.ndarray]]] | None = None
   on_end: Callable[[RunContext, Any], dict[str, Any] | None] | None = None
   load_tokenizer: Callable[[ml_collections.ConfigDict, str], Any] | None = None
-  init_params: Callable[[RunContext, Any], Any] | None = None  # e.g. SFT: params of the --init_from run
+  # Fresh runs only: (ctx, abstract sharded params) -> params, e.g. SFT restoring the --init_from run's weights.
+  init_params: Callable[[RunContext, Any], Any] | None = None
 
 
 def validate_config(cfg: ml_collections.ConfigDict, num_devices: int | None = None,
@@ -175,8 +178,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
     start_step = 0
     state = setup.init(jax.random.PRNGKey(cfg.seed))
     if stage.init_params is not None:
-      state = state.replace(params=stage.init_params(ctx, state.params))
+      state = state.replace(params=stage.init_params(ctx, setup.abstract_state.params))
       state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(state.params))
+  ctx.current_params = lambda: state.params
   n_params = model_lib.count_params(state.params)
   logging.info("model: %s style, %.2fM parameters", model.cfg.style, n_params / 1e6)
 
@@ -325,19 +329,34 @@ def _progress(start: int, total: int, enabled: bool):
   return tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="step")
 
 
+def restore_params(workdir: str, target: Any = None, step: int | None = None) -> tuple[int, Any]:
+  """(step, params) from a run's checkpoint (latest by default), without reading the optimizer state.
+
+  target: a pytree of jax.ShapeDtypeStruct with shardings (e.g. the new run's abstract params) to restore straight
+  into; None restores every array onto the default device. Shapes must match the run's model config.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+  try:
+    steps = ckpt.steps()
+    if not steps:
+      raise FileNotFoundError(f"{workdir} has no checkpoints")
+    step = steps[-1] if step is None else step
+    mngr = ckpt._mngr  # pylint: disable=protected-access
+    if target is None:
+      meta = ocp.PyTreeCheckpointer().metadata(os.fspath(ckpt.directory / str(step) / "state"))
+      meta = getattr(meta, "item_metadata", meta)["params"]
+      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding, dtype=t.dtype), target)
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item={"params": target}, restore_args={"params": restore_args}, partial_restore=True)))
+    return step, out["state"]["params"]
+  finally:
+    ckpt.close()
+
+
 def load_params(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any]:
   """(config, params) of a run's checkpoint (latest by default), restored on the default device."""
   cfg = ml_collections.ConfigDict(ckpt_lib.read_config(workdir))
-  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
-  steps = ckpt.steps()
-  if not steps:
-    raise FileNotFoundError(f"{workdir} has no checkpoints")
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  step = steps[-1] if step is None else step
-  meta = ckpt._mngr.item_metadata(step)  # pylint: disable=protected-access
-  restored = ckpt._mngr.restore(step, args=ocp.args.Composite(  # pylint: disable=protected-access
-      state=ocp.args.PyTreeRestore(restore_args=jax.tree.map(
-          lambda _: ocp.ArrayRestoreArgs(sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
-          meta["state"]))))
-  ckpt.close()
-  return cfg, restored["state"]["params"]
+  return cfg, restore_params(workdir, step=step)[1]
