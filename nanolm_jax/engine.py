@@ -1,19 +1,54 @@
-"""Generation: one prefill over the prompts, then a jitted decode loop against a preallocated KV cache.
+"""Inference engine: one prefill, then jitted chunks of decode steps against a preallocated, donated KV cache.
 
-Prompts of different lengths are right-padded; row b's cache slot s holds position s, and decoding row b writes slot
-len_b, len_b + 1, ... in order, so padding slots are overwritten before any query can see them (model.Attention).
+Usage (servers, SFT eval, GRPO rollouts, the chat CLI)::
+
+  eng = Engine(run.model, run.params, run.tokenizer, tools=[Calculator()])
+  outs = eng.generate([prompt_ids_a, prompt_ids_b], SamplingParams(temperature=1.0, max_new_tokens=256), n=8, seed=0,
+                      stop_tokens=chat.stop_tokens(tok))
+  outs[i * n + j]      # Completion of sample j of prompt i: tokens, logprobs, generated_mask, text, finish_reason
+
+How it works:
+  * Prefill: the *unique* prompts are right-padded into one batch and run once; the cache rows (and last logits) are
+    then repeated n times on device, so G samples of a GRPO group share one prefill. Row b's cache slot s holds
+    position s; padding slots are overwritten in order before any query can see them (model.Attention).
+  * Decode: a jitted lax.while_loop of up to `chunk` steps (cache donated, so it is updated in place), exiting early
+    when every row has stopped. Between chunks the host streams new tokens, checks stop strings and runs tools.
+  * Shapes are bucketed to powers of two (prompt length, batch, cache length, output buffer), and every sampling knob
+    is a traced per-row value, so a server's mixed requests reuse a handful of compiled programs.
+  * Sampling: temperature (0 = greedy), top-k (0 = off), top-p (1 = off), per prompt (pass a list of
+    SamplingParams). The draw for token t of completion r uses key fold_in(fold_in(seed, r), t), so a completion does
+    not depend on what else is in the batch, on padding, or on the chunk size.
+  * Stops: `stop_tokens` (kept as the last token: RL trains on the stop), `stop_strings` (host side; tokens are cut
+    after the token that completes the string, `text` before the string), `max_new_tokens` (counts every completion
+    token, forced tool results included) and the model's context -> finish_reason 'stop' | 'length'.
+  * Logprobs: `logprobs[t]` is log p(token_t) under the model's *unfiltered* distribution at temperature 1 — what the
+    policy-gradient ratio of RL needs, and independent of the sampler settings. `sampling_logprobs[t]` is under the
+    distribution actually sampled from (temperature, top-k, top-p applied; 0.0 for greedy rows). Forced tokens get 0.
+  * Tools: when a row samples <|tool_call_end|> it pauses; the host decodes `name: arguments` since
+    <|tool_call_start|>, runs the tool (time/size bounded, see nanolm_jax.tools) and forces
+    <|tool_result_start|> result <|tool_result_end|> into that row (generated_mask False), which then resumes.
+  * Sharding: pass the mesh the Transformer was built with; params are placed by their logical axes and the cache by
+    model.CACHE_AXES with the model's rules (batch over data/fsdp, kv heads over tensor), as in training.
+
+Streaming: on_token(row, token, text_delta, generated) is called once per new token, in order per row, after each
+chunk. text_delta is the new decoded text (held back while it ends in an incomplete UTF-8 character; specials appear
+by name). A stop string that spans two chunks may be partly streamed before it is detected.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nanolm_jax import model as model_lib
+
+OnToken = Callable[[int, int, str, bool], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,21 +66,52 @@ class SamplingParams:
       raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k}")
     if not 0 < self.top_p <= 1:
       raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-    if self.max_new_tokens < 1:
-      raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+    if self.max_new_tokens < 1 or int(self.max_new_tokens) != self.max_new_tokens:
+      raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens}")
     return self
+
+
+@dataclasses.dataclass
+class Completion:
+  """One sampled continuation. tokens exclude the prompt; all per-token lists have len(tokens) entries."""
+  prompt_index: int
+  sample_index: int
+  tokens: list[int]
+  logprobs: list[float]            # log p under the unfiltered model at temperature 1 (0.0 for forced tokens)
+  sampling_logprobs: list[float]   # log p under the filtered sampling distribution (0.0 greedy / forced)
+  generated_mask: list[bool]       # False for forced tool-result tokens (mask them out of RL / SFT losses)
+  text: str                        # decoded tokens (specials by name), cut before a stop string / stop token
+  finish_reason: str               # 'stop' (stop token or string) | 'length' (max_new_tokens or context)
+  stop: int | str | None = None    # the stop token id or stop string that ended it
+  tool_calls: list[dict[str, str]] = dataclasses.field(default_factory=list)  # {"name", "arguments", "result"}
+  prompt_tokens: int = 0
+
+  @property
+  def truncated(self) -> bool:
+    """True when the completion was cut by a length limit rather than ending itself."""
+    return self.finish_reason == "length"
+
+
+def _pow2(n: int) -> int:
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _per_row(x: jax.Array, b: int) -> jax.Array:
+  """Scalar or (B,) knob -> (B, 1) for broadcasting against logits_BxV."""
+  return jnp.broadcast_to(jnp.reshape(jnp.asarray(x), (-1, 1)), (b, 1))
 
 
 def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
   """Temperature-scaled logits with everything outside top-k / the top-p nucleus set to -inf (float32).
 
-  All three knobs are traced values, so changing them does not recompile.
+  The knobs are traced scalars or per-row (B,) arrays, so changing them does not recompile.
   """
+  b, v = logits_BxV.shape
+  temperature, top_k, top_p = _per_row(temperature, b), _per_row(top_k, b), _per_row(top_p, b)
   logits = logits_BxV.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
-  v = logits.shape[-1]
   sorted_BxV = jnp.sort(logits, axis=-1)[:, ::-1]
-  k = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
-  kth_Bx1 = jnp.take_along_axis(sorted_BxV, jnp.broadcast_to(k - 1, (logits.shape[0], 1)), axis=-1)
+  k_Bx1 = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
+  kth_Bx1 = jnp.take_along_axis(sorted_BxV, k_Bx1 - 1, axis=-1)
   logits = jnp.where(logits < kth_Bx1, -jnp.inf, logits)
   # Nucleus: keep the smallest prefix of the sorted distribution whose mass reaches top_p (always >= 1 token).
   sorted_BxV = jnp.where(sorted_BxV < kth_Bx1, -jnp.inf, sorted_BxV)
@@ -56,39 +122,380 @@ def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Arra
   return jnp.where(logits < cutoff_Bx1, -jnp.inf, logits)
 
 
+def _sample_rows(logits_BxV: jax.Array, keys_B: jax.Array, temperature, top_k, top_p):
+  """(tokens_B, model_logp_B, sampling_logp_B) with one key per row; greedy where temperature == 0."""
+  b = logits_BxV.shape[0]
+  filtered_BxV = filter_logits(logits_BxV, temperature, top_k, top_p)
+  sampled_B = jax.vmap(lambda k, l: jax.random.categorical(k, l))(keys_B, filtered_BxV)
+  greedy_B = _per_row(temperature, b)[:, 0] <= 0
+  tok_B = jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1), sampled_B).astype(jnp.int32)
+  logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
+  slogp_BxV = jax.nn.log_softmax(filtered_BxV, axis=-1)
+  model_logp_B = jnp.take_along_axis(logp_BxV, tok_B[:, None], axis=-1)[:, 0]
+  sampling_logp_B = jnp.where(greedy_B, 0.0, jnp.take_along_axis(slogp_BxV, tok_B[:, None], axis=-1)[:, 0])
+  return tok_B, model_logp_B, sampling_logp_B
+
+
 def sample_token(logits_BxV: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: jax.Array,
                  top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Draws one token per row; returns (tokens_B, logprobs_B) under the model's unfiltered distribution."""
-  filtered = filter_logits(logits_BxV, temperature, top_k, top_p)
-  sampled = jax.random.categorical(rng, filtered, axis=-1)
-  greedy = jnp.argmax(logits_BxV, axis=-1)
-  tok_B = jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
-  logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
-  return tok_B, jnp.take_along_axis(logp_BxV, tok_B[:, None], axis=-1)[:, 0]
+  keys_B = jax.random.split(rng, logits_BxV.shape[0])
+  tok_B, logp_B, _ = _sample_rows(logits_BxV, keys_B, temperature, top_k, top_p)
+  return tok_B, logp_B
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "cache_len"))
-def _generate(model: model_lib.Transformer, params: Any, prompt_BxT: jax.Array, lengths_B: jax.Array,
-              rng: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, eos_id: jax.Array,
-              max_new_tokens: int, cache_len: int):
-  b, t = prompt_BxT.shape
-  cache = model_lib.init_cache(model.cfg, b, cache_len)
-  positions_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))
-  logits_BxTxV, cache = model.apply(params, prompt_BxT, positions_BxL=positions_BxT, cache=cache)
-  last_BxV = jnp.take_along_axis(logits_BxTxV, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
+# --- jitted programs --------------------------------------------------------------------------------------------------
 
-  def step(carry, rng_t):
-    last_BxV, cache, pos_B, done_B = carry
-    tok_B, logp_B = sample_token(last_BxV, rng_t, temperature, top_k, top_p)
-    tok_B = jnp.where(done_B, eos_id, tok_B)
-    emitted_B = ~done_B
-    done_B = done_B | (tok_B == eos_id)
-    logits_Bx1xV, cache = model.apply(params, tok_B[:, None], positions_BxL=pos_B[:, None], cache=cache)
-    return (logits_Bx1xV[:, 0], cache, pos_B + 1, done_B), (tok_B, logp_B, emitted_B)
 
-  carry = (last_BxV, cache, lengths_B, jnp.zeros((b,), bool))
-  _, (toks_NxB, logps_NxB, emitted_NxB) = jax.lax.scan(step, carry, jax.random.split(rng, max_new_tokens))
-  return toks_NxB.T, logps_NxB.T, emitted_NxB.T
+class _Programs:
+  """The jitted prefill and decode-chunk functions for one model (and mesh); compiled per bucketed shape."""
+
+  def __init__(self, model: model_lib.Transformer, mesh: Any):
+    self.model, self.mesh = model, mesh
+    self.rules = list(model.rules) if model.rules else []
+    self.prefill = jax.jit(self._prefill, static_argnames=("cache_len",))
+    self.decode = jax.jit(self._decode, donate_argnums=(1,))
+
+  def _constrain_cache(self, cache):
+    if self.mesh is None:
+      return cache
+    return jax.tree.map(lambda a: nn.with_logical_constraint(a, model_lib.CACHE_AXES, rules=self.rules,
+                                                             mesh=self.mesh), cache)
+
+  def _prefill(self, params, prompt_PxT, lengths_P, rows_B, cache_len: int):
+    """Runs the unique prompts once, then gathers their cache rows / last logits into the decode batch."""
+    p, t = prompt_PxT.shape
+    cache = self._constrain_cache(model_lib.init_cache(self.model.cfg, p, cache_len))
+    positions_PxT = jnp.broadcast_to(jnp.arange(t), (p, t))
+    logits_PxTxV, cache = self.model.apply({"params": params}, prompt_PxT, positions_BxL=positions_PxT, cache=cache)
+    last_PxV = jnp.take_along_axis(logits_PxTxV, (lengths_P - 1)[:, None, None], axis=1)[:, 0]
+    cache = self._constrain_cache(jax.tree.map(lambda a: jnp.take(a, rows_B, axis=1), cache))
+    return cache, jnp.take(last_PxV, rows_B, axis=0)
+
+  def _decode(self, params, state, knobs, num_steps):
+    """Up to num_steps decode steps (fewer when every row is done or paused); state is donated."""
+    cache_len = state["cache"]["k"].shape[2]
+    m = state["out_tok"].shape[1]
+    b = state["pos"].shape[0]
+    rows_B = jnp.arange(b)
+
+    def cond(carry):
+      i, s = carry
+      return (i < num_steps) & jnp.any(~s["done"] & ~s["paused"])
+
+    def body(carry):
+      i, s = carry
+      active_B = ~s["done"] & ~s["paused"]
+      keys_B = jax.vmap(lambda r, t: jax.random.fold_in(jax.random.fold_in(knobs["key"], r), t))(
+          knobs["row_id"], s["n_out"])
+      tok_B, logp_B, slogp_B = _sample_rows(s["logits"], keys_B, knobs["temperature"], knobs["top_k"],
+                                            knobs["top_p"])
+      fi_B = jnp.minimum(s["forced_i"], s["forced"].shape[1] - 1)
+      has_forced_B = s["forced_i"] < s["forced_n"]
+      tok_B = jnp.where(has_forced_B, s["forced"][rows_B, fi_B], tok_B)
+      logp_B = jnp.where(has_forced_B, 0.0, logp_B)
+      slogp_B = jnp.where(has_forced_B, 0.0, slogp_B)
+      slot_B = jnp.minimum(s["n_out"], m - 1)
+
+      def put(buf, val):
+        return buf.at[rows_B, slot_B].set(jnp.where(active_B, val, buf[rows_B, slot_B]))
+
+      new = dict(s)
+      new["out_tok"] = put(s["out_tok"], tok_B)
+      new["out_logp"] = put(s["out_logp"], logp_B)
+      new["out_slogp"] = put(s["out_slogp"], slogp_B)
+      new["out_forced"] = put(s["out_forced"], has_forced_B)
+      # Inactive rows still run (fixed shapes); they write a slot that is rewritten before it is ever visible.
+      pos_B = jnp.minimum(s["pos"], cache_len - 1)
+      logits_Bx1xV, cache = self.model.apply({"params": params}, tok_B[:, None], positions_BxL=pos_B[:, None],
+                                             cache=s["cache"])
+      new["cache"] = self._constrain_cache(cache)
+      new["logits"] = jnp.where(active_B[:, None], logits_Bx1xV[:, 0], s["logits"])
+      a = active_B.astype(jnp.int32)
+      new["pos"] = s["pos"] + a
+      new["n_out"] = s["n_out"] + a
+      new["forced_i"] = s["forced_i"] + (active_B & has_forced_B).astype(jnp.int32)
+      sampled_B = active_B & ~has_forced_B
+      stopped_B = sampled_B & jnp.any(tok_B[:, None] == knobs["stop_ids"][None, :], axis=-1)
+      full_B = active_B & ((new["n_out"] >= knobs["max_new"]) | (new["pos"] >= cache_len))
+      call_B = sampled_B & (tok_B == knobs["call_end_id"]) & ~stopped_B & ~full_B
+      new["done"] = s["done"] | stopped_B | full_B
+      new["reason"] = jnp.where(stopped_B, 1, jnp.where(full_B & ~s["done"], 2, s["reason"]))
+      new["paused"] = s["paused"] | call_B
+      return i + 1, new
+
+    _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), state))
+    return state
+
+
+# Compiled programs are shared by every Engine of the same model and mesh (a server may build several).
+_PROGRAMS: dict[Any, _Programs] = {}
+
+
+# --- the engine -------------------------------------------------------------------------------------------------------
+
+
+class Engine:
+  """Batched sampling with a KV cache, stop conditions, streaming and tool calls. See the module docstring."""
+
+  def __init__(self, model: model_lib.Transformer, params: Any, tokenizer: Any = None, *, mesh: Any = None,
+               tools: Any = None, chunk_steps: int = 16, max_tool_result_tokens: int = 256):
+    if isinstance(params, Mapping) and set(params) == {"params"}:
+      params = params["params"]  # accept apply-style {"params": ...} too
+    self.model, self.tokenizer, self.mesh = model, tokenizer, mesh
+    self.cfg = model.cfg
+    self.chunk_steps = int(chunk_steps)
+    if self.chunk_steps < 1:
+      raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
+    if mesh is not None and model.mesh is None:
+      raise ValueError("Engine(mesh=...) needs a Transformer built with the same mesh and rules "
+                       "(trainer.build_model(cfg, mesh))")
+    if isinstance(tools, Mapping):
+      tools = list(tools.values())
+    self.tools = {t.name: t for t in (tools or [])}
+    if self.tools and tokenizer is None:
+      raise ValueError("tools need a tokenizer (to read calls and encode results)")
+    self.max_tool_result_tokens = int(max_tool_result_tokens)
+    self._batch_multiple = 1
+    if mesh is not None:
+      params = self._shard_params(params)
+      axes = nn.logical_to_mesh_axes(("act_batch",), self._programs_rules())[0]
+      axes = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+      self._batch_multiple = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    self.params = params
+    key = (model, mesh)
+    if key not in _PROGRAMS:
+      _PROGRAMS[key] = _Programs(model, mesh)
+    self._programs = _PROGRAMS[key]
+    self.stats = {"prefill_calls": 0, "prefill_rows": 0, "decode_chunks": 0}
+
+  def _programs_rules(self):
+    return list(self.model.rules) if self.model.rules else []
+
+  def _shard_params(self, params):
+    dummy = jnp.zeros((1, 1), jnp.int32)
+    abstract = jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), dummy))["params"]
+    specs = nn.get_partition_spec(abstract)
+    shardings = nn.logical_to_mesh_sharding(specs, self.mesh, self._programs_rules())
+    return jax.device_put(params, shardings)
+
+  # --- host helpers ---
+
+  def _special(self, name: str) -> int:
+    return self.tokenizer.special_id(name) if self.tokenizer is not None else -1
+
+  def _decode_text(self, ids: Sequence[int]) -> str:
+    return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
+
+  def _run_tool(self, call_ids: Sequence[int]) -> tuple[dict[str, str], list[int]]:
+    from nanolm_jax import chat  # pylint: disable=g-import-not-at-top
+    text = self.tokenizer.decode(call_ids, skip_special=True)
+    try:
+      name, args = chat.parse_tool_call(text)
+    except ValueError as e:
+      name, args, result = "", text, f"error: {e}"
+    else:
+      tool = self.tools.get(name)
+      result = tool(args) if tool is not None else (f"error: unknown tool {name!r}; available: "
+                                                    f"{', '.join(sorted(self.tools))}")
+    ids = self.tokenizer.encode(result)[: self.max_tool_result_tokens]
+    forced = [self._special("tool_result_start")] + ids + [self._special("tool_result_end")]
+    return {"name": name, "arguments": args, "result": result}, forced
+
+  # --- the public call ---
+
+  def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams | Sequence[SamplingParams],
+               *, n: int = 1, seed: int | jax.Array = 0, stop_tokens: Sequence[int] = (),
+               stop_strings: Sequence[str] = (), on_token: OnToken | None = None,
+               truncate_prompt: bool = False) -> list[Completion]:
+    """Samples n completions per prompt; returns them prompt-major: completion i * n + j is sample j of prompt i.
+
+    sampling: one SamplingParams for all prompts or one per prompt. truncate_prompt: keep the last tokens of a prompt
+    that leaves no room to generate (else ValueError). Raises ValueError naming bad input.
+    """
+    if isinstance(sampling, SamplingParams):
+      sampling = [sampling] * len(prompts)
+    if len(sampling) != len(prompts):
+      raise ValueError(f"got {len(sampling)} SamplingParams for {len(prompts)} prompts")
+    for sp in sampling:
+      sp.validate()
+    if not prompts:
+      raise ValueError("no prompts")
+    if int(n) != n or n < 1:
+      raise ValueError(f"n (samples per prompt) must be an integer >= 1, got {n}")
+    if stop_strings and self.tokenizer is None:
+      raise ValueError("stop_strings need a tokenizer")
+    if any(not isinstance(s, str) or not s for s in stop_strings):
+      raise ValueError(f"stop strings must be non-empty str, got {list(stop_strings)}")
+    ctx = self.cfg.max_len
+    prompts = [list(map(int, p)) for p in prompts]
+    for i, p in enumerate(prompts):
+      if not p:
+        raise ValueError(f"prompt {i} is empty; every prompt needs at least one token (encode with bos=True)")
+      bad = [t for t in p if not 0 <= t < self.cfg.vocab_size]
+      if bad:
+        raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {self.cfg.vocab_size}): {bad[:5]}")
+      if len(p) >= ctx:
+        if not truncate_prompt:
+          raise ValueError(f"prompt {i} has {len(p)} tokens but the model's context is {ctx} tokens (at least one "
+                           "must be left to generate); shorten it or pass truncate_prompt=True")
+        keep = max(1, ctx - sampling[i].max_new_tokens)
+        prompts[i] = p[-keep:]
+
+    # Unique prompts -> one prefill row each; decode rows point at their prompt's row.
+    uniq: dict[tuple[int, ...], int] = {}
+    prompt_row = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
+    uniq_prompts = list(uniq)
+    rows = len(prompts) * n
+    b = _pow2(rows)
+    b = -(-b // self._batch_multiple) * self._batch_multiple
+    p_b = -(-_pow2(len(uniq_prompts)) // self._batch_multiple) * self._batch_multiple
+    t_max = max(len(p) for p in uniq_prompts)
+    max_new = max(sp.max_new_tokens for sp in sampling)
+    cache_len = min(ctx, _pow2(t_max + max_new))
+    t_b = min(_pow2(t_max), cache_len)
+    m = min(_pow2(max_new), cache_len)
+
+    prompt_PxT = np.zeros((p_b, t_b), np.int32)
+    lengths_P = np.ones((p_b,), np.int32)
+    for r, p in enumerate(uniq_prompts):
+      prompt_PxT[r, :len(p)] = p
+      lengths_P[r] = len(p)
+    src_B = np.zeros((b,), np.int32)
+    src_B[:rows] = np.repeat(prompt_row, n)
+    cache, logits_BxV = self._programs.prefill(self.params, jnp.asarray(prompt_PxT), jnp.asarray(lengths_P),
+                                               jnp.asarray(src_B), cache_len=cache_len)
+    self.stats["prefill_calls"] += 1
+    self.stats["prefill_rows"] += len(uniq_prompts)
+
+    def rowwise(f, dtype, pad):
+      out = np.full((b,), pad, dtype)
+      out[:rows] = np.repeat([f(sp) for sp in sampling], n)
+      return jnp.asarray(out)
+
+    key = jax.random.PRNGKey(seed) if isinstance(seed, (int, np.integer)) else seed
+    stop_ids = np.array(sorted(set(int(t) for t in stop_tokens)) or [-1], np.int32)
+    stop_ids = np.pad(stop_ids, (0, _pow2(len(stop_ids)) - len(stop_ids)), constant_values=-1)
+    knobs = {
+        "key": key, "row_id": jnp.arange(b, dtype=jnp.int32),
+        "temperature": rowwise(lambda s: s.temperature, np.float32, 0.0),
+        "top_k": rowwise(lambda s: s.top_k, np.int32, 0),
+        "top_p": rowwise(lambda s: s.top_p, np.float32, 1.0),
+        "max_new": rowwise(lambda s: s.max_new_tokens, np.int32, 1),
+        "stop_ids": jnp.asarray(stop_ids),
+        "call_end_id": jnp.int32(self._special("tool_call_end") if self.tools else -1),
+    }
+    lengths_B = np.ones((b,), np.int32)
+    lengths_B[:rows] = lengths_P[src_B[:rows]]
+    f = self.max_tool_result_tokens + 2 if self.tools else 1
+    done_B = np.arange(b) >= rows  # padding rows never run
+    state = {
+        "cache": cache, "logits": logits_BxV, "pos": jnp.asarray(lengths_B), "n_out": jnp.zeros((b,), jnp.int32),
+        "done": jnp.asarray(done_B), "paused": jnp.zeros((b,), bool), "reason": jnp.zeros((b,), jnp.int32),
+        "forced": jnp.zeros((b, f), jnp.int32), "forced_n": jnp.zeros((b,), jnp.int32),
+        "forced_i": jnp.zeros((b,), jnp.int32),
+        "out_tok": jnp.zeros((b, m), jnp.int32), "out_logp": jnp.zeros((b, m), jnp.float32),
+        "out_slogp": jnp.zeros((b, m), jnp.float32), "out_forced": jnp.zeros((b, m), bool),
+    }
+    interactive = bool(on_token or stop_strings or self.tools)
+    steps = self.chunk_steps if interactive else m
+
+    # Host-side bookkeeping per row.
+    seen = [0] * rows                      # tokens already streamed / checked
+    streamed_text = [""] * rows
+    final_len: list[int | None] = [None] * rows  # set when the host cut a row (stop string)
+    stop_what: list[Any] = [None] * rows
+    calls: list[list[dict[str, str]]] = [[] for _ in range(rows)]
+    call_start = self._special("tool_call_start")
+    while True:
+      state = self._programs.decode(self.params, state, knobs, jnp.int32(steps))
+      self.stats["decode_chunks"] += 1
+      if not interactive:
+        break
+      n_out, done, paused, out_tok, out_forced = jax.device_get(
+          (state["n_out"], state["done"], state["paused"], state["out_tok"], state["out_forced"]))
+      host_done = np.array(done)
+      new_forced: dict[int, list[int]] = {}
+      for r in range(rows):
+        if final_len[r] is not None:
+          continue
+        toks = out_tok[r, :n_out[r]].tolist()
+        end = n_out[r]
+        if stop_strings and n_out[r] > seen[r]:
+          cut = self._find_stop_string(toks, out_forced[r], seen[r], stop_strings)
+          if cut is not None:
+            end, stop_what[r] = cut
+            final_len[r] = end
+            host_done[r] = True
+        if on_token is not None and end > seen[r]:
+          for t in range(seen[r], end):
+            text = self._decode_text(toks[:t + 1])
+            if text.endswith("\ufffd") and t + 1 < end:
+              delta = ""
+            else:
+              delta = text[len(streamed_text[r]):] if text.startswith(streamed_text[r]) else text
+              streamed_text[r] = text
+            on_token(r, toks[t], delta, not bool(out_forced[r, t]))
+        seen[r] = end
+        if paused[r] and final_len[r] is None:
+          starts = [i for i, t in enumerate(toks) if t == call_start and not out_forced[r, i]]
+          call_ids = toks[starts[-1] + 1:-1] if starts else toks[:-1]
+          record, forced = self._run_tool(call_ids)
+          calls[r].append(record)
+          new_forced[r] = forced
+      if new_forced or (host_done != done).any():
+        state = self._update_rows(state, new_forced, host_done)
+      if host_done[:rows].all():
+        break
+
+    out = jax.device_get({k: state[k] for k in ("n_out", "reason", "out_tok", "out_logp", "out_slogp",
+                                                 "out_forced")})
+    results = []
+    for r in range(rows):
+      length = final_len[r] if final_len[r] is not None else int(out["n_out"][r])
+      toks = out["out_tok"][r, :length].tolist()
+      reason = "stop" if (stop_what[r] is not None or out["reason"][r] == 1) else "length"
+      stop = stop_what[r]
+      text_toks = toks
+      if stop is None and reason == "stop":
+        stop = toks[-1]
+        text_toks = toks[:-1]
+      text = self._decode_text(text_toks)
+      if isinstance(stop, str):
+        text = text[:text.find(stop)] if stop in text else text
+      results.append(Completion(
+          prompt_index=r // n, sample_index=r % n, tokens=toks,
+          logprobs=out["out_logp"][r, :length].tolist(), sampling_logprobs=out["out_slogp"][r, :length].tolist(),
+          generated_mask=(~out["out_forced"][r, :length]).tolist(), text=text, finish_reason=reason, stop=stop,
+          tool_calls=calls[r], prompt_tokens=len(prompts[r // n])))
+    return results
+
+  def _find_stop_string(self, toks, forced_mask, start, stop_strings):
+    """(tokens to keep, stop string) for the first stop string completed by a sampled token at index >= start."""
+    window = 4 * max(len(s) for s in stop_strings) + 4  # a char is at most 4 (byte-fallback) tokens
+    for t in range(start, len(toks)):
+      if forced_mask[t]:
+        continue
+      text = self._decode_text(toks[max(0, t + 1 - window):t + 1])
+      for s in stop_strings:
+        if s in text:
+          return t + 1, s
+    return None
+
+  def _update_rows(self, state, new_forced, host_done):
+    forced = np.asarray(state["forced"])
+    forced_n = np.asarray(state["forced_n"]).copy()
+    forced_i = np.asarray(state["forced_i"]).copy()
+    paused = np.asarray(state["paused"]).copy()
+    forced = forced.copy()
+    for r, ids in new_forced.items():
+      forced[r, :] = 0
+      forced[r, :len(ids)] = ids
+      forced_n[r], forced_i[r], paused[r] = len(ids), 0, False
+    state = dict(state)
+    state.update(forced=jnp.asarray(forced), forced_n=jnp.asarray(forced_n), forced_i=jnp.asarray(forced_i),
+                 paused=jnp.asarray(paused), done=jnp.asarray(host_done))
+    return state
 
 
 def generate(model: model_lib.Transformer, params: Any, prompts: Sequence[Sequence[int]], sampling: SamplingParams,
@@ -105,12 +512,6 @@ def generate(model: model_lib.Transformer, params: Any, prompts: Sequence[Sequen
   if need > model.cfg.max_len:
     raise ValueError(f"prompt length {t} + max_new_tokens {sampling.max_new_tokens} = {need} exceeds the model's "
                      f"context of {model.cfg.max_len} tokens")
-  prompt_BxT = np.zeros((len(prompts), t), np.int32)
-  for i, p in enumerate(prompts):
-    prompt_BxT[i, :len(p)] = p
-  lengths_B = np.array([len(p) for p in prompts], np.int32)
-  toks, _, emitted = _generate(model, params, jnp.asarray(prompt_BxT), jnp.asarray(lengths_B), rng,
-                               jnp.float32(sampling.temperature), jnp.int32(sampling.top_k),
-                               jnp.float32(sampling.top_p), jnp.int32(eos_id), sampling.max_new_tokens, need)
-  toks, emitted = np.asarray(toks), np.asarray(emitted)
-  return [row[m].tolist() for row, m in zip(toks, emitted)]
+  eng = Engine(model, params)
+  outs = eng.generate(prompts, sampling, seed=rng, stop_tokens=(eos_id,) if eos_id >= 0 else ())
+  return [o.tokens for o in outs]
