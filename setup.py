@@ -42,7 +42,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
-        "beam": ["apache-beam>=2.60"],
+        # gcp: Dataflow runner and GCS IO for the crawl; gcsfs: fsspec's gs:// for the readers and shard writers.
+        "beam": ["apache-beam[gcp]>=2.60", "gcsfs"],
+        "bench": ["datasketch"],  # experiments/bench_crawl.py compares MinHash speed with it
         "torch": ["torch", "transformers"],
     },
 )
