@@ -1,0 +1,126 @@
+"""Search tool: BM25 (the `bm25s` library) over a local document collection, returning the top-k snippets.
+
+Documents come from a folder / glob of `.jsonl[.gz]` files of `{"text": ...}` objects (the crawl pipeline's output)
+or `.txt[.gz]` files, from a data source spec (`stdlib`, `files:GLOB`; nanolm_jax.data.sources), or from a list of
+strings. Documents are split into passages of about `passage_chars` on paragraph boundaries; a passage is the unit of
+retrieval, so a snippet is the relevant part of a long document. Output is bounded (k snippets of at most
+`snippet_chars` each, and Tool.max_output_chars overall).
+"""
+from __future__ import annotations
+
+import glob as glob_lib
+import gzip
+import json
+import os
+import re
+from typing import Iterable, Sequence
+
+import bm25s
+import numpy as np
+
+from nanolm_jax.tools import Tool
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+
+
+def split_passages(text: str, passage_chars: int = 600) -> list[str]:
+  """Paragraph-aligned passages of at most about passage_chars (a longer paragraph is cut at whitespace)."""
+  out, cur = [], ""
+  for para in _PARAGRAPH.split(text):
+    para = " ".join(para.split())
+    while len(para) > passage_chars:
+      cut = para.rfind(" ", 0, passage_chars)
+      cut = cut if cut > 0 else passage_chars
+      if cur:
+        out.append(cur)
+        cur = ""
+      out.append(para[:cut])
+      para = para[cut:].lstrip()
+    if not para:
+      continue
+    if cur and len(cur) + 1 + len(para) > passage_chars:
+      out.append(cur)
+      cur = ""
+    cur = f"{cur} {para}" if cur else para
+  if cur:
+    out.append(cur)
+  return out
+
+
+def read_documents(path_or_glob: str) -> Iterable[str]:
+  """Texts of .jsonl[.gz] ({"text": ...} per line; other lines skipped) and .txt[.gz] files; a folder means all."""
+  pattern = os.path.join(path_or_glob, "**", "*") if os.path.isdir(path_or_glob) else path_or_glob
+  files = sorted(f for f in glob_lib.glob(pattern, recursive=True) if os.path.isfile(f))
+  if not files:
+    raise FileNotFoundError(f"no files match {path_or_glob}")
+  for f in files:
+    opener = gzip.open if f.endswith(".gz") else open
+    base = f[:-3] if f.endswith(".gz") else f
+    if base.endswith(".jsonl"):
+      with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+          try:
+            obj = json.loads(line)
+          except json.JSONDecodeError:
+            continue
+          if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+            yield obj["text"]
+    elif base.endswith(".txt"):
+      with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
+        yield fh.read()
+
+
+class Search(Tool):
+  """`search: how do generators work` -> the top-k passages, numbered."""
+  name = "search"
+  description = "searches a local document collection; the argument is a query in plain words"
+
+  def __init__(self, texts: Iterable[str], *, k: int = 3, snippet_chars: int = 300, passage_chars: int = 600,
+               max_passages: int = 200_000, **tool_kwargs):
+    super().__init__(**tool_kwargs)
+    if k < 1:
+      raise ValueError(f"k must be >= 1, got {k}")
+    self.k, self.snippet_chars = int(k), int(snippet_chars)
+    passages: list[str] = []
+    for text in texts:
+      passages.extend(split_passages(text, passage_chars))
+      if len(passages) >= max_passages:
+        passages = passages[:max_passages]
+        break
+    if not passages:
+      raise ValueError("search index is empty: no documents with text")
+    self.passages = passages
+    self._bm25 = bm25s.BM25()
+    self._bm25.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
+
+  @classmethod
+  def from_files(cls, path_or_glob: str, **kwargs) -> "Search":
+    return cls(read_documents(path_or_glob), **kwargs)
+
+  @classmethod
+  def from_sources(cls, spec: str = "stdlib", split: str = "train", max_bytes: int | None = 20_000_000,
+                   **kwargs) -> "Search":
+    """From a data source spec (nanolm_jax.data.sources), e.g. 'stdlib' or 'files:/crawl/*.jsonl.gz'."""
+    from nanolm_jax.data import sources  # pylint: disable=g-import-not-at-top
+    cfg = sources.default_data_config()
+    cfg.sources = spec
+    return cls(sources.iter_texts(cfg, split, max_bytes=max_bytes), **kwargs)
+
+  def search(self, query: str, k: int | None = None) -> list[tuple[float, str]]:
+    """(score, passage) of the best matches, best first; passages with no query term are left out."""
+    k = min(k or self.k, len(self.passages))
+    q = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
+    if not q or not q[0]:
+      return []
+    docs, scores = self._bm25.retrieve(q, k=k, show_progress=False, n_threads=0, backend_selection="numpy")
+    return [(float(s), self.passages[int(d)]) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+  def run(self, arguments: str) -> str:
+    hits = self.search(arguments)
+    if not hits:
+      return "no results"
+    lines = []
+    for i, (_, passage) in enumerate(hits, 1):
+      snippet = passage if len(passage) <= self.snippet_chars else passage[:self.snippet_chars - 3] + "..."
+      lines.append(f"[{i}] {snippet}")
+    return "\n".join(lines)
