@@ -38,7 +38,8 @@ setup(
         "py3langid>=0.4",
         "resiliparse>=0.14",  # the fast extractor (extract.extractor = "resiliparse")
         "fsspec",
-        "numba>=0.60",  # fused MinHash kernel (crawl dedup); dedup falls back to numpy, same signatures, if absent        "bm25s>=0.2",  # the search tool's BM25 index (inference tools, issue 4)
+        "numba>=0.60",  # fused MinHash kernel (crawl dedup); dedup falls back to numpy, same signatures, if absent
+        "bm25s>=0.2",  # the search tool's BM25 index (inference tools, issue 4)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
