@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["nanolm_jax", "nanolm_jax.*", "configs", "configs.*",
                                     "experiments", "experiments.*"]),
-    package_data={"nanolm_jax.crawl": ["lists/*.txt"]},
+    package_data={"nanolm_jax.crawl": ["lists/*.txt"], "nanolm_jax.serve": ["static/*.html"]},
     include_package_data=True,
     install_requires=[
         "jax>=0.10",
@@ -42,7 +42,20 @@ setup(
         "bm25s>=0.2",  # the search tool's BM25 index (inference tools, issue 4)
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "openai>=1.40",  # tests/test_serve.py talks to the server with the official client
+            "httpx>=0.27",  # concurrent streaming load in tests/test_serve.py
+            "selenium>=4.20",  # tests/test_serve_browser.py drives Debian's chromium via chromedriver (apt)
+            "fastapi>=0.110",  # the server under test (same as the serve extra)
+            "uvicorn>=0.29",
+        ],
+        # experiments/serve.py: OpenAI-compatible API + web chat.
+        "serve": [
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+        ],
         # gcp: Dataflow runner and GCS IO for the crawl; gcsfs: fsspec's gs:// for the readers and shard writers.
         "beam": ["apache-beam[gcp]>=2.60", "gcsfs"],
         "bench": ["datasketch"],  # experiments/bench_crawl.py compares MinHash speed with it
