@@ -1,0 +1,1 @@
+"""Post-training data: conversation loading, synthetic SFT generators, and SFT batch packing."""
