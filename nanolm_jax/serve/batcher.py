@@ -1,0 +1,194 @@
+"""Batches concurrent generation requests into `engine.Engine.generate` calls on one background thread.
+
+A request becomes rows (one per prompt x sample). `Batcher.submit` puts all of a request's rows on a bounded queue or
+none (`QueueFull`, the server's 429). The worker thread waits a few milliseconds for company, then takes the oldest
+row and every queued row that can share its engine call, up to `max_batch`:
+
+  * sampling params are per prompt in the engine, so temperature / top-k / top-p / max_tokens may differ freely;
+  * stop tokens and stop strings are per call in the engine, so they must match (chat rows vs completion rows);
+  * a request with an explicit seed runs as its own call: the engine draws row r's token t from
+    fold_in(fold_in(seed, r), t), so the same seed gives the same completions only at the same row positions.
+
+Tokens stream back through each row's `emit` (`TokenEvent`) as the engine reports them after each decode chunk;
+`DoneEvent` carries the engine's `Completion` (finish reason, logprobs) when the call returns.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+from typing import Any, Callable, Hashable, Sequence
+
+from nanolm_jax import engine as engine_lib
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+  """The queue cannot take the request's rows; the caller should retry later (HTTP 429)."""
+
+
+class Stopped(Exception):
+  """The batcher was shut down."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenEvent:
+  """One new token of a row, in order."""
+  token: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DoneEvent:
+  """End of a row: the engine's Completion, or an error message when the call failed."""
+  completion: engine_lib.Completion | None = None
+  error: str | None = None
+
+
+Event = TokenEvent | DoneEvent
+
+
+@dataclasses.dataclass(eq=False)
+class Row:
+  """One completion to generate. `emit` is called from the worker thread and must not block.
+
+  group: rows with a group (a seeded request) only share an engine call with rows of the same group.
+  """
+  prompt: Sequence[int]
+  sampling: engine_lib.SamplingParams
+  emit: Callable[[Event], None]
+  stop_tokens: tuple[int, ...] = ()
+  stop_strings: tuple[str, ...] = ()
+  seed: int | None = None
+  group: Hashable = None
+
+  @property
+  def key(self) -> tuple[Any, ...]:
+    return (self.stop_tokens, self.stop_strings, self.group)
+
+
+@dataclasses.dataclass
+class BatcherStats:
+  """Counters for /health; batch sizes show whether concurrent requests really share engine calls."""
+  batches: int = 0
+  rows: int = 0
+  rejected: int = 0
+  failed_batches: int = 0
+  max_batch_seen: int = 0
+  batch_sizes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+  def as_dict(self) -> dict[str, Any]:
+    return {"batches": self.batches, "rows": self.rows, "rejected": self.rejected,
+            "failed_batches": self.failed_batches, "max_batch_seen": self.max_batch_seen,
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
+
+
+class EngineBackend:
+  """Runs one batch of compatible rows as one Engine.generate call, streaming tokens to each row."""
+
+  def __init__(self, eng: engine_lib.Engine):
+    self.engine = eng
+
+  @property
+  def max_len(self) -> int:
+    return self.engine.cfg.max_len
+
+  def run(self, rows: Sequence[Row]) -> None:
+    first = rows[0]
+    seed = first.seed if first.seed is not None else secrets.randbits(31)
+
+    def on_token(r: int, token: int, text_delta: str, generated: bool) -> None:
+      del text_delta, generated  # the server detokenizes itself (content without special tokens)
+      rows[r].emit(TokenEvent(int(token)))
+
+    outs = self.engine.generate([r.prompt for r in rows], [r.sampling for r in rows], n=1, seed=seed,
+                                stop_tokens=first.stop_tokens, stop_strings=first.stop_strings, on_token=on_token)
+    for r, c in zip(rows, outs):
+      r.emit(DoneEvent(completion=c))
+
+
+class Batcher:
+  """A bounded row queue drained by one worker thread into `backend.run`."""
+
+  def __init__(self, backend: Any, max_batch: int = 16, max_queue: int = 256, batch_wait_s: float = 0.01):
+    if max_batch < 1 or max_queue < 1:
+      raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch}, {max_queue}")
+    self.backend = backend
+    self.max_batch = max_batch
+    self.max_queue = max_queue
+    self.batch_wait_s = batch_wait_s
+    self.stats = BatcherStats()
+    self._queue: list[Row] = []
+    self._cond = threading.Condition()
+    self._stopped = False
+    self._thread = threading.Thread(target=self._loop, name="nanolm-batcher", daemon=True)
+    self._thread.start()
+
+  @property
+  def queued(self) -> int:
+    return len(self._queue)
+
+  def submit(self, rows: Sequence[Row]) -> None:
+    """Queues all rows of a request, or none of them (QueueFull / Stopped)."""
+    if len(rows) > self.max_batch:
+      raise ValueError(f"a request may ask for at most {self.max_batch} completions, got {len(rows)}")
+    with self._cond:
+      if self._stopped:
+        raise Stopped("the server is shutting down")
+      if len(self._queue) + len(rows) > self.max_queue:
+        self.stats.rejected += 1
+        raise QueueFull(f"the request queue is full ({len(self._queue)} of {self.max_queue} completions waiting); "
+                        "retry later")
+      self._queue.extend(rows)
+      self._cond.notify()
+
+  def close(self, timeout: float = 30.0) -> None:
+    """Stops taking work; queued rows end with an error, the running batch finishes."""
+    with self._cond:
+      self._stopped = True
+      pending, self._queue = self._queue, []
+      self._cond.notify_all()
+    for r in pending:
+      r.emit(DoneEvent(error="the server is shutting down"))
+    self._thread.join(timeout)
+
+  def _take(self) -> list[Row]:
+    with self._cond:
+      while not self._queue and not self._stopped:
+        self._cond.wait()
+      # A short wait lets requests that arrive together share the call.
+      deadline = time.monotonic() + self.batch_wait_s
+      while len(self._queue) < self.max_batch and not self._stopped:
+        left = deadline - time.monotonic()
+        if left <= 0:
+          break
+        self._cond.wait(left)
+      if self._stopped:
+        return []
+      key = self._queue[0].key
+      take, keep = [], []
+      for r in self._queue:
+        (take if r.key == key and len(take) < self.max_batch else keep).append(r)
+      self._queue = keep
+      return take
+
+  def _loop(self) -> None:
+    while True:
+      rows = self._take()
+      if not rows:
+        return
+      self.stats.batches += 1
+      self.stats.rows += len(rows)
+      self.stats.batch_sizes[len(rows)] += 1
+      self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(rows))
+      try:
+        self.backend.run(rows)
+      except Exception as e:  # pylint: disable=broad-except
+        # One bad batch must not kill the server: its rows end with an error and the worker goes on.
+        self.stats.failed_batches += 1
+        log.exception("generation failed for a batch of %d rows", len(rows))
+        for r in rows:
+          r.emit(DoneEvent(error=f"generation failed: {type(e).__name__}: {e}"))
