@@ -5,6 +5,7 @@ Spec grammar (config ``data.sources``): sources separated by ';', each ``KIND[:A
   stdlib                                   the embedded corpus (nanolm_jax.data.stdlib_corpus), weight 1
   stdlib@0.7;files:/crawl/*.jsonl.gz@0.3   70% / 30% of *documents* (not tokens) when training
   tfds:wikipedia/20230601.en               any TFDS dataset with a 'text' feature, read via tfds.data_source
+  facts[:seed=0,num_known=200,...]         biographies of the synthetic fact world's known people (posttrain.facts)
 
 KIND is split off at the first ':' and WEIGHT at the last '@' (so paths may contain ':' but not '@').
 
@@ -17,6 +18,9 @@ KIND is split off at the first ':' and WEIGHT at the last '@' (so paths may cont
   splitting on blank lines: packing splits long documents anyway, and a file is the natural unit of a held-out
   document). ``data.val_fraction`` of the documents go to validation by a stable hash of their text, so duplicates
   land on the same side and the split does not change when files are renamed or reordered.
+
+* facts[:ARG]: ARG is '' (defaults), a seed, or KEY=INT items of ``facts.default_world_config()``; 'train' holds
+  ``repeats`` varied biographies per known person, 'validation' one in a held-out phrasing each.
 
 Bad specs, missing files and empty sources raise ValueError naming the problem, before any training work.
 """
@@ -39,7 +43,7 @@ import numpy as np
 
 from nanolm_jax.data import stdlib_corpus
 
-KINDS = ('stdlib', 'tfds', 'files')
+KINDS = ('stdlib', 'tfds', 'files', 'facts')
 SPLITS = ('train', 'validation')
 FILE_SUFFIXES = ('.jsonl', '.jsonl.gz', '.txt', '.txt.gz')
 
@@ -91,6 +95,9 @@ def parse_sources(spec: str) -> list[SourceSpec]:
       raise ValueError(f'Source {part!r}: "stdlib" takes no argument.')
     if kind in ('tfds', 'files') and not arg:
       raise ValueError(f'Source {part!r}: "{kind}" needs an argument, e.g. "{kind}:{"NAME" if kind == "tfds" else "GLOB"}".')
+    if kind == 'facts':
+      from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
+      facts.parse_world_spec(arg)  # a bad argument fails here, before any training work
     out.append(SourceSpec(kind, arg, weight))
   if not out:
     raise ValueError(f'data.sources {spec!r} names no source.')
@@ -257,6 +264,16 @@ def _files(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) ->
   return grain.MapDataset.source(chosen)
 
 
+def _facts(spec: SourceSpec, split: str) -> grain.MapDataset:
+  from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
+
+  cfg = facts.parse_world_spec(spec.arg)
+  docs = facts.pretraining_documents(facts.world_from_config(cfg), cfg.repeats, split)
+  if not docs:
+    raise ValueError(f'Source {spec}: no documents (num_known and repeats must be positive).')
+  return grain.MapDataset.source(docs)
+
+
 def load_sources(data_cfg: ml_collections.ConfigDict, split: str) -> list[tuple[SourceSpec, grain.MapDataset]]:
   """Each source of ``data_cfg.sources`` with its ``split`` as a MapDataset of str, in spec order."""
   _check_split(split)
@@ -266,6 +283,8 @@ def load_sources(data_cfg: ml_collections.ConfigDict, split: str) -> list[tuple[
       ds = _stdlib(data_cfg, split)
     elif spec.kind == 'tfds':
       ds = _tfds(spec, data_cfg, split)
+    elif spec.kind == 'facts':
+      ds = _facts(spec, split)
     else:
       ds = _files(spec, data_cfg, split)
     if len(ds) == 0:
