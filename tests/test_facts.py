@@ -1,0 +1,135 @@
+"""Tests for nanolm_jax.posttrain.facts: the world, pretraining text, matching, "I don't know", and the probe."""
+import random
+
+import pytest
+
+from nanolm_jax import chat
+from nanolm_jax.data import sources
+from nanolm_jax.posttrain import facts
+
+
+@pytest.fixture(scope='module')
+def world():
+  return facts.make_world(seed=3, num_known=40, num_unknown=30, num_index_only=20)
+
+
+def test_world_is_deterministic_with_unique_names_and_disjoint_groups(world):
+  assert world == facts.make_world(seed=3, num_known=40, num_unknown=30, num_index_only=20)
+  assert world.known != facts.make_world(seed=4, num_known=40, num_unknown=30, num_index_only=20).known
+  names = [e.name for e in world.entities]
+  assert len(names) == len(set(names)) == 90
+  assert (len(world.known), len(world.unknown), len(world.index_only)) == (40, 30, 20)
+  for e in world.entities:
+    assert set(e.attributes) == set(facts.ATTRIBUTES)
+    assert 1820 <= e.attributes['birth_year'] <= 1990
+
+
+def test_pretraining_documents_teach_known_people_only(world):
+  docs = facts.pretraining_documents(world, repeats=5)
+  assert len(docs) == 5 * 40 and len(set(docs)) > 150  # repeated with varied phrasing
+  hidden = [e.name for e in world.unknown + world.index_only]
+  assert not any(name in d for d in docs for name in hidden)
+  for e in world.known:
+    mine = [d for d in docs if e.name in d]
+    assert len(mine) == 5
+    for d in mine:  # every document states every fact
+      for value in e.attributes.values():
+        assert str(value) in d
+  val = facts.pretraining_documents(world, repeats=5, split='validation')
+  assert len(val) == 40 and not set(val) & set(docs)
+  # The held-out phrasing never occurs in training text.
+  assert not any(' is where ' in d for d in docs) and all(' is where ' in d for d in val)
+
+
+def test_facts_pretraining_source(world):
+  cfg = sources.default_data_config()
+  cfg.sources = 'facts:seed=3,num_known=40,num_unknown=30,num_index_only=20,repeats=2'
+  assert list(sources.load_texts(cfg, 'train')) == facts.pretraining_documents(world, 2)
+  assert list(sources.load_texts(cfg, 'validation')) == facts.pretraining_documents(world, 2, 'validation')
+  assert facts.world_spec(facts.parse_world_spec(cfg.sources[6:])) == cfg.sources
+  assert facts.parse_world_spec('7').seed == 7 and facts.parse_world_spec('') == facts.default_world_config()
+  with pytest.raises(ValueError, match='KEY=INT'):
+    sources.parse_sources('facts:colour=1')
+
+
+def test_answers_match_and_idk(world):
+  rng = random.Random(0)
+  for e in world.entities[:30]:
+    for attr in facts.ATTRIBUTES:
+      truth = e.attributes[attr]
+      others = world.values[attr] - {str(truth)}
+      good, idk = facts.answer(e, attr, rng), facts.idk_answer(e, attr, rng)
+      assert facts.answers_match(good, truth, world.values[attr]), good
+      assert facts.answers_match(good.upper().replace('.', '!'), truth)
+      assert not facts.is_idk(good) and facts.is_idk(idk), (good, idk)
+      assert not facts.answers_match(idk, truth)
+      wrong = sorted(others)[0]
+      assert not facts.answers_match(f'{e.name} ... {wrong}.', truth)
+      assert not facts.answers_match(f'{truth} or maybe {wrong}', truth, world.values[attr])  # hedging
+  assert not facts.answers_match('born in 19000', 1900) and facts.answers_match('In 1900.', 1900)
+  for text in ("I don't know.", 'I do not know', "I'm not sure.", 'I have no information about her.',
+               "I can't answer that"):
+    assert facts.is_idk(text)
+
+
+def test_generate_oracle_labels_and_eval_holdout():
+  cfg = facts.default_facts_config()
+  cfg.update(num_known=40, num_unknown=40, num_index_only=0)
+  world = facts.world_from_config(cfg)
+  groups = facts.sft_eval_entities(world, cfg.eval_fraction)
+  assert len(groups['eval_known']) == 20 and not set(groups['eval_known']) & set(groups['sft_known'])
+  by_name = {e.name: e for e in world.entities}
+  convs = facts.generate(cfg, 0, 300)
+  assert convs == facts.generate(cfg, 0, 300)
+  idk = 0
+  for conv in convs:
+    chat.validate(conv)
+    name = next(n for n in by_name if n in conv[0]['content'])
+    assert by_name[name] in groups['sft_known'] + groups['sft_unknown']
+    for reply in conv[1::2]:
+      if by_name[name] in world.unknown:
+        assert facts.is_idk(reply['content'])
+      else:
+        assert not facts.is_idk(reply['content'])
+    idk += by_name[name] in world.unknown
+  assert 0.2 < idk / 300 < 0.4
+
+
+def test_probe_labels_by_sampled_correctness(world):
+  """A fake model that knows some people fully, some half, and the rest not at all."""
+  knows = {e.name: 1.0 for e in world.known[:10]}
+  knows.update({e.name: 0.4 for e in world.known[10:20]})
+  calls = []
+
+  def answer_fn(convs, n):
+    calls.append((len(convs), n))
+    out = []
+    for conv in convs:
+      q = conv[-1]['content']
+      e = next(e for e in world.entities if e.name in q)
+      attr = next(a for a in facts.ATTRIBUTES if any(q == t.format(name=e.name) for t in facts.QUESTIONS[a]))
+      right = round(knows.get(e.name, 0.0) * n)
+      wrong_value = sorted(world.values[attr] - {str(e.attributes[attr])})[0]
+      out.append([f'It is {e.attributes[attr]}.'] * right + [f'It is {wrong_value}.'] * (n - right))
+    return out
+
+  entities = world.known[:30]
+  convs, stats = facts.probe(answer_fn, world, entities, samples_per_question=5, batch_size=16, return_stats=True)
+  assert all(b <= 16 and n == 5 for b, n in calls) and sum(b for b, _ in calls) == 150
+  assert stats['known'] == 50 and stats['idk'] == 50 and stats['skipped'] == 50
+  assert stats['sample_accuracy'] == pytest.approx((50 * 5 + 50 * 2) / 750)
+  for conv in convs:
+    chat.validate(conv)
+    e = next(e for e in entities if e.name in conv[0]['content'])
+    reply = conv[1]['content']
+    if knows.get(e.name) == 1.0:
+      assert any(facts.answers_match(reply, v) for v in e.attributes.values()) and not facts.is_idk(reply)
+    else:
+      assert knows.get(e.name) is None and facts.is_idk(reply)
+  # 'all' is stricter than a 0.4 threshold; a fraction threshold keeps the partial ones; model answers are reused.
+  _, s = facts.probe(answer_fn, world, entities, 5, knows=0.4, return_stats=True)
+  assert s['known'] == 100
+  own = facts.probe(answer_fn, world, world.known[:1], 5, use_model_answer=True)
+  assert all(c[1]['content'].startswith('It is ') for c in own)
+  with pytest.raises(ValueError, match='replies'):
+    facts.probe(lambda convs, n: [['x']] * len(convs), world, entities, 5)
