@@ -1,0 +1,70 @@
+"""Tests for nanolm_jax.posttrain.search_data: the index, tool calls with real tool output, grounded answers."""
+import json
+
+import pytest
+
+from nanolm_jax import chat
+from nanolm_jax.posttrain import facts
+from nanolm_jax.posttrain import search_data
+from nanolm_jax.tools import search as search_tool
+
+
+@pytest.fixture(scope='module')
+def cfg():
+  c = search_data.default_search_config()
+  c.update(num_known=20, num_unknown=20, num_index_only=20)
+  return c
+
+
+def test_index_holds_index_only_people_and_the_tool_reads_it(cfg, tmp_path):
+  world = facts.world_from_config(cfg)
+  docs = search_data.index_documents(world)
+  assert [d['title'] for d in docs] == [e.name for e in world.index_only]
+  path = search_data.write_index(str(tmp_path / 'index'), docs)
+  assert [json.loads(l) for l in open(path)] == docs
+  tool = search_tool.Search.from_files(str(tmp_path / 'index'))
+  e = world.index_only[5]
+  top = tool.search(f'{e.name} birthplace')[0][1]
+  assert e.name in top and e.attributes['birthplace'] in top
+  # Index-only people are never pretraining text.
+  pretrain = ' '.join(facts.pretraining_documents(world, 2))
+  assert not any(e.name in pretrain for e in world.index_only)
+
+
+def test_conversations_call_search_and_answer_from_results(cfg):
+  world = facts.world_from_config(cfg)
+  tool = search_tool.Search([d['text'] for d in search_data.index_documents(world)], k=cfg.top_k, timeout_s=30)
+  convs = search_data.generate(cfg, 0, 80)
+  assert convs == search_data.generate(cfg, 0, 80)
+  found = not_found = 0
+  for conv in convs:
+    chat.validate(conv)
+    *_, user, call, result, final = conv
+    (c,) = call['tool_calls']
+    assert c['name'] == 'search' and result['role'] == 'tool' and result['name'] == 'search'
+    assert result['content'] == tool(c['arguments'])  # exactly what the engine's tool call returns
+    entity = next(e for e in world.entities if e.name in user['content'])
+    assert entity.name in c['arguments']
+    attr = next(a for a in facts.ATTRIBUTES if user['content'] in
+                {t.format(name=entity.name) for t in facts.QUESTIONS[a]})
+    truth = entity.attributes[attr]
+    if entity in world.index_only:
+      found += 1
+      assert facts.answers_match(final['content'], truth) and str(truth) in result['content']
+    else:
+      not_found += 1
+      assert entity in world.unknown and facts.is_idk(final['content'])
+      assert entity.name not in result['content']
+  assert found > 50 and not_found > 3
+  with_system = sum(c[0]['role'] == 'system' for c in convs)
+  assert 20 < with_system < 60
+
+
+def test_custom_search_fn_and_empty_results(cfg):
+  convs = search_data.generate(cfg, 1, 10, search_fn=lambda q: 'no results')
+  for conv in convs:
+    assert conv[-2]['content'] == 'no results' and facts.is_idk(conv[-1]['content'])
+  bad = cfg.copy_and_resolve_references()
+  bad.num_index_only = 0
+  with pytest.raises(ValueError, match='no index-only'):
+    search_data.generate(bad, 0, 1)
