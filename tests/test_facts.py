@@ -133,3 +133,29 @@ def test_probe_labels_by_sampled_correctness(world):
   assert all(c[1]['content'].startswith('It is ') for c in own)
   with pytest.raises(ValueError, match='replies'):
     facts.probe(lambda convs, n: [['x']] * len(convs), world, entities, 5)
+
+
+def test_engine_answer_fn_renders_prompts_and_groups_samples(world, small_tokenizer):
+  from nanolm_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  tok = tokenizer_lib.Tokenizer.load(small_tokenizer)
+
+  class FakeEngine:
+    """Echoes, per completion, which prompt and sample it is, as the tokens of 'p<i> s<j>' then <|end|>."""
+
+    def __init__(self):
+      self.seeds = []
+
+    def generate(self, prompts, sampling, *, n, seed, stop_tokens):
+      self.seeds.append(seed)
+      assert sampling.temperature == 0.7 and tok.special_id('end') in stop_tokens
+      self.prompts = prompts
+      return [type('C', (), {'tokens': tok.encode(f'p{i} s{j}') + [tok.special_id('end')]})()
+              for i in range(len(prompts)) for j in range(n)]
+
+  eng = FakeEngine()
+  fn = facts.engine_answer_fn(eng, tok)
+  convs = [[{'role': 'user', 'content': 'Where was A born?'}], [{'role': 'user', 'content': 'When was B born?'}]]
+  assert fn(convs, 3) == [['p0 s0', 'p0 s1', 'p0 s2'], ['p1 s0', 'p1 s1', 'p1 s2']]
+  assert eng.prompts == [chat.render_for_completion(c, tok) for c in convs]
+  fn(convs, 1)
+  assert eng.seeds == [0, 1]  # fresh samples on every call

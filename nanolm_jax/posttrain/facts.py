@@ -399,3 +399,28 @@ def probe(
   logging.info('Fact probe: %d questions, %d known, %d "I don\'t know", %d skipped, sample accuracy %.3f',
                stats['questions'], stats['known'], stats['idk'], stats['skipped'], stats['sample_accuracy'])
   return (out, stats) if return_stats else out
+
+
+def engine_answer_fn(engine: Any, tokenizer: Any, *, temperature: float = 0.7, max_new_tokens: int = 48,
+                     seed: int = 0) -> AnswerFn:
+  """An ``answer_fn`` for ``probe`` backed by ``engine.Engine``: n samples per question, replies as plain text.
+
+  Each call uses a new seed (seed, seed + 1, ...), so repeated probes of the same question draw fresh samples.
+  """
+  from nanolm_jax import chat  # pylint: disable=g-import-not-at-top
+  from nanolm_jax import engine as engine_lib  # pylint: disable=g-import-not-at-top
+
+  sampling = engine_lib.SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+  calls = [0]
+
+  def answer_fn(conversations: list[Conversation], n: int) -> list[list[str]]:
+    prompts = [chat.render_for_completion(c, tokenizer) for c in conversations]
+    outs = engine.generate(prompts, sampling, n=n, seed=seed + calls[0], stop_tokens=chat.stop_tokens(tokenizer))
+    calls[0] += 1
+    texts = []
+    for o in outs:  # prompt-major: completion i * n + j is sample j of prompt i
+      msgs = chat.parse_completion(o.tokens, tokenizer)
+      texts.append(' '.join(m['content'] for m in msgs if m['role'] == 'assistant').strip())
+    return [texts[i * n:(i + 1) * n] for i in range(len(conversations))]
+
+  return answer_fn
