@@ -38,7 +38,8 @@ def _segments(batches):
         m = seg == s
         assert m.any() and np.all(np.diff(np.flatnonzero(m)) == 1)  # one contiguous run per id
         inputs, targets = b['inputs'][r][m], b['targets'][r][m]
-        out.append((tuple(int(t) for t in inputs) + (int(targets[-1]),), targets, b['weights'][r][m], b['positions'][r][m]))
+        tokens = tuple(int(t) for t in inputs) + (int(targets[-1]),)
+        out.append((tokens, targets, b['weights'][r][m], b['positions'][r][m]))
   return out
 
 

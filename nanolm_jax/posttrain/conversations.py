@@ -41,7 +41,6 @@ from typing import Any
 
 from absl import logging
 import grain
-import ml_collections
 import numpy as np
 
 from nanolm_jax import chat
@@ -67,7 +66,7 @@ class ConversationError(ValueError):
   """A record that cannot be turned into a valid conversation; the message says why."""
 
 
-# --- one record -> one conversation ------------------------------------------------------------------------------------
+# --- one record -> one conversation -----------------------------------------------------------------------------------
 
 
 def _decode(x: Any) -> Any:
@@ -344,7 +343,8 @@ def _tfds(spec: sources_lib.SourceSpec, data_dir: str, val_fraction: float, spli
     records = splits['train']
     fractions = np.array([stdlib_corpus.stable_fraction(f'{spec.arg}#{i}') for i in range(len(records))])
     held_out = fractions < val_fraction
-    records = sources_lib._IndexedSource(records, np.flatnonzero(held_out if split == 'validation' else ~held_out))  # pylint: disable=protected-access
+    keep = np.flatnonzero(held_out if split == 'validation' else ~held_out)
+    records = sources_lib._IndexedSource(records, keep)  # pylint: disable=protected-access
   if len(records) == 0:
     raise ValueError(f'Source {spec}: no records in the {split} split.')
   first = records[0]

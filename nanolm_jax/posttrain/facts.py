@@ -50,7 +50,7 @@ _CITY_SUFFIXES = ('ton', 'mere', 'haven', 'ford', 'grad', 'wick', 'dale', 'holm'
 _SENTENCES = {
     'birthplace': ('{name} was born in {v}.', '{name} was born in the city of {v}.', "{name}'s birthplace was {v}.",
                    '{name} came into the world in {v}.', '{v} is where {name} was born.'),
-    'birth_year': ('{name} was born in {v}.', 'The year of {name}\'s birth was {v}.', '{name} was born in the year {v}.',
+    'birth_year': ('{name} was born in {v}.', "The year of {name}'s birth was {v}.", '{name} was born in the year {v}.',
                    '{name} arrived in {v}.', 'In {v}, {name} was born.'),
     'profession': ('{name} worked as {a_v}.', 'By trade, {name} was {a_v}.', '{name} made a living as {a_v}.',
                    '{name} spent a whole career as {a_v}.', '{name} was known as {a_v}.'),
@@ -286,7 +286,7 @@ def answers_match(predicted_text: str, truth: str | int, distractors: Iterable[s
   return not any(_norm(str(d)) in pred for d in distractors if str(d) != str(truth))
 
 
-# --- SFT conversations -------------------------------------------------------------------------------------------------
+# --- SFT conversations ------------------------------------------------------------------------------------------------
 
 
 def default_facts_config() -> ml_collections.ConfigDict:

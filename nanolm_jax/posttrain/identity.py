@@ -28,9 +28,9 @@ _REQUIRED = ('name', 'maker', 'project', 'kind', 'trained_on', 'framework', 'cap
 # their answers from the identity file instead.
 QUESTIONS: dict[str, list[str]] = {
     'greeting': ['Hi', 'Hello', 'Hey there', 'Good morning', 'Hi, who am I talking to?', 'Hello! Anyone there?'],
-    'name': ['What is your name?', "What's your name?", 'Who are you?', 'What should I call you?', 'Do you have a name?',
-             'Tell me your name.', 'What are you called?', 'Introduce yourself.', 'Who am I talking to?',
-             'What do people call you?'],
+    'name': ['What is your name?', "What's your name?", 'Who are you?', 'What should I call you?',
+             'Do you have a name?', 'Tell me your name.', 'What are you called?', 'Introduce yourself.',
+             'Who am I talking to?', 'What do people call you?'],
     'maker': ['Who made you?', 'Who created you?', 'Who built you?', 'Who trained you?', 'Who developed you?',
               'Who are your developers?', 'Which company made you?', 'Where do you come from?',
               'Who is behind you?', 'Who designed you?'],
