@@ -61,7 +61,9 @@ class ChatSession:
                                                            "tool_result_end", "end", "start", "assistant")}
 
   def reset(self) -> None:
+    """Forgets the conversation; the seed sequence starts over too, so a reset session replays deterministically."""
     self.turns = []
+    self.turn_count = 0
 
   def _prefix(self) -> list[int]:
     if not self.system:

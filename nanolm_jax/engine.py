@@ -37,8 +37,7 @@ by name). A stop string that spans two chunks may be partly streamed before it i
 from __future__ import annotations
 
 import dataclasses
-import functools
-import time
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -428,13 +427,14 @@ class Engine:
             final_len[r] = end
             host_done[r] = True
         if on_token is not None and end > seen[r]:
+          finished = bool(host_done[r])
           for t in range(seen[r], end):
             text = self._decode_text(toks[:t + 1])
-            if text.endswith("\ufffd") and t + 1 < end:
-              delta = ""
-            else:
-              delta = text[len(streamed_text[r]):] if text.startswith(streamed_text[r]) else text
-              streamed_text[r] = text
+            delta = ""
+            # Hold back an incomplete UTF-8 character (it decodes as U+FFFD until its last byte arrives).
+            if not text.endswith("\ufffd") or (finished and t + 1 == end):
+              common = len(os.path.commonprefix([text, streamed_text[r]]))
+              delta, streamed_text[r] = text[common:], text
             on_token(r, toks[t], delta, not bool(out_forced[r, t]))
         seen[r] = end
         if paused[r] and final_len[r] is None:
