@@ -3,8 +3,10 @@ r"""Throughput of the crawl pipeline on the demo crawl: docs/s per stage, end to
   python -m experiments.bench_crawl                      # 4 files x 80 pages
   python -m experiments.bench_crawl --num_files=8 --pages_per_file=200 --workers=1,2
 
-MinHash is compared with datasketch (if installed) at the same parameters (112 permutations, word 5-grams of the
-same simplified text), both timed from the text to the signature; the ratio ours / datasketch is printed.
+MinHash is compared with datasketch (pip install -e '.[bench]') at the same parameters (112 permutations =
+14 bands x 8 rows, word 5-grams of the same simplified text), the two sides timed in turns in the same run, from the
+raw text and from the simplified text (see bench_minhash for exactly what is timed); ratios ours / datasketch are
+printed against both its update_batch and its per-shingle update loop.
 """
 import logging as py_logging
 import os
@@ -26,76 +28,119 @@ from nanolm_jax.crawl import stages as stages_lib
 _NUM_FILES = flags.DEFINE_integer("num_files", 4, "Demo WARC files.")
 _PAGES = flags.DEFINE_integer("pages_per_file", 80, "Pages per demo file.")
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "Worker counts for the end-to-end runs.")
-_MIN_SECONDS = flags.DEFINE_float("min_seconds", 2.0, "Repeat each MinHash measurement for at least this long.")
+_MIN_SECONDS = flags.DEFINE_float("min_seconds", 2.0, "Seconds each MinHash candidate is timed for (in turns).")
 
 
 def _rate(n: int, seconds: float) -> str:
   return f"{n / seconds:10.1f}/s" if seconds > 0 else "       inf"
 
 
-def _repeat(fn, texts) -> float:
-  """Signatures per second of ``fn`` over ``texts``, repeated for at least --min_seconds."""
-  n, start = 0, time.perf_counter()
-  while True:
-    for t in texts:
-      fn(t)
-    n += len(texts)
-    elapsed = time.perf_counter() - start
-    if elapsed >= _MIN_SECONDS.value:
-      return n / elapsed
+def _interleaved(fns: dict, inputs: dict, rounds: int = 4) -> dict[str, float]:
+  """Items per second of each ``fns[k]`` over ``inputs[k]``, the candidates taking turns round by round.
+
+  Turns share the machine's noise (other jobs on the cores) between the sides; each side gets about
+  --min_seconds in total and its rate is total items / total seconds.
+  """
+  done = {k: 0 for k in fns}
+  spent = {k: 0.0 for k in fns}
+  budget = _MIN_SECONDS.value / rounds
+  for _ in range(rounds):
+    for k, fn in fns.items():
+      start = time.perf_counter()
+      while True:
+        for x in inputs[k]:
+          fn(x)
+        done[k] += len(inputs[k])
+        if time.perf_counter() - start >= budget:
+          break
+      spent[k] += time.perf_counter() - start
+  return {k: done[k] / spent[k] for k in fns}
 
 
 def bench_minhash(texts: list[str]) -> None:
+  """Signatures/s, ours vs datasketch, on the same texts at the same parameters.
+
+  Two setups, each timed per signature on one thread of this process (first calls, i.e. numba's compile or cache
+  load, and datasketch's permutation draw happen before timing):
+    raw text:        text -> simplify_text -> shingles -> signature, simplify_text counted on both sides;
+    simplified text: the same from simplify_text's output (computed once, outside the timing, and shared), so each
+                     side is timed for its own shingling (ours: bytes -> rolling n-gram hashes; datasketch: word
+                     n-gram strings -> SHA1) plus the permutations and the min.
+  """
   cfg = crawl_config.build_config("default", stages_lib.default_stages_config()).dedup.minhash
   hasher = dedup.MinHasher.from_config(cfg)
   num_perm, n = hasher.num_perm, cfg.n_grams
-  words = np.mean([len(dedup.simplify_text(t).split()) for t in texts])
-  print(f"\nMinHash signatures ({num_perm} permutations, word {n}-grams, {len(texts)} texts, {words:.0f} words avg)")
-  ours = _repeat(hasher.signature, texts)
-  print(f"  nanolm_jax dedup.MinHasher                 {ours:10.1f} sig/s")
+  simplified = [dedup.simplify_text(t) for t in texts]
+  keep = [i for i, s in enumerate(simplified) if len(s.split()) >= n]  # both sides skip texts too short to shingle
+  texts, simplified = [texts[i] for i in keep], [simplified[i] for i in keep]
+  words = np.mean([len(s.split()) for s in simplified])
+  chars = np.mean([len(t) for t in texts])
+  print(f"\nMinHash signatures: {num_perm} permutations ({cfg.num_buckets} bands x {cfg.hashes_per_bucket} rows), "
+        f"word {n}-grams; {len(texts)} extracted demo texts, {chars:.0f} chars / {words:.0f} words / "
+        f"{words - n + 1:.0f} shingles avg")
+  print(f"  one thread in one process ({os.cpu_count()} cores visible, shared); ours: "
+        f"{'numba kernel' if dedup._USE_NUMBA else 'numpy (numba not installed)'}, 64-bit (a*x+b) mod 2^61-1")
+  hasher.signature(texts[0])  # compile or load the numba kernels outside the timing
+
+  def numpy_fallback(s):
+    dedup._USE_NUMBA = False  # pylint: disable=protected-access
+    try:
+      return hasher.signature_of_simplified(s)
+    finally:
+      dedup._USE_NUMBA = dedup.numba is not None  # pylint: disable=protected-access
+
   try:
     import datasketch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    print("  datasketch not installed (pip install datasketch): no comparison")
+    rates = _interleaved({"ours": hasher.signature_of_simplified, "numpy": numpy_fallback},
+                         {"ours": simplified, "numpy": simplified})
+    print(f"  from simplified text: ours {rates['ours']:.1f} sig/s, numpy fallback {rates['numpy']:.1f} sig/s")
+    print("  datasketch not installed (pip install -e '.[bench]'): no comparison")
     return
-
-  def shingles(text):
-    w = dedup.simplify_text(text).split()
-    return [" ".join(w[i:i + n]).encode("utf-8") for i in range(len(w) - n + 1)]
 
   template = datasketch.MinHash(num_perm=num_perm, seed=cfg.seed)
 
-  def ds_batch(text):  # its fastest path: permutations reused, all shingles at once
-    m = datasketch.MinHash(num_perm=num_perm, permutations=template.permutations,
-                           scheme=template.scheme)
-    m.update_batch(shingles(text))
+  def ds_new():
+    return datasketch.MinHash(num_perm=num_perm, permutations=template.permutations, scheme=template.scheme)
+
+  def ds_shingles(s):
+    w = s.split()
+    return [" ".join(w[i:i + n]).encode("utf-8") for i in range(len(w) - n + 1)]
+
+  def ds_batch(s):  # its fastest path: permutations reused, all shingles at once
+    m = ds_new()
+    m.update_batch(ds_shingles(s))
     return m.hashvalues
 
-  def ds_update(text):  # the per-shingle loop of its README
-    m = datasketch.MinHash(num_perm=num_perm, permutations=template.permutations,
-                           scheme=template.scheme)
-    for s in shingles(text):
-      m.update(s)
+  def ds_update(s):  # the per-shingle loop of its README
+    m = ds_new()
+    for sh in ds_shingles(s):
+      m.update(sh)
     return m.hashvalues
 
-  batch = _repeat(ds_batch, texts)
-  update = _repeat(ds_update, texts[:max(1, len(texts) // 4)])
-  print(f"  datasketch {datasketch.__version__} ({template.scheme}) update_batch  {batch:10.1f} sig/s   ratio {ours / batch:5.1f}x")
-  print(f"  datasketch {datasketch.__version__} ({template.scheme}) update loop   {update:10.1f} sig/s   ratio {ours / update:5.1f}x")
-
-  # The same without the shared text normalisation: from word lists to signatures, i.e. the MinHash work itself.
-  word_lists = [dedup.simplify_text(t).split() for t in texts]
-  word_lists = [w for w in word_lists if len(w) >= n]
-  ours_w = _repeat(lambda w: hasher.signature_from_shingles(dedup._shingle_hashes(w, n)), word_lists)
-
-  def ds_words(w):
-    m = datasketch.MinHash(num_perm=num_perm, permutations=template.permutations, scheme=template.scheme)
-    m.update_batch([" ".join(w[i:i + n]).encode("utf-8") for i in range(len(w) - n + 1)])
-    return m.hashvalues
-
-  batch_w = _repeat(ds_words, word_lists)
-  print(f"  from simplified words: ours {ours_w:10.1f} sig/s, datasketch update_batch {batch_w:10.1f} sig/s, "
-        f"ratio {ours_w / batch_w:5.1f}x")
+  few = max(1, len(texts) // 8)  # the per-shingle loop is slow: a subset keeps its turns short
+  setups = {
+      "raw text": {
+          "ours": (hasher.signature, texts),
+          "update_batch": (lambda t: ds_batch(dedup.simplify_text(t)), texts),
+          "update loop": (lambda t: ds_update(dedup.simplify_text(t)), texts[:few]),
+      },
+      "simplified text": {
+          "ours": (hasher.signature_of_simplified, simplified),
+          "ours, numpy fallback": (numpy_fallback, simplified),
+          "update_batch": (ds_batch, simplified),
+          "update loop": (ds_update, simplified[:few]),
+      },
+  }
+  version = f"datasketch {datasketch.__version__} ({template.scheme})"
+  for setup, cands in setups.items():
+    rates = _interleaved({k: f for k, (f, _) in cands.items()}, {k: x for k, (_, x) in cands.items()})
+    print(f"  from {setup}:")
+    for k, rate in rates.items():
+      name = f"{version} {k}" if k.startswith("update") else f"nanolm_jax {k}"
+      print(f"    {name:<42}{rate:10.1f} sig/s")
+    for k in ("update_batch", "update loop"):
+      print(f"    ratio ours / {k:<29}{rates['ours'] / rates[k]:10.1f}x")
 
 
 def main(argv):
@@ -128,6 +173,9 @@ def main(argv):
         texts = [d.text for d in docs]
     if group == "pre_dedup":
       hasher = local_runner.hasher_for(cfg)
+      # One-off per-process costs out of the docs/s: numba's kernel load (or first compile) and the Unicode tables.
+      local_runner.dedup_keys(docs[0], hasher)
+      dedup.simplify_text("é٣")
       start = time.perf_counter()
       keys = [local_runner.dedup_keys(d, hasher) for d in docs]
       timers["dedup keys"] = time.perf_counter() - start

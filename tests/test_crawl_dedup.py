@@ -1,8 +1,10 @@
 """Tests for nanolm_jax.crawl.dedup: exact keys, MinHash quality, and connected components."""
 import collections
 import random
+import re
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pytest
@@ -47,6 +49,28 @@ def test_simplify_text_matches_datatrove_rules():
   assert dedup.simplify_text("a - b") == "a b"
 
 
+def _simplify_with_regexes(text: str, diacritics: bool = True, numbers: bool = True) -> str:
+  """The straightforward datatrove-style implementation that simplify_text's fast paths must equal."""
+  text = text.lower()
+  text = re.sub(r"\s+", " ", text.strip())
+  text = text.translate(str.maketrans("", "", dedup.PUNCTUATION))
+  if diacritics:
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+  if numbers:
+    text = re.sub(r"\d+", "0", text)
+  return " ".join(text.split())
+
+
+def test_simplify_text_equals_the_regex_version_on_random_strings():
+  rng = random.Random(0)
+  spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+  pool = (list("abcXYZ  0123456789") + list(dedup.PUNCTUATION) + spaces + list("٣۵߁०१௬éÉçñüÅ\u0301\u0308ﬁ①½İẞK日本\U0001F600"))
+  for _ in range(5000):
+    text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 40)))
+    for kwargs in ({}, {"diacritics": False, "numbers": False}, {"numbers": False}, {"diacritics": False}):
+      assert dedup.simplify_text(text, **kwargs) == _simplify_with_regexes(text, **kwargs), (text, kwargs)
+
+
 def test_exact_key_keep_and_drop_cases():
   same = ["Hello,  World!", "hello world", "HELLO\n\nWORLD..."]
   assert len({dedup.exact_key(t) for t in same}) == 1
@@ -83,6 +107,22 @@ def test_signature_matches_a_python_minhash():
   assert hasher.signature(text).tolist() == want
   # Chunking the shingles does not change the signature.
   assert hasher.signature_from_shingles(np.array(shingles, dtype=np.uint64), chunk=7).tolist() == want
+
+
+@pytest.mark.skipif(dedup.numba is None, reason="numba not installed: only the numpy path exists")
+def test_numba_and_numpy_paths_agree(vocab, monkeypatch):
+  """Workers with and without numba must produce the same keys, or dedup would depend on the machine."""
+  rng = random.Random(4)
+  texts = ["", "four words only here", "exactly five words right here", "Héllo wörld, ça va très bien? 2024-01-01 ok",
+           " ".join(_words(rng, vocab, 3000))] + [" ".join(_words(rng, vocab, rng.randint(5, 400))) for _ in range(30)]
+  hasher = dedup.MinHasher(seed=5)
+  fast = [(hasher.shingles(t), hasher.signature(t), hasher.band_keys(t)) for t in texts]
+  monkeypatch.setattr(dedup, "_USE_NUMBA", False)
+  slow = [(hasher.shingles(t), hasher.signature(t), hasher.band_keys(t)) for t in texts]
+  for text, f, s in zip(texts, fast, slow):
+    assert f[0].tolist() == s[0].tolist(), text
+    assert (f[1] is None and s[1] is None) or f[1].tolist() == s[1].tolist(), text
+    assert f[2].tolist() == s[2].tolist() and f[2].dtype == s[2].dtype == np.uint64, text
 
 
 def test_short_text_has_no_band_keys():
