@@ -63,11 +63,9 @@ class HFTokenizer:
   """A Hugging Face `tokenizers` tokenizer with nanolm_jax's Tokenizer interface (see tokenizer.Tokenizer)."""
 
   def __init__(self, tok: tokenizers.Tokenizer, bos: str | None = None, eos: str | None = None,
-               pad: str | None = None):
+               pad: str | None = None, unk: str | None = None):
     self._tok = tok
     self._tok.encode_special_tokens = True  # text never becomes a control token, as with ours
-    self.special_tokens: dict[str, int] = {
-        t.content: i for i, t in sorted(tok.get_added_tokens_decoder().items()) if t.special}
 
     def tid(content: str | None) -> int | None:
       return None if content is None else tok.token_to_id(content)
@@ -78,6 +76,12 @@ class HFTokenizer:
     self._eos = eos_id
     self._pad = tid(pad) if tid(pad) is not None else eos_id
     self._dropped_ids = frozenset(i for i in (self._bos, self._eos, self._pad) if i is not None)
+    self._special_ids = frozenset(i for i, t in tok.get_added_tokens_decoder().items() if t.special)
+    # As in ours: the other special tokens (chat markers, if any), without bos/eos/pad/unk.
+    unk = tid(unk) if unk is not None else None
+    self.special_tokens: dict[str, int] = {
+        t.content: i for i, t in sorted(tok.get_added_tokens_decoder().items())
+        if t.special and i not in self._dropped_ids and i != unk}
     self._token_bytes: np.ndarray | None = None
 
   @classmethod
@@ -87,7 +91,7 @@ class HFTokenizer:
     if not os.path.exists(path):
       raise FileNotFoundError(f'{directory} has no tokenizer.json')
     tok = tokenizers.Tokenizer.from_file(path)
-    names: dict[str, str | None] = {'bos_token': None, 'eos_token': None, 'pad_token': None}
+    names: dict[str, str | None] = {'bos_token': None, 'eos_token': None, 'pad_token': None, 'unk_token': None}
     for fname in ('special_tokens_map.json', 'tokenizer_config.json'):  # the latter wins
       fpath = os.path.join(directory, fname)
       if os.path.exists(fpath):
@@ -96,7 +100,7 @@ class HFTokenizer:
         for key in names:
           if _token_content(meta.get(key)) is not None:
             names[key] = _token_content(meta.get(key))
-    return cls(tok, bos=names['bos_token'], eos=names['eos_token'], pad=names['pad_token'])
+    return cls(tok, bos=names['bos_token'], eos=names['eos_token'], pad=names['pad_token'], unk=names['unk_token'])
 
   # --- ids ---------------------------------------------------------------------------------------------------------
 
@@ -122,7 +126,7 @@ class HFTokenizer:
     return self._required(self._pad, 'pad')
 
   def special_id(self, name: str) -> int:
-    """Id of a special token ('<|endoftext|>'; bare names get <|...|>); KeyError when the vocabulary lacks it."""
+    """Id of a special token other than bos/eos/pad/unk ('user' or '<|user|>'); KeyError when there is none."""
     key = name if name.startswith('<') else f'<|{name}|>'
     if key not in self.special_tokens:
       raise KeyError(f'{name!r} is not a special token of this imported tokenizer (it has {list(self.special_tokens)}):'
@@ -166,7 +170,7 @@ class HFTokenizer:
       spec = json.loads(self._tok.to_str())
       byte_level = _has_component(spec.get('decoder'), 'ByteLevel')
       inverse = _bytes_to_unicode() if byte_level else {}
-      specials = set(self.special_tokens.values())
+      specials = self._special_ids
       out = np.zeros(self.vocab_size, np.int32)
       for i in range(self.vocab_size):
         piece = self._tok.id_to_token(i)
