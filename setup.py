@@ -60,5 +60,6 @@ setup(
         "beam": ["apache-beam[gcp]>=2.60", "gcsfs"],
         "bench": ["datasketch"],  # experiments/bench_crawl.py compares MinHash speed with it
         "torch": ["torch", "transformers"],
+        "hf": ["torch", "transformers", "tokenizers"],  # Hugging Face interop (experiments/convert.py) and its tests
     },
 )
