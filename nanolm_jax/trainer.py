@@ -1,7 +1,8 @@
 """THE training loop, shared by every stage (pretraining, SFT, RL): init or restore, step, eval, log, checkpoint.
 
 A stage plugs in a `Stage`: its loss, its training batches (an iterator with get_state/set_state so resumes are
-exact) and optionally its evaluation and an end-of-run hook. Everything else — mesh, shardings, the jitted pure step
+exact; an optional `step_metrics() -> dict` is logged with the step its last batch fed, e.g. RL rollout rewards)
+and optionally its evaluation and an end-of-run hook. Everything else — mesh, shardings, the jitted pure step
 with donated state, checkpoints, preemption, metrics — is this file, read top to bottom in `train`.
 """
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Stage:
   load_tokenizer: Callable[[ml_collections.ConfigDict, str], Any] | None = None
   # Fresh runs only: (ctx, abstract sharded params) -> params, e.g. SFT restoring the --init_from run's weights.
   init_params: Callable[[RunContext, Any], Any] | None = None
+  # (ctx, params) -> metrics, replacing the validation-loss eval (e.g. RL's sampled accuracy); runs at step 0 too.
+  evaluate: Callable[[RunContext, Any], dict[str, float]] | None = None
 
 
 def validate_config(cfg: ml_collections.ConfigDict, num_devices: int | None = None,
@@ -211,10 +214,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
     step = start_step
     while step < total_steps:
       batch = shd.global_batch(next(train_data), batch_sharding)
+      host_m = train_data.step_metrics() if hasattr(train_data, "step_metrics") else {}
       state, m = jit_step(state, batch)
       step += 1
       steps_since += 1
-      pending.append((step, m))
+      pending.append((step, {**m, **host_m}))
       progress.update(1)
       stop = preemption.requested or ckpt.reached_preemption(step)
       is_eval = evaluate is not None and cfg.train.eval_every and (step % cfg.train.eval_every == 0 or
@@ -299,6 +303,8 @@ def make_sharded_step(cfg: ml_collections.ConfigDict, model: model_lib.Transform
 
 
 def _make_evaluator(ctx: RunContext, stage: Stage, apply, batch_sharding):
+  if stage.evaluate is not None:
+    return lambda params: stage.evaluate(ctx, params)
   if stage.make_eval_data is None or ctx.tokenizer is None:
     return None
   token_bytes = jnp.asarray(ctx.tokenizer.token_bytes(), jnp.float32)
