@@ -124,7 +124,11 @@ def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Arra
 def _sample_rows(logits_BxV: jax.Array, keys_B: jax.Array, temperature, top_k, top_p):
   """(tokens_B, model_logp_B, sampling_logp_B) with one key per row; greedy where temperature == 0."""
   b = logits_BxV.shape[0]
-  filtered_BxV = filter_logits(logits_BxV, temperature, top_k, top_p)
+  # The sort behind top-k / top-p costs as much as a small model's step: skip it when no row filters.
+  needs_filter = jnp.any((_per_row(top_k, b) > 0) | (_per_row(top_p, b) < 1))
+  filtered_BxV = jax.lax.cond(
+      needs_filter, lambda: filter_logits(logits_BxV, temperature, top_k, top_p),
+      lambda: logits_BxV.astype(jnp.float32) / jnp.maximum(_per_row(temperature, b), 1e-6))
   sampled_B = jax.vmap(lambda k, l: jax.random.categorical(k, l))(keys_B, filtered_BxV)
   greedy_B = _per_row(temperature, b)[:, 0] <= 0
   tok_B = jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1), sampled_B).astype(jnp.int32)
