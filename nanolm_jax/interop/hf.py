@@ -284,7 +284,7 @@ def _copy_tokenizer(hf_dir: str, workdir: str, hf: dict[str, Any]) -> None:
   changed = False
   for key in ("bos", "eos", "pad"):
     i = _first(hf.get(f"{key}_token_id"))
-    if hf_tokenizer._token_content(meta.get(f"{key}_token")) is None and i is not None:  # pylint: disable=protected-access
+    if hf_tokenizer.token_content(meta.get(f"{key}_token")) is None and i is not None:
       if tok.id_to_token(int(i)) is not None:
         meta[f"{key}_token"] = tok.id_to_token(int(i))
         changed = True

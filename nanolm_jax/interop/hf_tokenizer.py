@@ -30,7 +30,7 @@ _SPACE = '\u2581'
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 
 
-def _token_content(value: Any) -> str | None:
+def token_content(value: Any) -> str | None:
   """A special token entry of tokenizer_config.json: a string, an AddedToken dict, or null."""
   if isinstance(value, dict):
     return value.get('content')
@@ -98,8 +98,8 @@ class HFTokenizer:
         with open(fpath, encoding='utf-8') as f:
           meta = json.load(f)
         for key in names:
-          if _token_content(meta.get(key)) is not None:
-            names[key] = _token_content(meta.get(key))
+          if token_content(meta.get(key)) is not None:
+            names[key] = token_content(meta.get(key))
     return cls(tok, bos=names['bos_token'], eos=names['eos_token'], pad=names['pad_token'], unk=names['unk_token'])
 
   # --- ids ---------------------------------------------------------------------------------------------------------
