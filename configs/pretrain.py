@@ -94,7 +94,7 @@ def _base() -> ml_collections.ConfigDict:
   c.sharding_rules = DEFAULT_RULES
 
   c.data = ml_collections.ConfigDict(dict(
-      sources="stdlib",        # KIND[:ARG][@WEIGHT];... e.g. "stdlib@0.5;files:runs/crawl/*.jsonl.gz@0.5"
+      sources="stdlib;facts",  # KIND[:ARG][@WEIGHT];... e.g. "stdlib@0.5;files:runs/crawl/*.jsonl.gz@0.5"
       data_dir="",             # TFDS data dir ("" = TFDS default)
       val_fraction=0.05,
       num_workers=0,

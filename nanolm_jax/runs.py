@@ -41,6 +41,8 @@ def load_run(workdir: str, step: int | None = None, mesh: Any = None) -> Run:
   """Loads a run for inference (params on the default device unless a mesh is given for the model's constraints)."""
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"run folder {workdir} does not exist")
-  cfg, params = trainer.load_params(workdir, step)
+  from nanolm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(ckpt_lib.read_config(workdir))
+  step, params = trainer.restore_params(workdir, step=step)
   model = trainer.build_model(cfg, mesh)
   return Run(workdir=workdir, cfg=cfg, model=model, params=params, tokenizer=load_tokenizer(workdir), step=step)

@@ -262,7 +262,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
   if not preempted and is_main:
     metrics_lib.plot_losses(workdir)
     if stage.on_end is not None:
-      last.update(stage.on_end(ctx, state.params) or {})
+      extra = stage.on_end(ctx, state.params) or {}
+      last.update(extra)
+      numeric = {k: v for k, v in extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+      if numeric:
+        writer.write(last["step"], numeric)
   writer.close()
   ckpt.close()
   return last

@@ -1,0 +1,34 @@
+"""SFT configs: `python -m experiments.sft [--config=configs/sft.py:PRESET] [--init_from=RUN]`.
+
+The model and tokenizer always come from the starting run (`init_from`; "" = the default pretraining run, trained
+first if absent). Presets:
+  tiny    the CPU default: generated identity / system-prompt / arithmetic / search data + the fact probe, plus the
+          same SFT without the probe's examples as a control (both evaluated and printed side by side).
+"""
+import ml_collections
+
+from configs import pretrain
+from nanolm_jax.posttrain import chat_eval
+from nanolm_jax.posttrain import sft_data
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+  preset = preset or "tiny"
+  if preset != "tiny":
+    raise ValueError(f"unknown preset {preset!r}; choose tiny")
+  c = pretrain.get_config("tiny")
+  c.stage = "sft"
+  c.preset = preset
+  c.init_from = ""
+  c.train.update(steps=500, batch_size=16, seq_len=256, eval_every=250, eval_batches=4, checkpoint_every=250,
+                 log_every=10)
+  c.optim.update(lr=1e-3, warmup_steps=30, min_lr_ratio=0.0, weight_decay=0.0)
+  c.sft = sft_data.default_sft_data_config()
+  # The oracle-labelled `facts` generator is replaced by the probe's measured labels (prepare adds probe.jsonl).
+  c.sft.sources = "identity;system_prompts;reasoning;search"
+  c.sft.answer_first_count = 1000
+  c.probe = ml_collections.ConfigDict(dict(enabled=True, samples=4, temperature=0.7, knows="majority",
+                                           weight=1.0))
+  c.ablation = ml_collections.ConfigDict(dict(enabled=True, steps=0))  # 0 = as many steps as the main run
+  c.eval = chat_eval.default_eval_config()
+  return c
