@@ -102,8 +102,40 @@ def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str
 
 
 def _einsum(spec: str, x: Array, w: Array, cfg: ModelConfig) -> Array:
+  """einsum with inputs in the compute dtype and a float32 result (and, for low precision, a fast backward)."""
   dt = _DTYPES[cfg.dtype]
+  if dt == jnp.float32:
+    return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
+  return _lowp_einsum(spec, (dt, x.dtype, w.dtype), x, w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _lowp_einsum(spec: str, dtypes: tuple[Any, Any, Any], x: Array, w: Array) -> Array:
+  dt = dtypes[0]
   return jnp.einsum(spec, x.astype(dt), w.astype(dt), preferred_element_type=jnp.float32)
+
+
+def _lowp_einsum_fwd(spec, dtypes, x, w):
+  dt = dtypes[0]
+  # Residuals in the compute dtype: half the memory of float32 copies, and already cast for the backward matmuls.
+  xc, wc = x.astype(dt), w.astype(dt)
+  return jnp.einsum(spec, xc, wc, preferred_element_type=jnp.float32), (xc, wc)
+
+
+def _lowp_einsum_bwd(spec, dtypes, res, g):
+  # JAX's own transpose of a mixed-precision dot multiplies the float32 cotangent with the bf16 operand, which XLA's
+  # CPU backend upcasts to a float32 matmul. Casting the cotangent to the compute dtype keeps the backward matmuls
+  # on the bf16 x bf16 -> f32 path (AMX / AVX512-BF16), same as the forward, and as on accelerators.
+  (dt, x_dtype, w_dtype), (xc, wc) = dtypes, res
+  ins, out = spec.split("->")
+  x_spec, w_spec = ins.split(",")
+  gc = g.astype(dt)
+  dx = jnp.einsum(f"{out},{w_spec}->{x_spec}", gc, wc, preferred_element_type=jnp.float32)
+  dw = jnp.einsum(f"{x_spec},{out}->{w_spec}", xc, gc, preferred_element_type=jnp.float32)
+  return dx.astype(x_dtype), dw.astype(w_dtype)
+
+
+_lowp_einsum.defvjp(_lowp_einsum_fwd, _lowp_einsum_bwd)
 
 
 class _Constrain:
