@@ -180,13 +180,31 @@ def rope(x_BxLxNxH: Array, positions_BxL: Array, theta: float) -> Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
+def attention(q_BxLxNxH: Array, k_BxSxKxH: Array, v_BxSxKxH: Array, mask_BxLxS: Array,
+              cfg: ModelConfig) -> Array:
+  """Masked softmax attention with GQA (query head n reads kv head n // (N / K)), softmax in float32.
+
+  Both matmuls go through `_einsum`, so in bfloat16 they take the bf16 x bf16 -> f32 path forward and backward
+  (jax.nn.dot_product_attention's XLA path multiplies probabilities by values with a bf16 result, which is slow on
+  CPU, and transposes the cotangent in float32).
+  """
+  b, l, n, h = q_BxLxNxH.shape
+  k = k_BxSxKxH.shape[2]
+  q_BxLxKxGxH = (q_BxLxNxH * (1.0 / np.sqrt(h)).astype(q_BxLxNxH.dtype)).reshape(b, l, k, n // k, h)
+  s_BxKxGxLxS = _einsum("blkgh,bskh->bkgls", q_BxLxKxGxH, k_BxSxKxH, cfg)
+  s_BxKxGxLxS = jnp.where(mask_BxLxS[:, None, None], s_BxKxGxLxS, jnp.finfo(jnp.float32).min)
+  p_BxKxGxLxS = jax.nn.softmax(s_BxKxGxLxS, axis=-1)
+  out_BxLxKxGxH = _einsum("bkgls,bskh->blkgh", p_BxKxGxLxS, v_BxSxKxH, cfg)
+  return out_BxLxKxGxH.reshape(b, l, n, h)
+
+
 class Attention(nn.Module):
   """Causal self-attention with GQA; segment ids keep packed documents apart; optional KV cache."""
   cfg: ModelConfig
   constrain: Any
 
   @nn.compact
-  def __call__(self, x_BxLxD: Array, segment_ids_BxL: Array, positions_BxL: Array,
+  def __call__(self, x_BxLxD: Array, mask_BxLxS: Array, positions_BxL: Array,
                cache: Cache | None) -> tuple[Array, Cache | None]:
     cfg, c = self.cfg, self.constrain
     d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -211,24 +229,22 @@ class Attention(nn.Module):
     kk = c(kk, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
     v = c(v, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
 
-    dt = _DTYPES[cfg.dtype]
     if cache is None:
-      # Causal within a row and block-diagonal across packed documents (segment 0 is padding).
-      causal_LxL = jnp.tril(jnp.ones((q.shape[1], q.shape[1]), bool))
-      same_seg = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
-      mask_Bx1xLxS = (same_seg & causal_LxL)[:, None]
       keys, values = kk, v
     else:
-      # Slot s of the cache holds position s; a query at position p sees slots <= p. Slots past a row's prompt hold
-      # padding until decoding overwrites them in order, so they are never visible (see engine.py).
+      # Slot s of the cache holds position s; a query at position p sees slots <= p (mask_BxLxS, built by the
+      # Transformer). Slots past a row's prompt hold padding until decoding overwrites them in order, so they are
+      # never visible (see engine.py).
       b_idx = jnp.arange(q.shape[0])[:, None]
       cache = {"k": cache["k"].at[b_idx, positions_BxL].set(kk.astype(cache["k"].dtype)),
                "v": cache["v"].at[b_idx, positions_BxL].set(v.astype(cache["v"].dtype))}
       keys, values = cache["k"], cache["v"]
-      slots_S = jnp.arange(keys.shape[1])
-      mask_Bx1xLxS = (slots_S[None, None, :] <= positions_BxL[:, :, None])[:, None]
-    out = jax.nn.dot_product_attention(q.astype(dt), keys.astype(dt), values.astype(dt), mask=mask_Bx1xLxS,
-                                       implementation=None if cfg.attention == "xla" else cfg.attention)
+    if cfg.attention == "xla":
+      out = attention(q, keys, values, mask_BxLxS, cfg)
+    else:
+      dt = _DTYPES[cfg.dtype]
+      out = jax.nn.dot_product_attention(q.astype(dt), keys.astype(dt), values.astype(dt), mask=mask_BxLxS[:, None],
+                                         implementation=cfg.attention)
     out = c(out, ("act_batch", "act_length", "act_heads", "act_head_dim"))
     y = _einsum("blnh,nhd->bld", out, wo, cfg)
     if not cfg.llama:
@@ -264,15 +280,15 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm residual block. Signature is scan-friendly: (x, cache) carry/xs, segment ids and positions broadcast."""
+  """Pre-norm residual block. Signature is scan-friendly: (x, cache) carry/xs, mask and positions broadcast."""
   cfg: ModelConfig
   constrain: Any
 
   @nn.compact
-  def __call__(self, x_BxLxD: Array, cache: Cache | None, segment_ids_BxL: Array,
+  def __call__(self, x_BxLxD: Array, cache: Cache | None, mask_BxLxS: Array,
                positions_BxL: Array) -> tuple[Array, Cache | None]:
     c = self.constrain
-    y, cache = Attention(self.cfg, c, name="attn")(Norm(self.cfg, name="ln1")(x_BxLxD), segment_ids_BxL,
+    y, cache = Attention(self.cfg, c, name="attn")(Norm(self.cfg, name="ln1")(x_BxLxD), mask_BxLxS,
                                                    positions_BxL, cache)
     x_BxLxD = c(x_BxLxD + y, ("act_batch", "act_length", "act_embed"))
     x_BxLxD = x_BxLxD + Mlp(self.cfg, c, name="mlp")(Norm(self.cfg, name="ln2")(x_BxLxD))
@@ -305,6 +321,14 @@ class Transformer(nn.Module):
                        nn.initializers.normal(cfg.init_std / 2), cfg)
       x_BxLxD = x_BxLxD + jnp.take(pos_PxD, positions_BxL, axis=0)
     x_BxLxD = c(x_BxLxD, ("act_batch", "act_length", "act_embed"))
+    # One mask for all layers (not one B x L x S build per layer).
+    if cache is None:
+      # Causal within a row and block-diagonal across packed documents (segment 0 is padding).
+      causal_LxL = jnp.tril(jnp.ones((tokens_BxL.shape[1], tokens_BxL.shape[1]), bool))
+      mask_BxLxS = (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]) & causal_LxL
+    else:
+      slots_S = jnp.arange(cache["k"].shape[2])
+      mask_BxLxS = slots_S[None, None, :] <= positions_BxL[:, :, None]
 
     block = Block
     if cfg.remat != "none":
@@ -313,12 +337,12 @@ class Transformer(nn.Module):
       scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                         in_axes=(0, nn.broadcast, nn.broadcast), out_axes=0, length=cfg.num_layers,
                         metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BxLxD, cache = scanned(cfg, c, name="layers")(x_BxLxD, cache, segment_ids_BxL, positions_BxL)
+      x_BxLxD, cache = scanned(cfg, c, name="layers")(x_BxLxD, cache, mask_BxLxS, positions_BxL)
     else:
       new_layers = []
       for i in range(cfg.num_layers):
         layer_cache = None if cache is None else jax.tree.map(lambda a, i=i: a[i], cache)
-        x_BxLxD, layer_cache = block(cfg, c, name=f"layer_{i}")(x_BxLxD, layer_cache, segment_ids_BxL,
+        x_BxLxD, layer_cache = block(cfg, c, name=f"layer_{i}")(x_BxLxD, layer_cache, mask_BxLxS,
                                                                positions_BxL)
         new_layers.append(layer_cache)
       if cache is not None:
