@@ -30,6 +30,8 @@ _MAX_BATCH = flags.DEFINE_integer("max_batch", 16, "Completions per engine call 
 _MAX_BODY = flags.DEFINE_integer("max_body_bytes", 1 << 20, "Largest request body.")
 _TIMEOUT = flags.DEFINE_float("request_timeout_s", 300.0, "Time limit for one request, queueing included.")
 _CHUNK = flags.DEFINE_integer("chunk_steps", 4, "Decode steps between streamed updates.")
+_PAD = flags.DEFINE_bool("pad_to_batch", False, "Pad every engine call to --max_batch rows (one compiled batch "
+                         "shape; good when compiles are slow).")
 _WARMUP = flags.DEFINE_bool("warmup", True, "Compile the common shapes before accepting requests.")
 
 
@@ -49,7 +51,8 @@ def main(argv):
     sys.exit(f"error: {e}")
   limits = app_lib.Limits(max_tokens_limit=_MAX_TOKENS.value, max_prompt_tokens=_MAX_PROMPT.value,
                           max_batch=_MAX_BATCH.value, max_queue=_MAX_QUEUE.value, max_body_bytes=_MAX_BODY.value,
-                          request_timeout_s=_TIMEOUT.value, chunk_steps=_CHUNK.value)
+                          request_timeout_s=_TIMEOUT.value, chunk_steps=_CHUNK.value,
+                          pad_to_batch=_PAD.value)
   app_ = app_lib.create_app(run, limits, model_id=_MODEL_ID.value)
   if _WARMUP.value:
     logging.info("warming up (compiling the first shapes)...")

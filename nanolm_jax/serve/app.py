@@ -49,6 +49,7 @@ class Limits:
   request_timeout_s: float = 300.0
   batch_wait_s: float = 0.01           # how long the batcher waits for concurrent requests to join a call
   chunk_steps: int = 4                 # decode steps between streamed updates (engine chunk)
+  pad_to_batch: bool = False           # every engine call max_batch rows wide: fewer compiled shapes
   default_completion_tokens: int = 16  # /v1/completions max_tokens default, as OpenAI's
 
 
@@ -389,7 +390,7 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
   context = backend.max_len
   max_prompt = min(limits.max_prompt_tokens or context - 1, context - 1)
   batcher = batcher_lib.Batcher(backend, max_batch=limits.max_batch, max_queue=limits.max_queue,
-                                batch_wait_s=limits.batch_wait_s)
+                                batch_wait_s=limits.batch_wait_s, pad_to_batch=limits.pad_to_batch)
   created = int(time.time())
   chat_stops = tuple(dict.fromkeys(chat_lib.stop_tokens(tok) + (tok.special_id("tool_call_end"),)))
   completion_stops = (tok.eos_id,)

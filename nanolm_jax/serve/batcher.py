@@ -9,6 +9,10 @@ row and every queued row that can share its engine call, up to `max_batch`:
   * a request with an explicit seed runs as its own call: the engine draws row r's token t from
     fold_in(fold_in(seed, r), t), so the same seed gives the same completions only at the same row positions.
 
+With `pad_to_batch`, every call is padded to `max_batch` rows with one-token copies of its first row, so the engine
+sees one batch shape and a server compiles once per prompt/cache bucket instead of once per batch size as well
+(worth it where compiles are slow: large models, small CPUs).
+
 Tokens stream back through each row's `emit` (`TokenEvent`) as the engine reports them after each decode chunk;
 `DoneEvent` carries the engine's `Completion` (finish reason, logprobs) when the call returns.
 """
@@ -110,14 +114,20 @@ class EngineBackend:
       r.emit(DoneEvent(completion=c))
 
 
+def _ignore(event: Event) -> None:
+  del event
+
+
 class Batcher:
   """A bounded row queue drained by one worker thread into `backend.run`."""
 
-  def __init__(self, backend: Any, max_batch: int = 16, max_queue: int = 256, batch_wait_s: float = 0.01):
+  def __init__(self, backend: Any, max_batch: int = 16, max_queue: int = 256, batch_wait_s: float = 0.01,
+               pad_to_batch: bool = False):
     if max_batch < 1 or max_queue < 1:
       raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch}, {max_queue}")
     self.backend = backend
     self.max_batch = max_batch
+    self.pad_to_batch = pad_to_batch
     self.max_queue = max_queue
     self.batch_wait_s = batch_wait_s
     self.stats = BatcherStats()
@@ -175,6 +185,15 @@ class Batcher:
       self._queue = keep
       return take
 
+  def _padded(self, rows: list[Row]) -> list[Row]:
+    if not self.pad_to_batch or len(rows) >= self.max_batch:
+      return rows
+    # Same prompt (no extra prefill row), same key, one greedy token; appended so real rows keep their positions.
+    r = rows[0]
+    pad = dataclasses.replace(r, sampling=engine_lib.SamplingParams(temperature=0.0, max_new_tokens=1),
+                              emit=_ignore)
+    return rows + [pad] * (self.max_batch - len(rows))
+
   def _loop(self) -> None:
     while True:
       rows = self._take()
@@ -185,7 +204,7 @@ class Batcher:
       self.stats.batch_sizes[len(rows)] += 1
       self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(rows))
       try:
-        self.backend.run(rows)
+        self.backend.run(self._padded(rows))
       except Exception as e:  # pylint: disable=broad-except
         # One bad batch must not kill the server: its rows end with an error and the worker goes on.
         self.stats.failed_batches += 1
