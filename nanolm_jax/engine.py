@@ -285,7 +285,13 @@ class Engine:
   # --- host helpers ---
 
   def _special(self, name: str) -> int:
-    return self.tokenizer.special_id(name) if self.tokenizer is not None else -1
+    """The id of a chat/tool marker, or -1 when the tokenizer has none (e.g. an imported GPT-2: no tool calls)."""
+    if self.tokenizer is None:
+      return -1
+    try:
+      return self.tokenizer.special_id(name)
+    except KeyError:
+      return -1
 
   def _decode_text(self, ids: Sequence[int]) -> str:
     return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
