@@ -1,5 +1,6 @@
 """The OpenAI-compatible server, driven by the official `openai` client against uvicorn on a free 127.0.0.1 port."""
 import asyncio
+import dataclasses
 import json
 import socket
 import threading
@@ -307,3 +308,90 @@ def test_streamed_text_never_shows_a_stop_string_prefix_that_turns_into_the_stop
       break
   assert "".join(sent) == "hello " and ch.finish_reason == "stop"
   assert "w" not in "".join(sent[:-1])  # the 'w' was held back until the stop string was decided
+
+
+class _ScriptedBackend:
+  """Replies with fixed tokens (cut at the row's stop tokens), recording each call's rows; no model."""
+  max_len = 64
+
+  def __init__(self, script):
+    self.script, self.calls = script, []
+
+  def run(self, rows):
+    self.calls.append(list(rows))
+    for r in rows:
+      toks = []
+      for t in self.script[:r.sampling.max_new_tokens]:
+        toks.append(t)
+        r.emit(batcher_lib.TokenEvent(t))
+        if t in r.stop_tokens:
+          break
+      stopped = bool(toks) and toks[-1] in r.stop_tokens
+      r.emit(batcher_lib.DoneEvent(engine_lib.Completion(
+          prompt_index=0, sample_index=0, tokens=toks, logprobs=[-1.0] * len(toks),
+          sampling_logprobs=[-1.0] * len(toks), generated_mask=[True] * len(toks), text="",
+          finish_reason="stop" if stopped else "length", stop=toks[-1] if stopped else None)))
+
+
+@pytest.fixture
+def scripted(server):
+  """A server over a scripted backend that answers 'It is' then a calculator tool call."""
+  tok = server.app.state.tokenizer
+  script = (tok.encode("It is") + [tok.special_id("tool_call_start")] + tok.encode("calculator: 2+3")
+            + [tok.special_id("tool_call_end")] + tok.encode(" never reached"))
+  backend = _ScriptedBackend(script)
+  run = runs.Run(workdir="scripted", cfg=None, model=None, params=None, tokenizer=tok)
+  with ServerThread(app_lib.create_app(run, dataclasses.replace(LIMITS, max_queue=8), backend=backend)) as s:
+    s.backend = backend
+    yield s
+
+
+def test_chat_tool_call_is_returned_openai_style(scripted):
+  c = openai.OpenAI(base_url=scripted.url + "/v1", api_key="unused", timeout=30, max_retries=0)
+  out = c.chat.completions.create(model="scripted", messages=HELLO, max_tokens=20, logprobs=True)
+  (choice,) = out.choices
+  assert choice.finish_reason == "tool_calls"
+  assert choice.message.content == "It is"
+  (call,) = choice.message.tool_calls
+  assert (call.function.name, call.function.arguments) == ("calculator", "2+3")
+  assert [x.logprob for x in choice.logprobs.content] == [-1.0] * out.usage.completion_tokens
+  # The call and its result go back in as history, rendered by the chat format.
+  follow = HELLO + [choice.message.model_dump(exclude_none=True),
+                    {"role": "tool", "tool_call_id": call.id, "content": "5"}]
+  again = c.chat.completions.create(model="scripted", messages=follow, max_tokens=20)
+  assert again.choices[0].finish_reason == "tool_calls"
+  streamed = list(c.chat.completions.create(model="scripted", messages=HELLO, max_tokens=20, stream=True))
+  calls = [d.choices[0].delta.tool_calls for d in streamed if d.choices and d.choices[0].delta.tool_calls]
+  assert calls[0][0].function.name == "calculator"
+  assert "".join(d.choices[0].delta.content or "" for d in streamed if d.choices) == "It is"
+
+
+def test_batcher_groups_compatible_rows_and_isolates_seeded_requests(scripted):
+  batcher = scripted.app.state.batcher
+  sampling = engine_lib.SamplingParams(max_new_tokens=1)
+  done = threading.Semaphore(0)
+
+  def row(**kw):
+    return batcher_lib.Row([2, 5], sampling, lambda ev: isinstance(ev, batcher_lib.DoneEvent) and done.release(),
+                           **kw)
+
+  blocker = threading.Event()
+  run = scripted.backend.run
+  scripted.backend.run = lambda rows: (blocker.wait(10), run(rows))  # hold the worker while the queue fills
+  try:
+    batcher.submit([row(stop_tokens=(3,))])
+    time.sleep(0.2)
+    batcher.submit([row(stop_tokens=(3,)), row(stop_tokens=(3, 9)), row(stop_tokens=(3,))])
+    batcher.submit([row(stop_tokens=(3,), seed=1, group="a"), row(stop_tokens=(3,), seed=1, group="a")])
+    with pytest.raises(batcher_lib.QueueFull):
+      batcher.submit([row() for _ in range(4)])  # 5 + 4 > 8 queued: all or nothing
+    assert batcher.queued == 5
+  finally:
+    blocker.set()
+  for _ in range(6):
+    assert done.acquire(timeout=30)
+  calls = scripted.backend.calls[-4:]
+  real = [[r for r in c if r.emit.__name__ != "_ignore"] for c in calls]  # pad_to_batch copies excluded
+  assert [len(c) for c in real] == [1, 2, 1, 2]
+  assert [c[0].stop_tokens for c in real] == [(3,), (3,), (3, 9), (3,)]
+  assert all(r.group == "a" for r in real[3]) and all(len(c) == LIMITS.max_batch for c in calls)
