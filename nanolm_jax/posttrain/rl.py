@@ -1,0 +1,396 @@
+"""The RL stage (GRPO family) on the shared trainer: rollouts with the engine feed a pure policy-gradient loss.
+
+Per optimizer step the data iterator (``RolloutData.__next__``, called right before the step):
+  1. takes the current policy params (ctx.current_params) into one Engine (programs compiled once, params swapped),
+  2. samples G completions for each of P prompts of the task (one shared prefill per prompt), keeping the
+     sampling-time log-probs (π_old, temperature 1 unfiltered) and the generated-token mask,
+  3. scores them with the task's verifiers (+ DAPO's soft overlong penalty when enabled), and turns each group's
+     rewards into advantages (grpo.group_advantages),
+  4. with dynamic sampling, drops groups whose rewards are all equal (no signal) and samples more prompts to refill,
+     at most ``max_sample_rounds`` rounds; still-missing groups are filled with dropped ones at weight 0,
+  5. lays out one prompt + completion per row (prompt weight 0, sampled completion tokens weight 1, forced tool tokens
+     0), padded to a multiple of ``length_bucket`` (<= train.seq_len), adds the frozen reference's log-probs when
+     β > 0 (a jitted forward of the init_from params, loaded once), and yields that batch μ = inner_steps times: the
+     same old_logprobs each time, so the first inner step has ratio 1 (up to the engine's float error).
+
+Rollout metrics (reward, accuracy, response length, truncation, kept groups, KL to the reference, rollout and update
+tokens/s) reach metrics.jsonl through the trainer's ``step_metrics`` hook; the loss adds clip fraction, ratio,
+entropy (and KL when β > 0). Evaluation samples k completions per held-out problem with fixed sampler settings and
+seed: eval_accuracy (= pass@1, the mean over the k samples) and pass@k, at step 0 and every eval step.
+
+Resume: the iterator state is (rollouts done, prompt cursor, inner step); rollouts are seeded from (seed, rollout
+index), so a resumed run continues the same prompt stream. A run stopped between two inner steps of one rollout
+starts a fresh rollout (the old batch's π_old is gone with the old params).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from nanolm_jax import chat
+from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import engine as engine_lib
+from nanolm_jax import metrics as metrics_lib
+from nanolm_jax import runs
+from nanolm_jax import sharding as shd
+from nanolm_jax import trainer
+from nanolm_jax.posttrain import grpo
+from nanolm_jax.posttrain import tasks as tasks_lib
+
+ROW_KEYS = ("inputs", "targets", "segment_ids", "positions", "weights", "old_logprobs")
+CURVES = ("reward", "accuracy", "eval_accuracy", "kl", "rollout_kl", "clip_frac", "entropy", "response_len")
+
+
+# --- pure pieces ------------------------------------------------------------------------------------------------------
+
+
+def overlong_penalty(length: int, max_new_tokens: int, cache: int) -> float:
+  """DAPO's soft overlong punishment: 0 up to max - cache tokens, then linear down to -1 at max_new_tokens."""
+  if cache <= 0 or length <= max_new_tokens - cache:
+    return 0.0
+  if length > max_new_tokens:
+    return -1.0
+  return (max_new_tokens - cache - length) / cache
+
+
+def build_rows(prompts: Sequence[Sequence[int]], completions: Sequence[engine_lib.Completion], seq_len: int,
+               length_bucket: int = 0) -> dict[str, np.ndarray]:
+  """One prompt + completion per row -> next-token arrays (N x L) for the loss.
+
+  L is the longest row rounded up to a multiple of length_bucket (capped at seq_len), or seq_len when 0. Row i holds
+  prompts[i] + completions[i].tokens: targets are the inputs shifted by one; `weights` is 1 on targets that are
+  sampled completion tokens (generated_mask) and 0 on the prompt, forced tool tokens and padding; `old_logprobs` are
+  the completion's sampling-time log-probs at the same positions. A row longer than seq_len + 1 raises ValueError.
+  """
+  lengths = [len(p) + len(c.tokens) - 1 for p, c in zip(prompts, completions)]
+  longest = max(lengths)
+  if longest > seq_len:
+    raise ValueError(f"a prompt + completion of {longest + 1} tokens does not fit train.seq_len={seq_len} + 1")
+  width = seq_len if not length_bucket else min(seq_len, -(-longest // length_bucket) * length_bucket)
+  n = len(prompts)
+  out = {k: np.zeros((n, width), np.float32 if k in ("weights", "old_logprobs") else np.int32) for k in ROW_KEYS}
+  for i, (p, c) in enumerate(zip(prompts, completions)):
+    full = np.asarray(list(p) + list(c.tokens), np.int32)
+    m = len(full) - 1
+    out["inputs"][i, :m] = full[:-1]
+    out["targets"][i, :m] = full[1:]
+    out["segment_ids"][i, :m] = 1
+    out["positions"][i, :m] = np.arange(m)
+    start = len(p) - 1  # target index of the first completion token
+    out["weights"][i, start:m] = np.asarray(c.generated_mask, np.float32)
+    out["old_logprobs"][i, start:m] = np.asarray(c.logprobs, np.float32) * out["weights"][i, start:m]
+  return out
+
+
+def _token_logprobs_fn(model):
+  """Jitted (params, inputs, targets, segment_ids, positions) -> log π(target) per position (N x L)."""
+
+  def fwd(params, inputs, targets, segment_ids, positions):
+    logits = model.apply({"params": params}, inputs, segment_ids, positions)
+    return grpo.token_logprobs(logits, targets)[0]
+
+  return jax.jit(fwd)
+
+
+# --- the stage --------------------------------------------------------------------------------------------------------
+
+
+class _Shared:
+  """What the iterator, the evaluator and on_end share within one run: the task, one engine, the jitted forward."""
+
+  def __init__(self, ctx: trainer.RunContext):
+    self.ctx = ctx
+    self.cfg = ctx.cfg
+    self.task = tasks_lib.make_task(ctx.cfg.task, seed=ctx.cfg.seed)
+    self.tok = ctx.tokenizer
+    self.stop_tokens = chat.stop_tokens(self.tok)
+    self._engine = None
+    self.logprobs_fn = _token_logprobs_fn(ctx.model)
+    self.batch_sharding = shd.batch_sharding(ctx.mesh, shd.normalize_rules(ctx.cfg.sharding_rules))
+
+  def engine(self, params: Any) -> engine_lib.Engine:
+    """The one engine, holding `params` (the trainer's sharded arrays; swapping them recompiles nothing)."""
+    if self._engine is None:
+      self._engine = engine_lib.Engine(self.ctx.model, params, self.tok, mesh=self.ctx.mesh)
+    self._engine.params = params
+    return self._engine
+
+  def prompt(self, problem: tasks_lib.Problem) -> list[int]:
+    return chat.render_for_completion(self.task.messages(problem), self.tok)
+
+  def forward_logprobs(self, params: Any, rows: dict[str, np.ndarray]) -> np.ndarray:
+    b = shd.global_batch({k: rows[k] for k in ("inputs", "targets", "segment_ids", "positions")},
+                         self.batch_sharding)
+    return np.asarray(jax.device_get(self.logprobs_fn(params, b["inputs"], b["targets"], b["segment_ids"],
+                                                      b["positions"])))
+
+
+class RolloutData:
+  """The RL training batches: rollouts of the current policy, scored and laid out as rows. See the module doc."""
+
+  def __init__(self, shared: _Shared):
+    self.s = shared
+    r = shared.cfg.rl
+    self.r = r
+    self.g, self.p, self.mu = int(r.group_size), int(r.prompts_per_step), int(r.inner_steps)
+    self.seq_len = int(shared.cfg.train.seq_len)
+    self.max_prompt = self.seq_len + 1 - int(r.max_new_tokens)
+    self.sampling = engine_lib.SamplingParams(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
+                                              max_new_tokens=r.max_new_tokens)
+    self.rollouts, self.cursor, self.inner = 0, 0, 0
+    self._batch: dict[str, np.ndarray] | None = None
+    self._metrics: dict[str, float] = {}
+    self._t_yield: float | None = None
+    self._prev_tokens = 0.0
+    self._ref = None
+
+  # --- state ---
+
+  def get_state(self) -> dict[str, int]:
+    return {"rollouts": self.rollouts, "cursor": self.cursor, "inner": self.inner}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    self.rollouts, self.cursor = int(state["rollouts"]), int(state["cursor"])
+    self.inner = 0
+    if int(state.get("inner", 0)):
+      logging.info("resumed between inner steps of a rollout: starting a fresh rollout")
+
+  def step_metrics(self) -> dict[str, float]:
+    return dict(self._metrics)
+
+  def __iter__(self):
+    return self
+
+  # --- one step ---
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    params = self.s.ctx.current_params()
+    jax.block_until_ready(params)  # the previous update is done: what it took is the update time
+    now = time.perf_counter()
+    update = {}
+    if self._t_yield is not None:
+      update = {"update_s": now - self._t_yield, "update_tokens_per_s": self._prev_tokens / (now - self._t_yield)}
+    if self.inner == 0 or self._batch is None:
+      self._batch, self._metrics = self._rollout(params)
+      self.rollouts += 1
+    self.inner = (self.inner + 1) % self.mu
+    self._metrics.update(update)
+    self._prev_tokens = float(np.sum(self._batch["segment_ids"] > 0))
+    self._t_yield = time.perf_counter()
+    return self._batch
+
+  def _problems(self, n: int) -> list[tuple[tasks_lib.Problem, list[int]]]:
+    out = []
+    while len(out) < n:  # prompts that leave no room for max_new_tokens in a row are skipped
+      problem = self.s.task.train_problem(self.cursor)
+      self.cursor += 1
+      ids = self.s.prompt(problem)
+      if len(ids) <= self.max_prompt:
+        out.append((problem, ids))
+    return out
+
+  def _rollout(self, params) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    r, g = self.r, self.g
+    eng = self.s.engine(params)
+    kept, dropped, first = [], [], None
+    gen_tokens, gen_time, rounds = 0, 0.0, 0
+    while len(kept) < self.p and rounds < max(1, int(r.max_sample_rounds)):
+      todo = self._problems(self.p - len(kept))
+      seed = (int(self.s.cfg.seed) * 1_000_003 + self.rollouts * 64 + rounds) % (2**31 - 1)
+      t0 = time.perf_counter()
+      outs = eng.generate([ids for _, ids in todo], self.sampling, n=g, seed=seed, stop_tokens=self.s.stop_tokens)
+      gen_time += time.perf_counter() - t0
+      gen_tokens += sum(len(o.tokens) for o in outs)
+      groups = []
+      for i, (problem, ids) in enumerate(todo):
+        comps = outs[i * g:(i + 1) * g]
+        scores = [self.s.task.score(c.text, problem) for c in comps]
+        rewards = np.array([sc["reward"] for sc in scores], np.float64)
+        if r.overlong_cache > 0:
+          rewards += [overlong_penalty(len(c.tokens), r.max_new_tokens, r.overlong_cache) for c in comps]
+        correct = [tasks_lib.correctness_reward(c.text, problem) for c in comps]
+        groups.append({"ids": ids, "comps": comps, "scores": scores, "rewards": rewards, "correct": correct})
+      if first is None:
+        first = groups
+      for grp in groups:
+        informative = np.ptp(grp["rewards"]) > 0
+        (kept if informative or not r.dynamic_sampling else dropped).append(grp)
+      rounds += 1
+    filler = dropped[:self.p - len(kept)]  # all-equal groups: zero advantage, and weight 0 so they dilute nothing
+    groups = kept + filler
+    adv_PxG = grpo.group_advantages(np.stack([grp["rewards"] for grp in groups]), r.advantage)
+    prompts = [grp["ids"] for grp in groups for _ in range(g)]
+    comps = [c for grp in groups for c in grp["comps"]]
+    rows = build_rows(prompts, comps, self.seq_len, int(r.length_bucket))
+    live_B = np.repeat(np.arange(len(groups)) < len(kept), g)
+    rows["weights"] *= live_B[:, None]
+    rows["old_logprobs"] *= live_B[:, None]
+    rows["advantages"] = np.broadcast_to(adv_PxG.reshape(-1, 1), rows["inputs"].shape).astype(np.float32).copy()
+    if r.recompute_old_logprobs:
+      rows["old_logprobs"] = self.s.forward_logprobs(params, rows) * rows["weights"]
+
+    # Metrics of the first round: an unbiased look at the current policy on fresh prompts.
+    f_comps = [c for grp in first for c in grp["comps"]]
+    f_scores = [sc for grp in first for sc in grp["scores"]]
+    m = {
+        "reward": float(np.mean([grp["rewards"] for grp in first])),
+        "accuracy": float(np.mean([grp["correct"] for grp in first])),
+        "response_len": float(np.mean([len(c.tokens) for c in f_comps])),
+        "truncated_frac": float(np.mean([c.truncated for c in f_comps])),
+        "groups_kept_frac": float(np.mean([np.ptp(grp["rewards"]) > 0 for grp in first])),
+        "sample_rounds": float(rounds),
+        "rollout_tokens_per_s": gen_tokens / max(gen_time, 1e-9),
+        "rollout_s": gen_time,
+    }
+    if "format" in f_scores[0]:
+      m["format"] = float(np.mean([sc["format"] for sc in f_scores]))
+    if r.beta > 0 or r.log_kl:
+      ref_BxL = self.s.forward_logprobs(self._ref_params(params), rows)
+      if r.beta > 0:
+        rows["ref_logprobs"] = ref_BxL
+      # k3 KL(π_old || ref) on the sampled tokens: how far the policy has moved from where it started.
+      d = (ref_BxL - rows["old_logprobs"]) * (rows["weights"] > 0)
+      m["rollout_kl"] = float(np.sum((np.exp(d) - d - 1.0) * rows["weights"]) / max(rows["weights"].sum(), 1.0))
+    return rows, m
+
+  def _ref_params(self, like: Any) -> Any:
+    if self._ref is None:
+      target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+      self._ref = trainer.restore_params(self.s.cfg.init_from, target=target)[1]
+      logging.info("reference policy: %s", self.s.cfg.init_from)
+    return self._ref
+
+
+def evaluate(shared: _Shared, params: Any) -> dict[str, float]:
+  """pass@1 (= eval_accuracy) and pass@k on the held-out problems, k samples each, fixed sampler and seed."""
+  e = shared.cfg.eval
+  problems = shared.task.eval_problems(int(e.num_problems))
+  sampling = engine_lib.SamplingParams(temperature=e.temperature, top_k=e.top_k, top_p=e.top_p,
+                                       max_new_tokens=e.max_new_tokens)
+  eng = shared.engine(params)
+  k, chunk = int(e.samples), max(1, int(e.chunk_prompts))
+  correct, lengths, truncated = [], [], []
+  for start in range(0, len(problems), chunk):
+    part = problems[start:start + chunk]
+    outs = eng.generate([shared.prompt(p) for p in part], sampling, n=k, seed=int(e.seed) + start,
+                        stop_tokens=shared.stop_tokens)
+    for i, p in enumerate(part):
+      comps = outs[i * k:(i + 1) * k]
+      correct.append([tasks_lib.correctness_reward(c.text, p) for c in comps])
+      lengths += [len(c.tokens) for c in comps]
+      truncated += [c.truncated for c in comps]
+  c_P = np.sum(correct, axis=1).astype(int)
+  pass1 = float(np.mean([tasks_lib.pass_at_k(k, c, 1) for c in c_P]))
+  return {"eval_accuracy": pass1, "eval_pass@1": pass1,
+          f"eval_pass@{k}": float(np.mean([tasks_lib.pass_at_k(k, c, k) for c in c_P])),
+          "eval_response_len": float(np.mean(lengths)), "eval_truncated_frac": float(np.mean(truncated))}
+
+
+def plot_curves(workdir: str, keys: Sequence[str] = CURVES, filename: str = "rl_curves.png") -> str | None:
+  """One small panel per logged RL metric (reward, accuracy, eval accuracy, KL, ...) to a PNG."""
+  rows = metrics_lib.read_metrics(workdir)
+  series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
+  series = {k: v for k, v in series.items() if v}
+  if not series:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  cols = min(3, len(series))
+  nrows = -(-len(series) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), dpi=100, squeeze=False)
+  for ax, (k, pts) in zip(axes.flat, series.items()):
+    ax.plot(*zip(*pts), marker="o" if k.startswith("eval") else None, markersize=3)
+    ax.set_title(k)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(series):]:
+    ax.axis("off")
+  fig.tight_layout()
+  out = os.path.join(workdir, filename)
+  fig.savefig(out)
+  plt.close(fig)
+  return out
+
+
+def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Fills what comes from the init_from run (its model) and the batch shape; checks the RL knobs."""
+  if not cfg.init_from:
+    raise ValueError("init_from is empty: RL starts from a trained run (an SFT run folder)")
+  if not os.path.isdir(cfg.init_from):
+    raise FileNotFoundError(f"init_from run folder {cfg.init_from} does not exist")
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  init_cfg = ml_collections.ConfigDict(ckpt_lib.read_config(cfg.init_from))
+  cfg.model = init_cfg.model
+  r = cfg.rl
+  if r.group_size < 2:
+    raise ValueError(f"rl.group_size must be >= 2 (advantages compare samples of a prompt), got {r.group_size}")
+  for k in ("prompts_per_step", "inner_steps", "max_new_tokens"):
+    if r[k] < 1:
+      raise ValueError(f"rl.{k} must be >= 1, got {r[k]}")
+  if r.advantage not in grpo.ADVANTAGES:
+    raise ValueError(f"rl.advantage={r.advantage!r}; choose one of {grpo.ADVANTAGES}")
+  if r.aggregation not in grpo.AGGREGATIONS:
+    raise ValueError(f"rl.aggregation={r.aggregation!r}; choose one of {grpo.AGGREGATIONS}")
+  if cfg.train.seq_len + 1 - r.max_new_tokens < 8:
+    raise ValueError(f"train.seq_len={cfg.train.seq_len} leaves no room for prompts with rl.max_new_tokens="
+                     f"{r.max_new_tokens}")
+  cfg.train.batch_size = r.prompts_per_step * r.group_size
+  return cfg
+
+
+def _tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> Any:
+  """The init_from run's tokenizer, copied into the new run folder (self-contained, like every run)."""
+  src = os.path.join(cfg.init_from, "tokenizer.model")
+  dst = os.path.join(workdir, "tokenizer.model")
+  if os.path.exists(src) and not os.path.exists(dst):
+    shutil.copyfile(src, dst)
+  return runs.load_tokenizer(cfg.init_from)
+
+
+def stage() -> trainer.Stage:
+  """The GRPO stage: its loss, rollout data, sampled evaluation, init from cfg.init_from, curves at the end."""
+  holder: dict[str, _Shared] = {}
+
+  def shared(ctx):
+    if "s" not in holder or holder["s"].ctx is not ctx:
+      holder["s"] = _Shared(ctx)
+    return holder["s"]
+
+  def make_loss(ctx, apply):
+    r = ctx.cfg.rl
+    inner = grpo.make_grpo_loss(apply, eps_low=r.eps_low, eps_high=r.eps_high, beta=r.beta,
+                                aggregation=r.aggregation, max_len=r.max_new_tokens)
+
+    def loss_fn(params, batch):
+      # Advantages travel as B x L (every batch array shares the B x L sharding); the loss wants one per row.
+      return inner(params, {**batch, "advantages": batch["advantages"][:, 0]})
+
+    return loss_fn
+
+  def on_end(ctx, params):
+    del params
+    path = plot_curves(ctx.workdir)
+    evals = [m for m in metrics_lib.read_metrics(ctx.workdir) if "eval_accuracy" in m]
+    out = {}
+    if evals:
+      out = {"eval_accuracy_start": evals[0]["eval_accuracy"], "eval_accuracy_end": evals[-1]["eval_accuracy"]}
+    logging.info("RL curves: %s", path)
+    return out
+
+  return trainer.Stage(
+      name="grpo",
+      make_loss=make_loss,
+      make_train_data=lambda ctx: RolloutData(shared(ctx)),
+      evaluate=lambda ctx, params: evaluate(shared(ctx), params),
+      on_end=on_end,
+      load_tokenizer=_tokenizer,
+      init_params=lambda ctx, abstract: trainer.restore_params(ctx.cfg.init_from, target=abstract)[1],
+  )
