@@ -73,12 +73,12 @@ def main(argv):
     print(f"change: {100 * (evals[-1]['eval_accuracy'] - evals[0]['eval_accuracy']):+.1f} points")
   steps = [r for r in rows if "rollout_tokens_per_s" in r]
   if steps:
-    def mean(key):
-      vals = [r[key] for r in steps[1:] or steps if isinstance(r.get(key), (int, float))]
-      return sum(vals) / max(len(vals), 1)
-    print(f"benchmark: rollout {mean('rollout_tokens_per_s'):.0f} generated tokens/s, update "
-          f"{mean('update_tokens_per_s'):.0f} tokens/s (rollout {mean('rollout_s'):.1f} s, update "
-          f"{mean('update_s'):.1f} s per step)")
+    def median(key):  # the median keeps the compile of step 1 and the evals (timed into the update) out
+      vals = sorted(r[key] for r in steps if isinstance(r.get(key), (int, float)))
+      return vals[len(vals) // 2] if vals else float("nan")
+    print(f"benchmark: rollout {median('rollout_tokens_per_s'):.0f} generated tokens/s, update "
+          f"{median('update_tokens_per_s'):.0f} tokens/s (median rollout {median('rollout_s'):.1f} s, update "
+          f"{median('update_s'):.1f} s per step)")
   print(f"run folder: {workdir}  step={out.get('step')}  train wall time {wall / 60:.1f} min "
         f"(total {(time.perf_counter() - t0) / 60:.1f} min)" + ("  (preempted: rerun to resume)"
                                                                  if out.get("preempted") else ""))
