@@ -20,7 +20,7 @@ import json
 import random
 import re
 import zlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import ml_collections
 
