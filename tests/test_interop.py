@@ -9,14 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import flags
+import subprocess
+import sys
 
 torch = pytest.importorskip("torch", reason="HF interop tests need the 'hf' extra: pip install -e .[hf]")
 transformers = pytest.importorskip("transformers", reason="HF interop tests need the 'hf' extra: pip install -e .[hf]")
 tokenizers = pytest.importorskip("tokenizers", reason="HF interop tests need the 'hf' extra: pip install -e .[hf]")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from experiments import convert
 from nanolm_jax import checkpoint as ckpt_lib
 from nanolm_jax import engine
 from nanolm_jax import pretraining
@@ -27,7 +27,7 @@ from nanolm_jax import train_step as step_lib
 from nanolm_jax import trainer
 from nanolm_jax.interop import hf
 from nanolm_jax.interop import hf_tokenizer
-from tests.conftest import make_config, tiny_overrides
+from tests.conftest import REPO, make_config, tiny_overrides
 
 TOL = 1e-4
 TEXTS = ("def foo(x):\n    return x + 1  # done", "The quick brown fox, 1234 times.", "  spaces\n\n\ttabs")
@@ -139,20 +139,17 @@ def test_pickle_only_folder_is_rejected(tmp_path):
   assert not (tmp_path / "run" / "config.json").exists()
 
 
-def _convert(*args: str) -> None:
-  """Runs experiments/convert.py's main in-process with these flags."""
-  flags.FLAGS(["convert", *args])
-  try:
-    convert.main(["convert"])
-  finally:
-    flags.FLAGS.unparse_flags()
+def _convert(*args: str) -> subprocess.CompletedProcess:
+  """Runs the convert entrypoint as a user would (a subprocess: absl flags are process-global)."""
+  return subprocess.run([sys.executable, "-m", "experiments.convert", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
-  with pytest.raises(SystemExit, match="exactly one of"):
-    _convert(f"--workdir={tmp_path}")
-  with pytest.raises(SystemExit, match="no config.json"):
-    _convert(f"--workdir={tmp_path / 'run'}", f"--from_hf={tmp_path / 'nothing'}")
+  p = _convert(f"--workdir={tmp_path}")
+  assert p.returncode != 0 and "exactly one of" in p.stderr
+  p = _convert(f"--workdir={tmp_path / 'run'}", f"--from_hf={tmp_path / 'nothing'}")
+  assert p.returncode != 0 and "no config.json" in p.stderr
 
 
 # --- export -----------------------------------------------------------------------------------------------------------
