@@ -51,7 +51,7 @@ def _base() -> ml_collections.ConfigDict:
       d_ff=0,                  # 0 = 4*d_model (gpt2) or the Llama 8/3 rule rounded to 64
       max_len=256,             # context length; learned positions (gpt2) are sized by it
       tie_embeddings=-1,       # -1 = style default (gpt2 tied, llama untied); 0/1 force it
-      dtype="float32",         # compute dtype: float32 | bfloat16 (params stay param_dtype, matmuls accumulate fp32)
+      dtype="bfloat16",        # compute dtype: float32 | bfloat16 (params stay param_dtype, matmuls accumulate fp32)
       param_dtype="float32",
       scan_layers=False,
       remat="none",            # none | full | dots | dots_no_batch
