@@ -62,14 +62,14 @@ def _base() -> ml_collections.ConfigDict:
   ))
 
   c.train = ml_collections.ConfigDict(dict(
-      steps=600,
+      steps=450,
       batch_size=16,           # global batch, in sequences
       seq_len=256,
       microbatches=1,          # gradient accumulation: batch_size is split into this many scanned microbatches
-      eval_every=100,
+      eval_every=150,
       eval_batches=8,
       log_every=10,
-      checkpoint_every=200,
+      checkpoint_every=150,
       keep_checkpoints=3,
       async_checkpointing=True,
       z_loss=0.0,

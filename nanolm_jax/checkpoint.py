@@ -19,6 +19,8 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+    # orbax (tensorstore) needs absolute local paths; remote ones (gs://...) are absolute already.
+    workdir = workdir if "://" in workdir else os.path.abspath(workdir)
     self.directory = epath.Path(workdir) / "checkpoints"
     self._keep, self._async = keep, async_save
     self._mngr = self._make()

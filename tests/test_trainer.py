@@ -75,6 +75,15 @@ def test_non_finite_loss_stops_without_a_bad_checkpoint(cfg, tmp_path):
   assert ckpt_lib.Checkpointer(str(tmp_path)).steps() == [3]
 
 
+def test_relative_workdir_checkpoints_and_resumes(cfg, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # the default workdir is relative (runs/pretrain_tiny)
+  cfg.train.steps, cfg.train.eval_every = 3, 0
+  trainer.train(cfg, "runs/rel", pretraining.stage())
+  cfg.train.steps = 4
+  out = trainer.train(cfg, "runs/rel", pretraining.stage())
+  assert out["step"] == 4 and ckpt_lib.Checkpointer("runs/rel").steps() == [3, 4]
+
+
 def test_bad_config_fails_before_any_folder(cfg, tmp_path):
   cfg.model.num_heads = 3
   with pytest.raises(ValueError, match="num_heads=3"):
