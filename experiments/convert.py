@@ -46,7 +46,7 @@ def main(argv):
       out = hf.export_hf(_WORKDIR.value, _EXPORT_HF.value, step=_STEP.value)
       logging.info("exported %s as %s to %s", _WORKDIR.value, out["architectures"][0], _EXPORT_HF.value)
       print(_EXPORT_HF.value)
-  except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, KeyError) as e:
+  except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
     sys.exit(f"error: {e}")
 
 

@@ -51,21 +51,21 @@ def _rope_theta(hf: dict[str, Any]) -> float:
   scaling = hf.get("rope_scaling") or {}
   rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
   if rope_type != "default":
-    raise NotImplementedError(f"RoPE scaling {rope_type!r} is not implemented by nanolm_jax's model (plain RoPE only)")
+    raise ValueError(f"RoPE scaling {rope_type!r} is not implemented by nanolm_jax's model (plain RoPE only)")
   return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
 
 
 def model_fields_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
-  """Our `model` config fields for a GPT-2 or Llama config.json; ValueError/NotImplementedError for what we lack."""
+  """Our `model` config fields for a GPT-2 or Llama config.json; ValueError for what we lack."""
   kind = hf.get("model_type")
   archs = hf.get("architectures") or []
   if kind == "gpt2":
     if hf.get("activation_function", "gelu_new") not in _GELU_TANH:
-      raise NotImplementedError(f"GPT-2 activation {hf.get('activation_function')!r}: our MLP is tanh-GELU only")
+      raise ValueError(f"GPT-2 activation {hf.get('activation_function')!r}: our MLP is tanh-GELU only")
     if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
-      raise NotImplementedError("GPT-2 attention scaling other than 1/sqrt(head_dim) is not implemented")
+      raise ValueError("GPT-2 attention scaling other than 1/sqrt(head_dim) is not implemented")
     if hf.get("add_cross_attention", False):
-      raise NotImplementedError("GPT-2 with cross-attention is not a decoder-only LM")
+      raise ValueError("GPT-2 with cross-attention is not a decoder-only LM")
     d = hf["n_embd"]
     return dict(style="gpt2", vocab_size=hf["vocab_size"], num_layers=hf["n_layer"], num_heads=hf["n_head"],
                 num_kv_heads=hf["n_head"], d_model=d, d_ff=hf.get("n_inner") or 4 * d, max_len=hf["n_positions"],
@@ -74,18 +74,18 @@ def model_fields_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
                 init_std=float(hf.get("initializer_range", 0.02)))
   if kind == "llama":
     if hf.get("hidden_act", "silu") != "silu":
-      raise NotImplementedError(f"Llama hidden_act {hf.get('hidden_act')!r}: our MLP is SwiGLU (silu) only")
+      raise ValueError(f"Llama hidden_act {hf.get('hidden_act')!r}: our MLP is SwiGLU (silu) only")
     if hf.get("attention_bias", False) or hf.get("mlp_bias", False):
-      raise NotImplementedError("Llama with attention_bias / mlp_bias is not implemented (our Llama block has none)")
+      raise ValueError("Llama with attention_bias / mlp_bias is not implemented (our Llama block has none)")
     d, n = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, d // n) or d % n:
-      raise NotImplementedError(f"head_dim={hf.get('head_dim')} != hidden_size/num_attention_heads={d / n}")
+      raise ValueError(f"head_dim={hf.get('head_dim')} != hidden_size/num_attention_heads={d / n}")
     return dict(style="llama", vocab_size=hf["vocab_size"], num_layers=hf["num_hidden_layers"], num_heads=n,
                 num_kv_heads=hf.get("num_key_value_heads") or n, d_model=d, d_ff=hf["intermediate_size"],
                 max_len=hf.get("max_position_embeddings", 2048), norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
                 rope_theta=_rope_theta(hf), tie_embeddings=int(hf.get("tie_word_embeddings", False)),
                 init_std=float(hf.get("initializer_range", 0.02)))
-  raise NotImplementedError(f"model_type={kind!r} ({archs}): only GPT2LMHeadModel and LlamaForCausalLM are supported")
+  raise ValueError(f"model_type={kind!r} ({archs}): only GPT2LMHeadModel and LlamaForCausalLM are supported")
 
 
 def hf_config_from_model(mc: Any, bos_id: int | None, eos_id: int | None, pad_id: int | None,

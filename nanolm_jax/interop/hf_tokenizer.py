@@ -280,13 +280,13 @@ def _parse_spm(model_proto: bytes) -> dict[str, Any]:
 def spm_to_hf(model_proto: bytes) -> tokenizers.Tokenizer:
   """An equivalent `tokenizers.Tokenizer` for a sentencepiece BPE or unigram model (as nanolm_jax trains them).
 
-  Raises NotImplementedError for normaliser settings this translation does not reproduce exactly.
+  Raises ValueError for normaliser settings this translation does not reproduce exactly.
   """
   m = _parse_spm(model_proto)
   if m['remove_extra_whitespaces']:
-    raise NotImplementedError('remove_extra_whitespaces=True is not reproduced; nanolm_jax tokenizers keep spaces')
+    raise ValueError('remove_extra_whitespaces=True is not reproduced; nanolm_jax tokenizers keep spaces')
   if m['treat_whitespace_as_suffix']:
-    raise NotImplementedError('treat_whitespace_as_suffix=True is not supported')
+    raise ValueError('treat_whitespace_as_suffix=True is not supported')
   pieces = m['pieces']
   vocab = {piece: i for i, (piece, _, _) in enumerate(pieces)}
   unk = next(p for p, _, t in pieces if t == _UNKNOWN)
@@ -311,7 +311,7 @@ def spm_to_hf(model_proto: bytes) -> tokenizers.Tokenizer:
     model = models.Unigram([(p, s if t in (_NORMAL, _USER_DEFINED) else -1e9) for p, s, t in pieces],
                            unk_id=vocab[unk], byte_fallback=byte_fallback)
   else:
-    raise NotImplementedError(f'sentencepiece model type {m["model_type"]} is not supported (only BPE and unigram)')
+    raise ValueError(f'sentencepiece model type {m["model_type"]} is not supported (only BPE and unigram)')
 
   tok = tokenizers.Tokenizer(model)
   norm = []

@@ -15,6 +15,7 @@ Tasks:
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import random
@@ -83,7 +84,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
   return 1.0 - prob_all_wrong
 
 
-class Task:
+class Task(abc.ABC):
   """Problems by index, a held-out eval set, chat prompts and rewards. Subclasses implement the two sources."""
   name = "task"
 
@@ -95,11 +96,13 @@ class Task:
     self.score = combine_rewards({k: (fns[k], float(w)) for k, w in reward_weights.items() if w})
     self.system_prompt = system_prompt
 
+  @abc.abstractmethod
   def train_problem(self, index: int) -> Problem:
-    raise NotImplementedError
+    """The index-th training problem (deterministic, never one of the held-out ones)."""
 
+  @abc.abstractmethod
   def eval_problems(self, n: int) -> list[Problem]:
-    raise NotImplementedError
+    """The first n held-out evaluation problems."""
 
   def messages(self, problem: Problem) -> list[dict[str, str]]:
     """The conversation that prompts the model for this problem."""

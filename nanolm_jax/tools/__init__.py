@@ -6,10 +6,12 @@ Errors come back as text ("error: ...") so the model sees them as the call's res
 """
 from __future__ import annotations
 
+import abc
+
 import threading
 
 
-class Tool:
+class Tool(abc.ABC):
   """Base class: subclasses set name / description and implement run(arguments) -> str (may raise)."""
   name: str = ""
   description: str = ""
@@ -19,8 +21,9 @@ class Tool:
     self.max_output_chars = int(max_output_chars)
     self.max_argument_chars = int(max_argument_chars)
 
+  @abc.abstractmethod
   def run(self, arguments: str) -> str:
-    raise NotImplementedError
+    """The tool's work on its argument string; may raise (the bounded __call__ turns errors into text)."""
 
   def __call__(self, arguments: str) -> str:
     """The bounded call: run() in a thread with a time limit; output truncated; errors as 'error: ...' text."""
