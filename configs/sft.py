@@ -20,7 +20,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.stage = "sft"
   c.preset = preset
   c.init_from = ""
-  c.train.update(steps=500, batch_size=16, seq_len=256, eval_every=250, eval_batches=4, checkpoint_every=250,
+  c.train.update(steps=300, batch_size=16, seq_len=256, eval_every=150, eval_batches=4, checkpoint_every=150,
                  log_every=10)
   c.optim.update(lr=1e-3, warmup_steps=30, min_lr_ratio=0.0, weight_decay=0.0)
   c.sft = sft_data.default_sft_data_config()
