@@ -5,7 +5,7 @@ Spec grammar (config ``data.sources``): sources separated by ';', each ``KIND[:A
   stdlib                                   the embedded corpus (nanolm_jax.data.stdlib_corpus), weight 1
   stdlib@0.7;files:/crawl/*.jsonl.gz@0.3   70% / 30% of *documents* (not tokens) when training
   tfds:wikipedia/20230601.en               any TFDS dataset with a 'text' feature, read via tfds.data_source
-  facts[:seed=0,num_known=200,...]         biographies of the synthetic fact world's known people (posttrain.facts)
+  facts[:seed=0,num_known=40,...]          biographies of the synthetic fact world's known people (posttrain.facts)
 
 KIND is split off at the first ':' and WEIGHT at the last '@' (so paths may contain ':' but not '@').
 
