@@ -21,7 +21,7 @@ worker processes (``mp_prefetch``); those need absl flags parsed (run under ``ab
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import grain
 import ml_collections
@@ -126,13 +126,22 @@ def document_dataset(
     repeat: bool = True,
 ) -> grain.MapDataset:
   """This process's documents (str) in reading order: sharded, shuffled/repeated for 'train', mixed by weight."""
+  return shard_shuffle_mix(sources_lib.load_sources(data_cfg, split), split=split, seed=seed,
+                           process_index=process_index, process_count=process_count, repeat=repeat)
+
+
+def shard_shuffle_mix(sources: Sequence[tuple[Any, grain.MapDataset]], *, split: str, seed: int,
+                      process_index: int = 0, process_count: int = 1, repeat: bool = True,
+                      what: str = 'documents') -> grain.MapDataset:
+  """(spec, records) per source -> this process's records: its shard of each source, shuffled (train) and
+  repeated per source, then mixed by the specs' weights (validation without repeat: concatenated)."""
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} must be in [0, process_count={process_count}).')
   parts, weights = [], []
-  for k, (spec, ds) in enumerate(sources_lib.load_sources(data_cfg, split)):
+  for k, (spec, ds) in enumerate(sources):
     ds = ds[process_index::process_count]
     if len(ds) == 0:
-      raise ValueError(f'Source {spec}: no {split} documents for process {process_index} of {process_count}.')
+      raise ValueError(f'Source {spec}: no {split} {what} for process {process_index} of {process_count}.')
     if split == 'train':
       ds = ds.shuffle(seed=(seed * 1_000_003 + k) % 2**32)  # one stream per source; repeat() reseeds per epoch
     if repeat:

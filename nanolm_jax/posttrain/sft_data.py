@@ -224,24 +224,8 @@ def conversation_dataset(
     repeat: bool = True,
 ) -> grain.MapDataset:
   """This process's conversations in reading order: sharded, shuffled/repeated for 'train', mixed by weight."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} must be in [0, process_count={process_count}).')
-  parts, weights = [], []
-  for k, (spec, ds) in enumerate(load_sources(cfg, split)):
-    ds = ds[process_index::process_count]
-    if len(ds) == 0:
-      raise ValueError(f'Source {spec}: no {split} conversations for process {process_index} of {process_count}.')
-    if split == 'train':
-      ds = ds.shuffle(seed=(seed * 1_000_003 + k) % 2**32)
-    if repeat:
-      ds = ds.repeat()
-    parts.append(ds)
-    weights.append(spec.weight)
-  if len(parts) == 1:
-    return parts[0]
-  if split == 'validation' and not repeat:
-    return grain.MapDataset.concatenate(parts)
-  return grain.MapDataset.mix(parts, weights)
+  return pipeline.shard_shuffle_mix(load_sources(cfg, split), split=split, seed=seed, process_index=process_index,
+                                    process_count=process_count, repeat=repeat, what='conversations')
 
 
 def make_sft_dataset(
