@@ -69,13 +69,12 @@ class SourceSpec:
     return f'{self.kind}{":" + self.arg if self.arg else ""}@{self.weight:g}'
 
 
-def parse_sources(spec: str) -> list[SourceSpec]:
-  """Parses a spec string; raises ValueError on anything malformed."""
+def split_spec(spec: str, kinds: Sequence[str], what: str = 'data.sources') -> list[tuple[str, SourceSpec]]:
+  """``KIND[:ARG][@WEIGHT];...`` -> (entry text, SourceSpec) pairs; ValueError naming the first malformed entry."""
   if not isinstance(spec, str) or not spec.strip():
-    raise ValueError(f'data.sources is empty ({spec!r}); e.g. "stdlib" or "stdlib@0.7;files:/x/*.jsonl.gz@0.3".')
+    raise ValueError(f'{what} is empty ({spec!r}); e.g. "stdlib" or "stdlib@0.7;files:/x/*.jsonl.gz@0.3".')
   out = []
-  for part in spec.split(';'):
-    part = part.strip()
+  for part in (p.strip() for p in spec.split(';')):
     if not part:
       continue
     body, weight = part, 1.0
@@ -89,8 +88,19 @@ def parse_sources(spec: str) -> list[SourceSpec]:
         raise ValueError(f'Source {part!r}: weight must be a positive number, got {weight_str!r}.')
     kind, _, arg = body.partition(':')
     kind, arg = kind.strip(), arg.strip()
-    if kind not in KINDS:
-      raise ValueError(f'Source {part!r}: unknown kind {kind!r}; expected one of {KINDS}.')
+    if kind not in kinds:
+      raise ValueError(f'Source {part!r}: unknown kind {kind!r}; expected one of {tuple(kinds)}.')
+    out.append((part, SourceSpec(kind, arg, weight)))
+  if not out:
+    raise ValueError(f'{what} {spec!r} names no source.')
+  return out
+
+
+def parse_sources(spec: str) -> list[SourceSpec]:
+  """Parses a spec string; raises ValueError on anything malformed."""
+  out = []
+  for part, src in split_spec(spec, KINDS):
+    kind, arg = src.kind, src.arg
     if kind == 'stdlib' and arg:
       raise ValueError(f'Source {part!r}: "stdlib" takes no argument.')
     if kind in ('tfds', 'files') and not arg:
@@ -98,9 +108,7 @@ def parse_sources(spec: str) -> list[SourceSpec]:
     if kind == 'facts':
       from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
       facts.parse_world_spec(arg)  # a bad argument fails here, before any training work
-    out.append(SourceSpec(kind, arg, weight))
-  if not out:
-    raise ValueError(f'data.sources {spec!r} names no source.')
+    out.append(src)
   return out
 
 

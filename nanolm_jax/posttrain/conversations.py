@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import glob
 import gzip
 import json
-import math
 import os
 from typing import Any
 
@@ -267,30 +266,12 @@ def matched_files(spec: sources_lib.SourceSpec) -> list[str]:
 def parse_spec(spec: str, generator_kinds: Iterable[str] = ()) -> list[sources_lib.SourceSpec]:
   """``KIND[:ARG][@WEIGHT];...`` -> SourceSpecs; kinds are jsonl, tfds and ``generator_kinds``."""
   kinds = tuple(FILE_KINDS) + tuple(generator_kinds)
-  if not isinstance(spec, str) or not spec.strip():
-    raise ValueError(f'conversation sources spec is empty ({spec!r}); e.g. "generated" or "jsonl:/x/*.jsonl@0.5".')
   out = []
-  for part in (p.strip() for p in spec.split(';')):
-    if not part:
-      continue
-    body, weight = part, 1.0
-    if '@' in part:
-      body, weight_str = part.rsplit('@', 1)
-      try:
-        weight = float(weight_str)
-      except ValueError:
-        raise ValueError(f'Source {part!r}: weight {weight_str!r} after "@" is not a number.') from None
-      if not math.isfinite(weight) or weight <= 0:
-        raise ValueError(f'Source {part!r}: weight must be a positive number, got {weight_str!r}.')
-    kind, _, arg = body.partition(':')
-    kind, arg = kind.strip(), arg.strip()
-    if kind not in kinds:
-      raise ValueError(f'Source {part!r}: unknown kind {kind!r}; expected one of {kinds}.')
-    if kind in FILE_KINDS and not arg:
-      raise ValueError(f'Source {part!r}: "{kind}" needs an argument (a {"glob" if kind == "jsonl" else "name"}).')
-    out.append(sources_lib.SourceSpec(kind, arg, weight))
-  if not out:
-    raise ValueError(f'conversation sources spec {spec!r} names no source.')
+  for part, src in sources_lib.split_spec(spec, kinds, what='conversation sources spec'):
+    if src.kind in FILE_KINDS and not src.arg:
+      raise ValueError(f'Source {part!r}: "{src.kind}" needs an argument '
+                       f'(a {"glob" if src.kind == "jsonl" else "name"}).')
+    out.append(src)
   return out
 
 
