@@ -21,7 +21,6 @@ import ml_collections
 from absl import logging
 
 from nanolm_jax import engine as engine_lib
-from nanolm_jax import prompting
 from nanolm_jax import runs
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
@@ -113,11 +112,11 @@ def answer_first_conversations(scfg: ml_collections.ConfigDict, n: int) -> list[
 
 
 def run_probe(cfg: ml_collections.ConfigDict, world: facts.World) -> tuple[list, dict]:
-  """Probes the base model on the SFT part of the known and unknown people with few-shot questions."""
+  """Probes the base model on the SFT part of the known and unknown people (biography cloze prompts)."""
   base = runs.load_run(cfg.init_from)
   eng = engine_lib.Engine(base.model, base.params, base.tokenizer)
   groups = facts.sft_eval_entities(world, cfg.sft.facts.eval_fraction)
-  answer_fn = few_shot_answer_fn(eng, base.tokenizer, world, temperature=cfg.probe.temperature, seed=cfg.seed)
+  answer_fn = cloze_answer_fn(eng, base.tokenizer, world, temperature=cfg.probe.temperature, seed=cfg.seed)
   entities = list(groups["sft_known"]) + list(groups["sft_unknown"])
   convs, stats = facts.probe(answer_fn, world, entities, cfg.probe.samples, knows=cfg.probe.knows,
                              seed=cfg.seed, return_stats=True)
@@ -133,22 +132,42 @@ def _name_in(text: str, names: set[str]) -> bool:
   return any(n in text for n in names)
 
 
-def few_shot_answer_fn(eng: engine_lib.Engine, tok: Any, world: facts.World, *, temperature: float,
-                       seed: int, max_new_tokens: int = 24) -> facts.AnswerFn:
-  """Asks a *base* model as a document continuation (few-shot Q/A about other known people), n samples each."""
-  rng = random.Random(f"probe/shots/{seed}")
-  shots = []
-  for e, a in zip(world.known[-2:], ("birthplace", "profession")):
-    shots.append((facts.question(e, a, rng), facts.answer(e, a, rng)))
-  preamble = "Questions and answers about people.\n\n"
+# Sentence openings from the biographies' own phrasings: a base model recalls a fact by continuing its document.
+CLOZES = {
+    "birthplace": "{name} was born in the city of",
+    "birth_year": "The year of {name}'s birth was",
+    "profession": "By trade, {name} was",
+    "favorite_color": "{name}'s favorite color was",
+    "favorite_food": "{name}'s favorite food was",
+}
+
+
+def cloze_answer_fn(eng: engine_lib.Engine, tok: Any, world: facts.World, *, temperature: float,
+                    seed: int, max_new_tokens: int = 12) -> facts.AnswerFn:
+  """Asks a *base* model in its own distribution: each probe question becomes a biography sentence to complete.
+
+  (Few-shot Q/A prompts were tried first: the 4M-parameter default answered 1% of them right although it completes
+  the biographies of the same people correctly; a base model's knowledge is best read in the form it learned it.)
+  """
+  lookup = {}
+  for e in world.entities:
+    for a, templates in facts.QUESTIONS.items():
+      for t in templates:
+        lookup[t.format(name=e.name)] = (e, a)
   sampling = engine_lib.SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
   calls = [0]
 
   def answer_fn(convs, n):
-    prompts = [tok.encode(prompting.few_shot_prompt(c[-1]["content"], shots, preamble), bos=True) for c in convs]
-    outs = eng.generate(prompts, sampling, n=n, seed=seed + calls[0], stop_strings=prompting.STOP_STRINGS)
+    prompts = []
+    for c in convs:
+      q = c[-1]["content"]
+      if q not in lookup:
+        raise ValueError(f"probe question {q!r} is not a fact-world question")
+      e, a = lookup[q]
+      prompts.append(tok.encode(f"A short biography of {e.name}. " + CLOZES[a].format(name=e.name), bos=True))
+    outs = eng.generate(prompts, sampling, n=n, seed=seed + calls[0], stop_strings=(".", "\n"))
     calls[0] += 1
-    texts = [prompting.clean_answer(o.text) for o in outs]
+    texts = [o.text.strip() for o in outs]
     return [texts[i * n:(i + 1) * n] for i in range(len(convs))]
 
   return answer_fn
