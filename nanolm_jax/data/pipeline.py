@@ -50,8 +50,9 @@ class _TokenizeDocument:
     return {'inputs': tokens[:-1], 'targets': tokens[1:]}
 
 
-class _FinishBatch:
-  """Renames packing outputs, adds weights and pads a short final batch up to ``batch_size`` rows."""
+class FinishBatch:
+  """Renames packing outputs, sets weights (a packed per-token 'weights' field, e.g. SFT's loss mask, else 1) to 0
+  on padding, and pads a short final batch up to ``batch_size`` rows."""
 
   def __init__(self, batch_size: int):
     self._batch_size = batch_size
@@ -63,7 +64,7 @@ class _FinishBatch:
         'targets': b['targets'],
         'segment_ids': segment_ids,
         'positions': b['targets_positions'],
-        'weights': (segment_ids != 0).astype(np.float32),
+        'weights': np.where(segment_ids != 0, b.get('weights', 1.0), 0).astype(np.float32),
     }
     missing = self._batch_size - segment_ids.shape[0]
     if missing:
@@ -177,7 +178,7 @@ def make_lm_dataset(
   # A few threads read ahead; more only add GIL contention on a 2-core machine.
   ds = tokens.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
   ds = grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={'inputs': seq_len, 'targets': seq_len})
-  ds = ds.batch(batch_size, drop_remainder=False).map(_FinishBatch(batch_size))
+  ds = ds.batch(batch_size, drop_remainder=False).map(FinishBatch(batch_size))
   num_workers = int(data_cfg.get('num_workers', 0) or 0)
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))

@@ -193,27 +193,6 @@ def _is_example(x: Any) -> bool:
   return x is not None
 
 
-class _FinishBatch:
-  """Packing outputs -> FEATURES; weights zeroed on padding; a short final batch padded with zero rows."""
-
-  def __init__(self, batch_size: int):
-    self._batch_size = batch_size
-
-  def __call__(self, b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    segment_ids = b['targets_segment_ids']
-    out = {
-        'inputs': b['inputs'],
-        'targets': b['targets'],
-        'segment_ids': segment_ids,
-        'positions': b['targets_positions'],
-        'weights': np.where(segment_ids != 0, b['weights'], 0).astype(np.float32),
-    }
-    missing = self._batch_size - segment_ids.shape[0]
-    if missing:
-      out = {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)]) for k, v in out.items()}
-    return out
-
-
 def conversation_dataset(
     cfg: ml_collections.ConfigDict,
     *,
@@ -264,7 +243,7 @@ def make_sft_dataset(
   ds = grain.experimental.FirstFitPackIterDataset(ds, length_struct=length,
                                                    num_packing_bins=int(cfg.packing_bins or batch_size),
                                                    shuffle_bins=False)
-  ds = ds.batch(batch_size, drop_remainder=False).map(_FinishBatch(batch_size))
+  ds = ds.batch(batch_size, drop_remainder=False).map(pipeline.FinishBatch(batch_size))
   if int(cfg.get('num_workers', 0) or 0) > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.num_workers)))
   return pipeline._JsonStateDataset(ds)  # pylint: disable=protected-access
