@@ -289,6 +289,9 @@ def cache_key(tok_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Confi
       content.append(stdlib_corpus.python_tag())  # the stdlib corpus differs between Python versions
     elif spec.kind == 'files':
       content.append([list(f) for f in sources_lib.file_fingerprint(spec)])
+    elif spec.kind == 'facts':  # the resolved world, so a change of the defaults is a different corpus
+      from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
+      content.append(facts.world_spec(facts.parse_world_spec(spec.arg)))
   key = {
       'format': FORMAT_VERSION,
       'sources': data_cfg.sources,
