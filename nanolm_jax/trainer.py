@@ -205,7 +205,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
     writer.write(0, last)
     logging.info("step 0: %s", _fmt(last))
 
-  # 4. The loop.
+  # 3. The loop.
   pending: list[tuple[int, Any]] = []
   t_last, steps_since = time.perf_counter(), 0
   progress = _progress(start_step, total_steps, is_main)
