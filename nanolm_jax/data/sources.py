@@ -157,17 +157,17 @@ def _stdlib(data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset
   return grain.MapDataset.source(records).map(_TextField('text'))
 
 
-def _tfds(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:
+def tfds_records(spec: SourceSpec, data_dir: str, val_fraction: float, split: str) -> Any:
+  """The ``split`` records of TFDS dataset ``spec.arg`` (random access, array_record); without a validation split,
+  ``val_fraction`` of 'train' is held out by a stable hash of the record index. ValueError names what is missing."""
   from nanolm_jax.data.tfds_compat import tfds  # pylint: disable=g-import-not-at-top
 
   try:
-    splits = tfds.data_source(
-        spec.arg, data_dir=data_cfg.data_dir or None, builder_kwargs={'file_format': 'array_record'}
-    )
+    splits = tfds.data_source(spec.arg, data_dir=data_dir or None, builder_kwargs={'file_format': 'array_record'})
   except Exception as e:  # anything from "not found" to "no network": all mean this source is unusable
     reason = str(e).strip().split('\n')[0][:300]  # tfds appends the list of all known datasets
     raise ValueError(
-        f'Source {spec}: cannot open TFDS dataset {spec.arg!r} in data_dir={data_cfg.data_dir or "(tfds default)"} '
+        f'Source {spec}: cannot open TFDS dataset {spec.arg!r} in data_dir={data_dir or "(tfds default)"} '
         f'({type(e).__name__}: {reason}). Prepare it first (array_record format) if it needs downloading.'
     ) from e
   if 'train' not in splits:
@@ -176,10 +176,15 @@ def _tfds(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> 
     records = splits[split]
   else:
     records = splits['train']
-    held_out = _hash_fractions(np.arange(len(records), dtype=np.uint64)) < data_cfg.val_fraction
+    held_out = _hash_fractions(np.arange(len(records), dtype=np.uint64)) < val_fraction
     records = _IndexedSource(records, np.flatnonzero(held_out if split == 'validation' else ~held_out))
   if len(records) == 0:
     raise ValueError(f'Source {spec}: no records in the {split} split.')
+  return records
+
+
+def _tfds(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:
+  records = tfds_records(spec, data_cfg.data_dir, data_cfg.val_fraction, split)
   first = records[0]
   if not isinstance(first, dict) or 'text' not in first:
     raise ValueError(f'Source {spec}: records need a "text" feature, got {sorted(first) if isinstance(first, dict) else type(first)}.')

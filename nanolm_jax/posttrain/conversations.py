@@ -308,26 +308,7 @@ def _is_conversation(x: Any) -> bool:
 
 
 def _tfds(spec: sources_lib.SourceSpec, data_dir: str, val_fraction: float, split: str) -> grain.MapDataset:
-  from nanolm_jax.data.tfds_compat import tfds  # pylint: disable=g-import-not-at-top
-
-  try:
-    splits = tfds.data_source(spec.arg, data_dir=data_dir or None, builder_kwargs={'file_format': 'array_record'})
-  except Exception as e:  # anything from "not found" to "no network": the source is unusable
-    reason = str(e).strip().split('\n')[0][:300]
-    raise ValueError(f'Source {spec}: cannot open TFDS dataset {spec.arg!r} ({type(e).__name__}: {reason}). '
-                     'Prepare it first (array_record format).') from e
-  if 'train' not in splits:
-    raise ValueError(f'Source {spec}: TFDS dataset has no "train" split (has {sorted(splits)}).')
-  if 'validation' in splits:
-    records = splits[split]
-  else:
-    records = splits['train']
-    fractions = np.array([stdlib_corpus.stable_fraction(f'{spec.arg}#{i}') for i in range(len(records))])
-    held_out = fractions < val_fraction
-    keep = np.flatnonzero(held_out if split == 'validation' else ~held_out)
-    records = sources_lib._IndexedSource(records, keep)  # pylint: disable=protected-access
-  if len(records) == 0:
-    raise ValueError(f'Source {spec}: no records in the {split} split.')
+  records = sources_lib.tfds_records(spec, data_dir, val_fraction, split)
   first = records[0]
   if not isinstance(first, Mapping) or not {'messages', 'conversations', 'conversation', 'data'} & set(first):
     raise ValueError(f'Source {spec}: records need a "messages", "conversations" or "data" feature, got '
