@@ -5,6 +5,10 @@ or `.txt[.gz]` files, from a data source spec (`stdlib`, `files:GLOB`; nanolm_ja
 strings. Documents are split into passages of about `passage_chars` on paragraph boundaries; a passage is the unit of
 retrieval, so a snippet is the relevant part of a long document. Output is bounded (k snippets of at most
 `snippet_chars` each, and Tool.max_output_chars overall).
+
+`fuzzy=True` also indexes each word's character trigrams, so a misspelled query still finds the passage (a name
+typed "Worra Forra" matches "Worra Foduth" on its shared trigrams), as typo-tolerant search engines do. The SFT
+search index of made-up names uses it: a small model copies a rare name into its query imperfectly.
 """
 from __future__ import annotations
 
@@ -21,6 +25,19 @@ import numpy as np
 from nanolm_jax.tools import Tool
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
+_WORD = re.compile(r"\w+")
+
+
+def fuzzy_terms(text: str) -> list[str]:
+  """Lower-cased words without English stopwords, plus '#'-prefixed character trigrams of '^word$'."""
+  out = []
+  for w in _WORD.findall(text.lower()):
+    if w in bm25s.stopwords.STOPWORDS_EN:
+      continue
+    out.append(w)
+    padded = f"^{w}$"
+    out.extend("#" + padded[i:i + 3] for i in range(len(padded) - 2))
+  return out
 
 
 def split_passages(text: str, passage_chars: int = 600) -> list[str]:
@@ -76,8 +93,9 @@ class Search(Tool):
   description = "searches a local document collection; the argument is a query in plain words"
 
   def __init__(self, texts: Iterable[str], *, k: int = 3, snippet_chars: int = 300, passage_chars: int = 600,
-               max_passages: int = 200_000, **tool_kwargs):
+               max_passages: int = 200_000, fuzzy: bool = False, **tool_kwargs):
     super().__init__(**tool_kwargs)
+    self.fuzzy = bool(fuzzy)
     if k < 1:
       raise ValueError(f"k must be >= 1, got {k}")
     self.k, self.snippet_chars = int(k), int(snippet_chars)
@@ -91,7 +109,13 @@ class Search(Tool):
       raise ValueError("search index is empty: no documents with text")
     self.passages = passages
     self._bm25 = bm25s.BM25()
-    self._bm25.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
+    if self.fuzzy:
+      self._bm25.index([fuzzy_terms(p) or ["\x00"] for p in passages], show_progress=False)
+    else:
+      corpus = bm25s.tokenize(passages, stopwords="en", show_progress=False)
+      if not corpus.vocab:
+        raise ValueError("search index has no searchable words (every passage is only stopwords or punctuation)")
+      self._bm25.index(corpus, show_progress=False)
 
   @classmethod
   def from_files(cls, path_or_glob: str, **kwargs) -> "Search":
@@ -109,7 +133,11 @@ class Search(Tool):
   def search(self, query: str, k: int | None = None) -> list[tuple[float, str]]:
     """(score, passage) of the best matches, best first; passages with no query term are left out."""
     k = min(k or self.k, len(self.passages))
-    q = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
+    if self.fuzzy:
+      known = self._bm25.vocab_dict
+      q = [[t for t in fuzzy_terms(query) if t in known]]
+    else:
+      q = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
     if not q or not q[0]:
       return []
     docs, scores = self._bm25.retrieve(q, k=k, show_progress=False, n_threads=0, backend_selection="numpy")
