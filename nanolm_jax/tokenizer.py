@@ -292,6 +292,9 @@ def cache_key(tok_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Confi
     elif spec.kind == 'facts':  # the resolved world, so a change of the defaults is a different corpus
       from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
       content.append(facts.world_spec(facts.parse_world_spec(spec.arg)))
+    elif spec.kind == 'arithmetic':
+      from nanolm_jax.posttrain import reasoning  # pylint: disable=g-import-not-at-top
+      content.append(reasoning.parse_corpus_spec(spec.arg).to_json(sort_keys=True))
   key = {
       'format': FORMAT_VERSION,
       'sources': data_cfg.sources,

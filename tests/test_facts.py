@@ -41,9 +41,29 @@ def test_pretraining_documents_teach_known_people_only(world):
   assert not any(' is where ' in d for d in docs) and all(' is where ' in d for d in val)
 
 
+def test_extra_people_are_new_names_seen_once_in_pretraining_only(world):
+  extras = facts.extra_people(world, 50)
+  assert extras == facts.extra_people(world, 50) and len({e.name for e in extras}) == 50
+  world_words = {w for e in world.entities for w in e.name.split()}
+  assert not any(w in world_words for e in extras for w in e.name.split())
+  for e in extras:  # values come from the world's pools, so they are no cue
+    assert all(str(e.attributes[a]) in world.values[a] for a in facts.ATTRIBUTES if a != 'birth_year')
+  other = facts.make_people(world, 50, 'another tag')
+  assert {e.name for e in other} != {e.name for e in extras}
+  docs = facts.extra_documents(world, 50)
+  for e, d in zip(extras, docs):
+    assert e.name in d and all(str(v) in d for v in e.attributes.values())
+    assert sum(e.name in x for x in docs) == 1
+  val = facts.extra_documents(world, 50, 'validation')
+  assert len(val) == 2 and not any(e.name in d for e in extras for d in val)
+  cfg = sources.default_data_config()
+  cfg.sources = 'people:seed=3,num_known=40,num_unknown=30,num_index_only=20,num_extras=50'
+  assert list(sources.load_texts(cfg, 'train')) == docs
+
+
 def test_facts_pretraining_source(world):
   cfg = sources.default_data_config()
-  cfg.sources = 'facts:seed=3,num_known=40,num_unknown=30,num_index_only=20,repeats=2'
+  cfg.sources = 'facts:seed=3,num_known=40,num_unknown=30,num_index_only=20,repeats=2,num_extras=7'
   assert list(sources.load_texts(cfg, 'train')) == facts.pretraining_documents(world, 2)
   assert list(sources.load_texts(cfg, 'validation')) == facts.pretraining_documents(world, 2, 'validation')
   assert facts.world_spec(facts.parse_world_spec(cfg.sources[6:])) == cfg.sources

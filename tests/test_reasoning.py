@@ -74,3 +74,28 @@ def test_generate_answer_first_pairs_the_same_problems():
 ])
 def test_extract_answer(text, strict, expected):
   assert reasoning.extract_answer(text, strict=strict) == expected
+
+
+def test_corpus_documents_are_worked_problems_with_their_own_validation():
+  cfg = reasoning.parse_corpus_spec('count=60,max_steps=2')
+  train, val = reasoning.corpus_documents(cfg, 'train'), reasoning.corpus_documents(cfg, 'validation')
+  assert len(train) == 60 and len(val) == 3 and not set(train) & set(val)
+  assert train == reasoning.corpus_documents(cfg, 'train')
+  for doc in train:
+    question, answer_text = re.split(r'\n(?:Answer|Solution|A): |\n\n', doc)
+    question = question.split(': ', 1)[-1]
+    steps = answer_text.split('. ')
+    n_ops = len(EQUATION.findall(answer_text))
+    assert 1 <= n_ops <= 2
+    _check(question, reasoning.extract_answer(answer_text), [answer_text], n_ops, 1)
+    assert answer_text.endswith(f'The answer is {reasoning.extract_answer(answer_text)}.') and steps
+
+
+@pytest.mark.parametrize('arg,message', [('count=0', 'count >= 1'), ('max_steps=0', 'min_steps'),
+                                         ('colour=2', 'KEY=INT'), ('count=x', 'KEY=INT')])
+def test_corpus_spec_errors(arg, message):
+  with pytest.raises(ValueError, match=message):
+    reasoning.parse_corpus_spec(arg)
+  from nanolm_jax.data import sources
+  with pytest.raises(ValueError, match=message):
+    sources.parse_sources(f'stdlib;arithmetic:{arg}')

@@ -72,6 +72,13 @@ def test_bad_specs(spec, message):
     sources.parse_sources(spec)
 
 
+def test_arithmetic_source_splits():
+  cfg = sources.default_data_config()
+  cfg.sources = 'arithmetic:count=40'
+  train, val = list(sources.load_texts(cfg, 'train')), list(sources.load_texts(cfg, 'validation'))
+  assert len(train) == 40 and len(val) == 2 and all('The answer is' in d for d in train + val)
+
+
 def test_hash_fractions_match_reference_splitmix64():
   def splitmix64(x):
     m = 2**64 - 1

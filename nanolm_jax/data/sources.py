@@ -6,6 +6,8 @@ Spec grammar (config ``data.sources``): sources separated by ';', each ``KIND[:A
   stdlib@0.7;files:/crawl/*.jsonl.gz@0.3   70% / 30% of *documents* (not tokens) when training
   tfds:wikipedia/20230601.en               any TFDS dataset with a 'text' feature, read via tfds.data_source
   facts[:seed=0,num_known=40,...]          biographies of the synthetic fact world's known people (posttrain.facts)
+  people[:seed=0,num_extras=3000,...]      one biography each of the fact world's one-off people (copying practice)
+  arithmetic[:count=20000,max_steps=3,...] worked arithmetic word problems (posttrain.reasoning), answer last
 
 KIND is split off at the first ':' and WEIGHT at the last '@' (so paths may contain ':' but not '@').
 
@@ -21,6 +23,15 @@ KIND is split off at the first ':' and WEIGHT at the last '@' (so paths may cont
 
 * facts[:ARG]: ARG is '' (defaults), a seed, or KEY=INT items of ``facts.default_world_config()``; 'train' holds
   ``repeats`` varied biographies per known person, 'validation' one in a held-out phrasing each.
+
+* people[:ARG]: the same ARG as facts; 'train' holds one biography of each of the world's ``num_extras`` one-off
+  people (``facts.extra_people``), 'validation' one of ``num_extras // 20`` others. A name seen once cannot be
+  memorised, only copied from earlier in its document: this is what teaches a small model to copy a new name (it
+  is a separate source so that its weight does not dilute the known people's biographies).
+* arithmetic[:ARG]: ARG is '' (defaults), a count, or KEY=INT items of ``reasoning.default_corpus_config()``;
+  'train' holds ``count`` problems with worked solutions, 'validation' ``count // 20`` others (another seed). The
+  plain-text counterpart of the SFT reasoning data, as synthetic math is part of real pretraining mixes: a small
+  model that has never seen a worked sum in pretraining learns arithmetic from a few thousand SFT examples poorly.
 
 Bad specs, missing files and empty sources raise ValueError naming the problem, before any training work.
 """
@@ -43,7 +54,7 @@ import numpy as np
 
 from nanolm_jax.data import stdlib_corpus
 
-KINDS = ('stdlib', 'tfds', 'files', 'facts')
+KINDS = ('stdlib', 'tfds', 'files', 'facts', 'people', 'arithmetic')
 SPLITS = ('train', 'validation')
 FILE_SUFFIXES = ('.jsonl', '.jsonl.gz', '.txt', '.txt.gz')
 
@@ -105,9 +116,12 @@ def parse_sources(spec: str) -> list[SourceSpec]:
       raise ValueError(f'Source {part!r}: "stdlib" takes no argument.')
     if kind in ('tfds', 'files') and not arg:
       raise ValueError(f'Source {part!r}: "{kind}" needs an argument, e.g. "{kind}:{"NAME" if kind == "tfds" else "GLOB"}".')
-    if kind == 'facts':
+    if kind in ('facts', 'people'):
       from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
       facts.parse_world_spec(arg)  # a bad argument fails here, before any training work
+    if kind == 'arithmetic':
+      from nanolm_jax.posttrain import reasoning  # pylint: disable=g-import-not-at-top
+      reasoning.parse_corpus_spec(arg)
     out.append(src)
   return out
 
@@ -281,10 +295,22 @@ def _facts(spec: SourceSpec, split: str) -> grain.MapDataset:
   from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
 
   cfg = facts.parse_world_spec(spec.arg)
-  docs = facts.pretraining_documents(facts.world_from_config(cfg), cfg.repeats, split)
-  if not docs:
-    raise ValueError(f'Source {spec}: no documents (num_known and repeats must be positive).')
+  world = facts.world_from_config(cfg)
+  if spec.kind == 'people':
+    docs = facts.extra_documents(world, cfg.num_extras, split)
+    if not docs:
+      raise ValueError(f'Source {spec}: no documents (num_extras must be positive).')
+  else:
+    docs = facts.pretraining_documents(world, cfg.repeats, split)
+    if not docs:
+      raise ValueError(f'Source {spec}: no documents (num_known and repeats must be positive).')
   return grain.MapDataset.source(docs)
+
+
+def _arithmetic(spec: SourceSpec, split: str) -> grain.MapDataset:
+  from nanolm_jax.posttrain import reasoning  # pylint: disable=g-import-not-at-top
+
+  return grain.MapDataset.source(reasoning.corpus_documents(reasoning.parse_corpus_spec(spec.arg), split))
 
 
 def load_sources(data_cfg: ml_collections.ConfigDict, split: str) -> list[tuple[SourceSpec, grain.MapDataset]]:
@@ -296,8 +322,10 @@ def load_sources(data_cfg: ml_collections.ConfigDict, split: str) -> list[tuple[
       ds = _stdlib(data_cfg, split)
     elif spec.kind == 'tfds':
       ds = _tfds(spec, data_cfg, split)
-    elif spec.kind == 'facts':
+    elif spec.kind in ('facts', 'people'):
       ds = _facts(spec, split)
+    elif spec.kind == 'arithmetic':
+      ds = _arithmetic(spec, split)
     else:
       ds = _files(spec, data_cfg, split)
     if len(ds) == 0:

@@ -31,7 +31,7 @@ import ml_collections
 Conversation = list[dict[str, Any]]
 AnswerFn = Callable[[list[Conversation], int], list[list[str]]]
 
-WORLD_KEYS = ('seed', 'num_known', 'num_unknown', 'num_index_only', 'repeats')
+WORLD_KEYS = ('seed', 'num_known', 'num_unknown', 'num_index_only', 'repeats', 'num_extras')
 ATTRIBUTES = ('birthplace', 'birth_year', 'profession', 'favorite_color', 'favorite_food')
 PROFESSIONS = ('baker', 'astronomer', 'carpenter', 'violinist', 'cartographer', 'beekeeper', 'glassblower',
                'lighthouse keeper', 'chemist', 'librarian', 'sculptor', 'botanist', 'watchmaker', 'sailor',
@@ -138,6 +138,11 @@ def default_world_config() -> ml_collections.ConfigDict:
       'num_unknown': 40,
       'num_index_only': 100,
       'repeats': 20,  # pretraining documents per known entity (each a different phrasing/order)
+      # One-off people, one biography each (the ``people`` pretraining source): a name seen once cannot be
+      # memorised, so the only way to predict its later mentions is to copy it from earlier in the document.
+      # Without them the default model never learned to copy a new name (its loss on a repeated new name was as
+      # high as on its first mention), and the search tool (copy the name into the query) was out of reach.
+      'num_extras': 3000,
   })
 
 
@@ -207,6 +212,26 @@ def make_world(seed: int = 0, num_known: int = 200, num_unknown: int = 200, num_
                tuple(entities[num_known + num_unknown:]))
 
 
+def make_people(world: World, n: int, tag: str) -> tuple[Entity, ...]:
+  """``n`` extra people outside ``world`` (names unique and unlike any world name; attribute values from the world's
+  pools), deterministic in (world.seed, tag): e.g. the search generator's training people, so that SFT teaches
+  *using* the tool on thousands of names rather than memorising the few it is evaluated on."""
+  rng = random.Random(f'facts/people/{tag}/{world.seed}')
+  taken = {w for e in world.entities for w in e.name.split()} | {w.capitalize() for a in ATTRIBUTES
+                                                                 for v in world.values[a] for w in str(v).split()}
+  pools = {a: sorted(world.values[a], key=str) for a in ATTRIBUTES}
+  people, names = [], set()
+  while len(people) < n:
+    first, last = _word(rng, rng.randint(1, 2)), _word(rng, 2)
+    name = f'{first} {last}'
+    if name in names or first in taken or last in taken or len(first) < 3:
+      continue
+    names.add(name)
+    people.append(Entity(name, {a: (rng.randint(1820, 1990) if a == 'birth_year' else rng.choice(pools[a]))
+                                for a in ATTRIBUTES}))
+  return tuple(people)
+
+
 def world_from_config(cfg: ml_collections.ConfigDict) -> World:
   return make_world(cfg.seed, cfg.num_known, cfg.num_unknown, cfg.num_index_only)
 
@@ -252,6 +277,25 @@ def pretraining_documents(world: World, repeats: int = 8, split: str = 'train') 
   rng = random.Random(f'facts/docs/{world.seed}/{split}')
   n = repeats if split == 'train' else 1
   return [biography(e, rng, split) for _ in range(n) for e in world.known]
+
+
+def extra_documents(world: World, num_extras: int, split: str = 'train') -> list[str]:
+  """One biography of each one-off person (the ``people`` source): ``num_extras`` of them for 'train',
+  ``num_extras // 20`` others (at least one) for 'validation'."""
+  if split not in ('train', 'validation'):
+    raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+  if num_extras <= 0:
+    return []
+  n_val = max(1, num_extras // 20)
+  people = extra_people(world, num_extras + n_val)
+  rng = random.Random(f'facts/extras/{world.seed}/{split}')
+  chosen = people[:num_extras] if split == 'train' else people[num_extras:]
+  return [biography(e, rng) for e in chosen]
+
+
+def extra_people(world: World, n: int) -> tuple[Entity, ...]:
+  """The one-off people of the pretraining text (see ``default_world_config``)."""
+  return make_people(world, n, 'pretrain/extras')
 
 
 def question(entity: Entity, attribute: str, rng: random.Random) -> str:

@@ -140,6 +140,49 @@ def extract_answer(text: str, strict: bool = True) -> int | None:
   return None
 
 
+def default_corpus_config() -> ml_collections.ConfigDict:
+  """The ``arithmetic:`` pretraining source (nanolm_jax.data.sources): worked problems as plain documents."""
+  cfg = default_reasoning_config()
+  del cfg['answer_first']
+  cfg.count = 20000
+  cfg.seed = 0
+  return cfg
+
+
+def parse_corpus_spec(arg: str) -> ml_collections.ConfigDict:
+  """'' (defaults), 'COUNT', or 'count=5000,max_steps=2' -> corpus config; errors name the bad item."""
+  cfg = default_corpus_config()
+  arg = arg.strip()
+  if arg.isdigit():
+    cfg.count = int(arg)
+    arg = ''
+  for item in filter(None, (x.strip() for x in arg.split(','))):
+    key, sep, value = (x.strip() for x in item.partition('='))
+    if not sep or key not in cfg or not value.isdigit():
+      raise ValueError(f'arithmetic:{arg}: expected COUNT or KEY=INT items with KEY in {sorted(cfg)}, got {item!r}.')
+    cfg[key] = int(value)
+  if cfg.count < 1 or not 1 <= cfg.min_steps <= cfg.max_steps or cfg.digits < 1 or cfg.max_factor < 2:
+    raise ValueError(f'arithmetic:{arg}: need count >= 1, 1 <= min_steps <= max_steps, digits >= 1, '
+                     f'max_factor >= 2; got {cfg.to_dict()}.')
+  return cfg
+
+
+_DOC_FORMATS = ('Question: {q}\nAnswer: {a}', 'Problem: {q}\nSolution: {a}', '{q}\n\n{a}', 'Q: {q}\nA: {a}')
+
+
+def corpus_documents(cfg: ml_collections.ConfigDict, split: str = 'train') -> list[str]:
+  """Worked problems as documents: ``cfg.count`` for 'train', ``count // 20`` (at least 1) for 'validation'."""
+  if split not in ('train', 'validation'):
+    raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+  rng = random.Random(f'reasoning/corpus/{cfg.seed}/{split}')
+  out = []
+  for _ in range(cfg.count if split == 'train' else max(1, cfg.count // 20)):
+    q, a, steps = make_problem(rng, Difficulty(cfg.digits, rng.randint(cfg.min_steps, cfg.max_steps),
+                                               cfg.max_factor))
+    out.append(rng.choice(_DOC_FORMATS).format(q=q, a=solution(a, steps)))
+  return out
+
+
 def generate(cfg: ml_collections.ConfigDict | None, seed: int, n: int) -> list[Conversation]:
   """``n`` word problems with worked solutions; steps uniform in [min_steps, max_steps]."""
   cfg = cfg or default_reasoning_config()
