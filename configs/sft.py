@@ -20,15 +20,19 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.stage = "sft"
   c.preset = preset
   c.init_from = ""
-  c.train.update(steps=300, batch_size=16, seq_len=256, eval_every=150, eval_batches=4, checkpoint_every=150,
+  c.train.update(steps=400, batch_size=16, seq_len=256, eval_every=150, eval_batches=4, checkpoint_every=150,
                  log_every=10)
   c.optim.update(lr=1e-3, warmup_steps=30, min_lr_ratio=0.0, weight_decay=0.0)
   c.sft = sft_data.default_sft_data_config()
   # The oracle-labelled `facts` generator is replaced by the probe's measured labels (prepare adds probe.jsonl).
-  c.sft.sources = "identity;system_prompts;reasoning;search"
-  c.sft.answer_first_count = 1000
+  c.sft.sources = "identity@0.5;system_prompts@0.5;reasoning;search"
+  c.sft.counts.update(reasoning=4000, search=5000)  # fresh problems / names: copying, not memorising
+  c.sft.answer_first_count = 2000
+  c.sft.answer_first_weight = 0.5
   c.probe = ml_collections.ConfigDict(dict(enabled=True, samples=4, temperature=0.7, knows="majority",
                                            weight=1.0))
-  c.ablation = ml_collections.ConfigDict(dict(enabled=True, steps=0))  # 0 = as many steps as the main run
+  # The control: the same SFT with the probe's questions answered from the ground truth for everyone ('oracle'),
+  # or without fact QA ('none'). steps 0 = as many steps as the main run.
+  c.ablation = ml_collections.ConfigDict(dict(enabled=True, steps=0, facts="oracle"))
   c.eval = chat_eval.default_eval_config()
   return c

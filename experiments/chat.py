@@ -26,13 +26,15 @@ _TOP_P = flags.DEFINE_float("top_p", 0.95, "1 = off.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 256, "Most tokens per assistant turn.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (each turn uses seed + turn number).")
 _TOOLS = flags.DEFINE_list("tools", ["calculator"], "Tools the model may call: calculator, search ('' = none).")
-_SEARCH_SOURCE = flags.DEFINE_string("search_source", "stdlib", "Documents for the search tool (data source spec).")
+_SEARCH_SOURCE = flags.DEFINE_string("search_source", "", "Documents for the search tool: a data source spec; '' = the "
+                                     "run's own search_index/ (SFT runs) or else 'stdlib'.")
 _COLOR = flags.DEFINE_enum("color", "auto", ["auto", "always", "never"], "Dim tool calls with ANSI codes.")
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
-def build_tools(names: list[str], search_source: str) -> list[Any]:
+def build_tools(names: list[str], search_source: str, workdir: str = "") -> list[Any]:
+  import os  # pylint: disable=g-import-not-at-top
   from nanolm_jax.tools import calculator, search  # pylint: disable=g-import-not-at-top
   tools = []
   for name in (n.strip() for n in names):
@@ -41,7 +43,11 @@ def build_tools(names: list[str], search_source: str) -> list[Any]:
     if name == "calculator":
       tools.append(calculator.Calculator())
     elif name == "search":
-      tools.append(search.Search.from_sources(search_source))
+      index = os.path.join(workdir, "search_index") if workdir else ""
+      if not search_source and index and os.path.isdir(index):  # what the SFT run trained and evaluated with
+        tools.append(search.Search.from_files(index, fuzzy=True))
+      else:
+        tools.append(search.Search.from_sources(search_source or "stdlib"))
     else:
       raise ValueError(f"unknown tool {name!r} in --tools; choose from calculator, search")
   return tools
@@ -157,13 +163,18 @@ def main(argv):
       raise ValueError("--workdir is required")
     sampling = engine_lib.SamplingParams(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
                                          max_new_tokens=_MAX_NEW.value).validate()
-    tools = build_tools(_TOOLS.value, _SEARCH_SOURCE.value)
+    tools = build_tools(_TOOLS.value, _SEARCH_SOURCE.value, _WORKDIR.value)
     run = runs.load_run(_WORKDIR.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   color = _COLOR.value == "always" or (_COLOR.value == "auto" and sys.stdout.isatty())
   eng = engine_lib.Engine(run.model, run.params, run.tokenizer, tools=tools, chunk_steps=4)
-  session = ChatSession(eng, run.tokenizer, sampling, system=_SYSTEM.value, seed=_SEED.value, color=color)
+  system = _SYSTEM.value
+  searching = [t for t in tools if t.name == "search"]
+  if searching:  # SFT teaches the model to search only when a system message declares the tool
+    from nanolm_jax.posttrain import chat_eval  # pylint: disable=g-import-not-at-top
+    system = "\n".join(filter(None, [system, chat_eval.tools_prompt(searching)]))
+  session = ChatSession(eng, run.tokenizer, sampling, system=system, seed=_SEED.value, color=color)
   try:
     repl(session, sys.stdin, interactive=sys.stdin.isatty())
   except KeyboardInterrupt:

@@ -34,7 +34,9 @@ from nanolm_jax.posttrain import sft_data
 
 DEFAULT_PRETRAIN_RUN = os.path.join("runs", "pretrain_tiny")
 DEFAULT_SFT_RUN = os.path.join("runs", "sft_tiny")
-DATA_DIR = "sft_data"          # inside the run folder: probe.jsonl, answer_first.jsonl
+DATA_DIR = "sft_data"          # inside the run folder: probe.jsonl, answer_first.jsonl, oracle.jsonl
+PROBE_FILE = "probe.jsonl"
+ORACLE_FILE = "oracle.jsonl"
 INDEX_DIR = "search_index"     # inside the run folder: the search tool's documents
 
 
@@ -73,7 +75,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
   os.makedirs(data_dir, exist_ok=True)
   world = facts.world_from_config(cfg.sft.world)
 
-  index = search_data.index_documents(world)
+  index = search_data.index_documents(world, cfg.sft.search.train_people)
   search_data.write_index(os.path.join(workdir, INDEX_DIR), index)
 
   extra = []
@@ -81,8 +83,8 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
   if cfg.sft.answer_first_count and not os.path.exists(first_path):
     conversations.write_jsonl(first_path, answer_first_conversations(cfg.sft, cfg.sft.answer_first_count))
   if cfg.sft.answer_first_count:
-    extra.append(f"jsonl:{first_path}")
-  probe_path = os.path.join(data_dir, "probe.jsonl")
+    extra.append(f"jsonl:{first_path}@{cfg.sft.get('answer_first_weight', 1.0)}")
+  probe_path = os.path.join(data_dir, PROBE_FILE)
   if cfg.probe.enabled:
     if not os.path.exists(probe_path):
       convs, stats = run_probe(cfg, world)
@@ -90,6 +92,10 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
       with open(os.path.join(workdir, "probe_stats.json"), "w") as f:
         json.dump(stats, f, indent=2)
     extra.append(f"jsonl:{probe_path}@{cfg.probe.weight}")
+  if cfg.ablation.enabled and cfg.ablation.get("facts", "none") == "oracle":
+    oracle_path = os.path.join(data_dir, ORACLE_FILE)
+    if not os.path.exists(oracle_path):
+      conversations.write_jsonl(oracle_path, oracle_conversations(cfg, world))
   cfg.sft.sources = ";".join([cfg.sft.sources, *extra]) if cfg.sft.sources else ";".join(extra)
   cfg.sft.search.index_dir = os.path.join(workdir, INDEX_DIR)
   return cfg
@@ -126,6 +132,20 @@ def run_probe(cfg: ml_collections.ConfigDict, world: facts.World) -> tuple[list,
       1 for c in convs if not facts.is_idk(c[-1]["content"]) and _name_in(c[0]["content"], known_names))
   logging.info("probe: %s", stats)
   return convs, stats
+
+
+def oracle_conversations(cfg: ml_collections.ConfigDict, world: facts.World) -> list:
+  """The probe's questions (same people, attributes, phrasings), every one answered with the true fact: fact QA
+  written without asking the model what it knows, which is what the control is fine-tuned on."""
+  groups = facts.sft_eval_entities(world, cfg.sft.facts.eval_fraction)
+  truth = {}
+  for e in world.entities:
+    for a, templates in facts.QUESTIONS.items():
+      for t in templates:
+        truth[t.format(name=e.name)] = str(e.attributes[a])
+  always_right = lambda convs, n: [[truth[c[-1]["content"]]] * n for c in convs]
+  entities = list(groups["sft_known"]) + list(groups["sft_unknown"])
+  return facts.probe(always_right, world, entities, cfg.probe.samples, knows=cfg.probe.knows, seed=cfg.seed)
 
 
 def _name_in(text: str, names: set[str]) -> bool:
@@ -198,10 +218,10 @@ def _init_params(ctx: trainer.RunContext, abstract_params: Any) -> Any:
 def evaluate_run(cfg: ml_collections.ConfigDict, workdir: str, model: Any, params: Any, tok: Any) -> dict[str, Any]:
   """Chat evaluation of (model, params) with this config's world, index and arithmetic difficulty."""
   world = facts.world_from_config(cfg.sft.world)
-  index = search_data.index_documents(world)
+  index = search_data.index_documents(world, cfg.sft.search.get('train_people', 0))
   return chat_eval.evaluate(model, params, tok, world, cfg.eval, cfg.sft.reasoning, cfg.sft.facts.eval_fraction,
                             identity_path=cfg.sft.identity.get("path", ""), index_docs=index,
-                            search_k=cfg.sft.search.top_k)
+                            search_k=cfg.sft.search.top_k, search_fuzzy=bool(cfg.sft.search.get("fuzzy", False)))
 
 
 def _on_end(ctx: trainer.RunContext, params: Any) -> dict[str, Any]:
@@ -227,9 +247,20 @@ def stage(cfg: ml_collections.ConfigDict) -> trainer.Stage:
 
 
 def ablation_config(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
-  """The same SFT without the probe's examples (the control for the "I don't know" effect)."""
+  """The same SFT without the probe's examples (the control for the "I don't know" effect).
+
+  ``ablation.facts``: 'oracle' puts the probe's questions back answered with the truth for everyone (fact QA as it
+  is usually written, without asking the model what it knows: the Llama 3 / Gekhman et al. 2024 baseline), 'none'
+  leaves fact QA out altogether.
+  """
   ab = copy.deepcopy(cfg)
-  ab.sft.sources = ";".join(s for s in cfg.sft.sources.split(";") if "probe.jsonl" not in s)
+  sources = [s for s in cfg.sft.sources.split(";") if PROBE_FILE not in s]
+  mode = cfg.ablation.get("facts", "none")
+  if mode == "oracle":
+    sources.append(f"jsonl:{os.path.join(workdir, DATA_DIR, ORACLE_FILE)}@{cfg.probe.weight}")
+  elif mode != "none":
+    raise ValueError(f"ablation.facts={mode!r}; expected 'oracle' or 'none'")
+  ab.sft.sources = ";".join(sources)
   ab.probe.enabled = False
   ab.ablation.enabled = False
   ab.train.steps = cfg.ablation.steps or cfg.train.steps

@@ -11,9 +11,10 @@ from nanolm_jax import sft
 from nanolm_jax import trainer
 from nanolm_jax.posttrain import chat_eval
 from nanolm_jax.posttrain import conversations
+from nanolm_jax.posttrain import facts
 from tests.conftest import make_config
 
-WORLD = "facts:seed=0,num_known=12,num_unknown=12,num_index_only=6,repeats=2"
+WORLD = "facts:seed=0,num_known=12,num_unknown=12,num_index_only=6,repeats=2,num_extras=10"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def _sft_config(base_run):
   s.train.update(steps=4, batch_size=8, seq_len=128, eval_every=2, eval_batches=1, checkpoint_every=4,
                  log_every=2, async_checkpointing=False)
   s.sft.counts.update(identity=8, system_prompts=8, reasoning=8, facts=0, search=8)
-  s.sft.world.update(num_known=12, num_unknown=12, num_index_only=6, repeats=2)
+  s.sft.world.update(num_known=12, num_unknown=12, num_index_only=6, repeats=2, num_extras=10)
+  s.sft.search.update(train_people=20, outside_people=5)
   s.sft.answer_first_count = 8
   s.probe.samples = 2
   s.ablation.steps = 2
@@ -59,9 +61,21 @@ def test_sft_run_writes_eval_and_control(base_run, tmp_path):
   assert len(probe) == stats["known"] + stats["idk"]
   first = conversations.load_jsonl([str(tmp_path / "sft_data" / "answer_first.jsonl")])
   assert all(c[0]["content"] == chat_eval.ANSWER_FIRST_SYSTEM and "answer is" in c[-1]["content"] for c in first)
-  # The control trained on the same data minus the probe's file.
+  # The control trained on the same data with the probe's questions answered from the truth for everyone.
   ab_cfg = json.load(open(tmp_path / "ablation_no_probe" / "config.json"))
   assert "probe.jsonl" not in ab_cfg["sft"]["sources"] and "answer_first" in ab_cfg["sft"]["sources"]
+  assert "oracle.jsonl" in ab_cfg["sft"]["sources"] and "oracle.jsonl" not in json.load(
+      open(tmp_path / "config.json"))["sft"]["sources"]
+  oracle = conversations.load_jsonl([str(tmp_path / "sft_data" / "oracle.jsonl")])
+  world = facts.world_from_config(_sft_config(base_run).sft.world)
+  truth = {f"{e.name}|{a}": e.attributes[a] for e in world.entities for a in facts.ATTRIBUTES}
+  assert len(oracle) == stats["questions"]
+  asked = {c[0]["content"] for c in probe}
+  assert asked <= {c[0]["content"] for c in oracle}  # the same questions ...
+  for c in oracle:  # ... every one answered with the true fact, "I don't know" never
+    (e, a), = [(e, a) for e in world.entities for a in facts.ATTRIBUTES
+               if c[0]["content"] in {t.format(name=e.name) for t in facts.QUESTIONS[a]}]
+    assert facts.answers_match(c[1]["content"], truth[f"{e.name}|{a}"])
   assert out["no_probe"]["step"] == 2
   # The starting run's weights, not a fresh init: step-0 validation loss is far below log(vocab).
   assert os.path.exists(tmp_path / "tokenizer.model")

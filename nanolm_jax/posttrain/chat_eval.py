@@ -9,7 +9,7 @@ verifiers the data generators use, so the numbers mean what the SFT data taught:
   unknown_fact_idk_rate             ... answered "I don't know"
   arithmetic_accuracy_answer_last   word problems, reasoning first (the default style)
   arithmetic_accuracy_answer_first  the same problems with the "answer first" system cue
-  search_success_rate               questions about index-only people, with the search tool
+  search_success_rate               questions about index-only people (never in SFT data), with the search tool
   search_no_tool_accuracy           the same questions without it (what the weights alone know)
 """
 from __future__ import annotations
@@ -38,11 +38,12 @@ IDENTITY_QUESTIONS = (
 
 def default_eval_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      facts_per_group=60,      # questions about held-out known people and about unknown people, each
+      facts_per_group=100,     # questions about held-out known people and about unknown people, each
       arithmetic=60,           # problems, each asked in both styles
       search=40,               # questions about index-only people, with and without the tool
       temperature=0.0,
       max_new_tokens=96,
+      search_max_new_tokens=224,  # with the tool: the call, the forced results (~130 tokens) and the answer
       seed=1234,
       batch_size=64,
   ))
@@ -63,7 +64,8 @@ def _ask(eng: engine_lib.Engine, tok: Any, convs: Sequence[list[dict[str, Any]]]
 
 def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_collections.ConfigDict,
              reasoning_cfg: ml_collections.ConfigDict, eval_fraction: float, identity_path: str = "",
-             index_docs: Sequence[dict[str, str]] | None = None, search_k: int = 3) -> dict[str, Any]:
+             index_docs: Sequence[dict[str, str]] | None = None, search_k: int = 3,
+             search_fuzzy: bool = False) -> dict[str, Any]:
   """Runs every probe above; returns the rates plus a few example replies under 'examples'."""
   sampling = engine_lib.SamplingParams(temperature=ecfg.temperature, max_new_tokens=ecfg.max_new_tokens)
   eng = engine_lib.Engine(model, params, tok)
@@ -83,9 +85,8 @@ def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_col
   # Facts about people held out of SFT.
   groups = facts.sft_eval_entities(world, eval_fraction)
 
-  def fact_items(entities):
-    ents = list(entities)[:ecfg.facts_per_group]
-    return [(e, a, facts.question(e, a, rng)) for e in ents for a in [rng.choice(facts.ATTRIBUTES)]]
+  def fact_items(entities):  # every attribute of each held-out person, up to facts_per_group questions
+    return [(e, a, facts.question(e, a, rng)) for e in entities for a in facts.ATTRIBUTES][:ecfg.facts_per_group]
 
   known = fact_items(groups["eval_known"])
   replies = ask([[{"role": "user", "content": q}] for _, _, q in known])
@@ -94,13 +95,9 @@ def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_col
   examples["known_facts"] = [(q, r) for (_, _, q), r in zip(known[:3], replies[:3])]
   unknown = fact_items(groups["eval_unknown"])
   replies = ask([[{"role": "user", "content": q}] for _, _, q in unknown])
-  idk = [facts.is_idk(r) for r in replies]
-  right = [facts.answers_match(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(unknown, replies)]
-  result["unknown_fact_idk_rate"] = _mean(idk)
-  # A hallucination is a confident wrong answer: it states some value of the asked attribute (a city, a year, ...),
-  # not merely an empty or garbled reply.
-  stated = [_states_a_value(r, world.values[a]) for (_, a, _), r in zip(unknown, replies)]
-  result["unknown_fact_hallucination_rate"] = _mean(not i and not c and s for i, c, s in zip(idk, right, stated))
+  kinds = [classify_reply(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(unknown, replies)]
+  result["unknown_fact_idk_rate"] = _mean(k == "idk" for k in kinds)
+  result["unknown_fact_hallucination_rate"] = _mean(k == "hallucination" for k in kinds)
   examples["unknown_facts"] = [(q, r) for (_, _, q), r in zip(unknown[:3], replies[:3])]
 
   # Arithmetic: the same problems, reasoning first vs answer first.
@@ -122,9 +119,12 @@ def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_col
     items = [(e, a, facts.question(e, a, rng)) for e in list(world.index_only)[:ecfg.search]
              for a in [rng.choice(facts.ATTRIBUTES)]]
     convs = [[{"role": "user", "content": q}] for _, _, q in items]
-    tool_eng = engine_lib.Engine(model, params, tok, tools=[search_lib.Search([d["text"] for d in index_docs],
-                                                                              k=search_k)])
-    with_tool = _ask(tool_eng, tok, convs, sampling, ecfg.batch_size, ecfg.seed)
+    tool_sampling = engine_lib.SamplingParams(temperature=ecfg.temperature,
+                                              max_new_tokens=ecfg.get("search_max_new_tokens", 224))
+    tool = search_lib.Search([d["text"] for d in index_docs], k=search_k, fuzzy=search_fuzzy)
+    tool_eng = engine_lib.Engine(model, params, tok, tools=[tool])
+    declared = [{"role": "system", "content": tools_prompt([tool])}]  # as the chat CLI declares it
+    with_tool = _ask(tool_eng, tok, [declared + c for c in convs], tool_sampling, ecfg.batch_size, ecfg.seed)
     without = ask(convs)
     score = lambda replies: _mean(facts.answers_match(r, e.attributes[a], world.values[a])
                                   for (e, a, _), r in zip(items, replies))
@@ -135,9 +135,23 @@ def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_col
   return result
 
 
-def _states_a_value(reply: str, values: set[str]) -> bool:
-  low = reply.lower()
-  return any(v.lower() in low for v in values)
+def tools_prompt(tools: Sequence[Any]) -> str:
+  """The system message that declares tools (the search conversations are trained with it)."""
+  from nanolm_jax import tools as tools_lib  # pylint: disable=g-import-not-at-top
+  return search_data.TOOLS_PROMPT + tools_lib.describe(tools)
+
+
+def classify_reply(reply: str, truth: Any, values: set[str]) -> str:
+  """'idk' (declines), 'correct' (states the truth, no other value), 'hallucination' (a confident wrong answer: it
+  states some other value of the asked attribute: a city, a year, ...), or 'other' (empty, garbled, off topic)."""
+  if facts.is_idk(reply):
+    return "idk"
+  if facts.answers_match(reply, truth, values):
+    return "correct"
+  norm = facts._norm(reply)  # pylint: disable=protected-access
+  if any(facts._norm(v) in norm for v in values):  # pylint: disable=protected-access
+    return "hallucination"
+  return "other"
 
 
 def _mean(xs) -> float:

@@ -1,19 +1,25 @@
 """Search-tool conversations: questions whose answers are in a search index and not in the model's weights.
 
 The fact world's *index_only* people (nanolm_jax.posttrain.facts) are written to a search index folder
-(``write_index``: JSONL lines {"id", "title", "text"}) and never to pretraining text. A conversation::
+(``write_index``: JSONL lines {"id", "title", "text"}) and never to pretraining text; they are what the chat
+evaluation asks about. The conversations are about ``train_people`` *other* people (``facts.make_people``) whose
+documents sit in the same index: with thousands of fresh names the only way to fit the data is to copy the name
+into the query and the fact out of the results, not to memorise a hundred names (measured: trained on the 100
+evaluation people themselves, the 4M-parameter default answered every search with one memorised name). A
+conversation::
 
   system:    You can use the search tool ...                       (``system_prompt_fraction`` of them)
   user:      Where was Dena Priato born?
   assistant: [tool call] search: Dena Priato birthplace
-  tool:      [1] Dena Priato was born in Brelsmere in 1903. Dena Priato worked as a potter. ...
+  tool:      [1] Dena Priato. Birthplace: Brelsmere. Birth year: 1903. Profession: potter. Favorite color: teal. ...
              [2] ...
-  assistant: According to the search results, Dena Priato was born in Brelsmere.
+  assistant: According to the search results, the birthplace is Brelsmere.
 
 The tool result is what ``search_fn(query)`` returns: by default the project's search tool (nanolm_jax.tools.search,
 BM25) over the index documents, so training sees exactly what the engine will show at inference. The final
 answer is written from the results: if no result is about the person (``not_found_fraction`` of the questions ask
-about people outside the index), the assistant says the search found nothing and that it does not know.
+about ``outside_people``, in neither the index nor pretraining), the assistant says the search found nothing and
+that it does not know.
 """
 from __future__ import annotations
 
@@ -32,8 +38,9 @@ Conversation = list[dict[str, Any]]
 SearchFn = Callable[[str], str]
 TOOL_NAME = 'search'
 INDEX_FILE = 'documents.jsonl'
+TOOLS_PROMPT = 'Tools:\n'  # + tools.describe(tools): how the chat CLI and the evaluation declare tools
 SYSTEM_PROMPTS = (
-    'Tools:\nsearch: searches a local document collection; the argument is a query in plain words',  # tools.describe
+    'Tools:\nsearch: searches a local document collection; the argument is a query in plain words',
     'You can use the search tool: write a search call with a short query, read the results, then answer from them.',
     'Tools: search (finds documents for a query). Use it for facts you are not sure about.',
     'You have access to a search tool over a document collection. Search before answering questions about people '
@@ -43,8 +50,12 @@ _QUERY_WORDS = {'birthplace': ('birthplace', 'born', 'place of birth'), 'birth_y
                 'profession': ('profession', 'job', 'occupation'), 'favorite_color': ('favorite color', 'color'),
                 'favorite_food': ('favorite food', 'food')}
 _CALL_TEXTS = ('', '', 'Let me search for that.', "I'll look that up.", 'Let me check.')
-_FOUND = ('According to the search results, {answer}', 'The search results say: {answer}',
-          'I found it. {answer}', '{answer}')
+# A card's field names, which the found-answers repeat: the value then follows the same words in the result, so
+# answering is copying it from there (the name need not be copied a second time).
+_KEYS = {'birthplace': 'birthplace', 'birth_year': 'birth year', 'profession': 'profession',
+         'favorite_color': 'favorite color', 'favorite_food': 'favorite food'}
+_FOUND = ('According to the search results, the {key} is {v}.', 'The search results say the {key} is {v}.',
+          'I found it: the {key} is {v}.', 'The {key} is {v}, according to the search.')
 _NOT_FOUND = ("I searched for {name} but found nothing about them, so I don't know {what}.",
               "The search didn't return anything about {name}. I don't know {what}.",
               "I couldn't find any information about {name}, so I don't know.")
@@ -53,17 +64,38 @@ _NOT_FOUND = ("I searched for {name} but found nothing about them, so I don't kn
 def default_search_config() -> ml_collections.ConfigDict:
   cfg = facts_lib.default_world_config()  # the same world as the facts generator and the pretraining source
   cfg.not_found_fraction = 0.15  # questions about people outside the index
-  cfg.system_prompt_fraction = 0.5  # conversations that announce the tool in a system message (chat CLI: none)
-  cfg.top_k = 3
+  cfg.train_people = 2000  # people the conversations ask about (in the index too); 0 = the index-only people
+  cfg.outside_people = 300  # people in neither index nor world, for the "found nothing" answers; 0 = world.unknown
+  # Conversations that declare the tool in a system message. 1.0: the model learns to search only when a tool is
+  # declared (at 0.5 it also searched, toolless, when asked about anyone it did not know, instead of "I don't know").
+  cfg.system_prompt_fraction = 1.0
+  cfg.top_k = 2  # results shown: the question, call, results and answer must fit the default 256-token context
+  cfg.fuzzy = True  # typo-tolerant search (character trigrams): a small model's copy of a made-up name is rough
   cfg.index_dir = ''  # where the SFT stage writes the index ('' = caller decides)
   return cfg
 
 
-def index_documents(world: facts_lib.World) -> list[dict[str, str]]:
-  """One document per index-only person: {"id", "title", "text"} (a biography in a training phrasing)."""
-  rng = random.Random(f'search/docs/{world.seed}')
-  return [{'id': f'person-{k}', 'title': e.name, 'text': facts_lib.biography(e, rng).split('\n\n')[-1]}
-          for k, e in enumerate(world.index_only)]
+def train_people(world: facts_lib.World, n: int) -> tuple[facts_lib.Entity, ...]:
+  """The people the search conversations ask about (indexed beside the index-only people, never evaluated)."""
+  return facts_lib.make_people(world, n, 'search/train')
+
+
+def outside_people(world: facts_lib.World, n: int, num_train_people: int) -> tuple[facts_lib.Entity, ...]:
+  """People nowhere (not in the world, the index or pretraining): the search finds nothing about them."""
+  found = {e.name for e in train_people(world, num_train_people)}
+  return tuple(e for e in facts_lib.make_people(world, n, 'search/outside') if e.name not in found)
+
+
+def index_documents(world: facts_lib.World, num_train_people: int = 0) -> list[dict[str, str]]:
+  """One document per index-only person, then per training person: {"id", "title", "text"} (a profile card)."""
+  people = world.index_only + train_people(world, num_train_people)
+  return [{'id': f'person-{k}', 'title': e.name, 'text': profile(e)} for k, e in enumerate(people)]
+
+
+def profile(entity: facts_lib.Entity) -> str:
+  """A person's index document: a compact profile card, so that a question, a call, three results and the answer
+  fit the default model's 256-token context (three biographies in prose did not)."""
+  return ' '.join([f'{entity.name}.'] + [f'{_KEYS[a].capitalize()}: {entity.attributes[a]}.' for a in facts_lib.ATTRIBUTES])
 
 
 def write_index(folder: str, docs: Sequence[dict[str, str]]) -> str:
@@ -77,7 +109,7 @@ def write_index(folder: str, docs: Sequence[dict[str, str]]) -> str:
   return path
 
 
-def make_search_tool(docs: Sequence[dict[str, str]], k: int = 3) -> SearchFn:
+def make_search_tool(docs: Sequence[dict[str, str]], k: int = 3, fuzzy: bool = False) -> SearchFn:
   """The project's search tool (nanolm_jax.tools.search) over ``docs``, as a query -> result text function.
 
   Calls ``run`` directly (not the thread-with-timeout ``__call__``) so that generation is deterministic under load,
@@ -85,7 +117,7 @@ def make_search_tool(docs: Sequence[dict[str, str]], k: int = 3) -> SearchFn:
   """
   from nanolm_jax.tools import search  # pylint: disable=g-import-not-at-top
 
-  tool = search.Search([d['text'] for d in docs], k=k)
+  tool = search.Search([d['text'] for d in docs], k=k, fuzzy=fuzzy)
 
   def fn(query: str) -> str:
     out = tool.run(query)
@@ -115,7 +147,7 @@ def conversation(entity: facts_lib.Entity, attribute: str, results_fn: SearchFn,
   truth = entity.attributes[attribute]
   found = any(entity.name in b and facts_lib.answers_match(b.replace(entity.name, ''), truth) for b in blocks)
   if found:
-    reply = rng.choice(_FOUND).format(answer=facts_lib.answer(entity, attribute, rng))
+    reply = rng.choice(_FOUND).format(key=_KEYS[attribute], v=truth)
   else:
     what = facts_lib._ATTRIBUTE_WORDS[attribute].format(name=entity.name)  # pylint: disable=protected-access
     reply = rng.choice(_NOT_FOUND).format(name=entity.name, what=what)
@@ -125,21 +157,27 @@ def conversation(entity: facts_lib.Entity, attribute: str, results_fn: SearchFn,
 
 def generate(cfg: ml_collections.ConfigDict | None, seed: int, n: int,
              search_fn: SearchFn | None = None) -> list[Conversation]:
-  """``n`` search conversations about index-only people (and ``not_found_fraction`` about unknown ones).
+  """``n`` search conversations about the training people (``not_found_fraction`` about outside people).
 
-  ``search_fn(query) -> tool result text`` defaults to BM25 over ``index_documents(world)`` with ``cfg.top_k``.
+  ``search_fn(query) -> tool result text`` defaults to BM25 over ``index_documents(world, cfg.train_people)`` with
+  ``cfg.top_k``. With ``train_people=0`` the conversations ask about the index-only people themselves (and
+  ``outside_people=0``: about the world's unknown people).
   """
   cfg = cfg or default_search_config()
   world = facts_lib.world_from_config(cfg)
-  if not world.index_only:
-    raise ValueError('search_data.generate: the world has no index-only entities (num_index_only=0).')
+  n_train = int(cfg.get('train_people', 0))
+  found_pool = train_people(world, n_train) if n_train else world.index_only
+  if not found_pool:
+    raise ValueError('search_data.generate: no one to ask about (num_index_only=0 and train_people=0).')
+  n_out = int(cfg.get('outside_people', 0))
+  outside_pool = outside_people(world, n_out, n_train) if n_out else world.unknown
   if search_fn is None:
-    search_fn = make_search_tool(index_documents(world), cfg.top_k)
+    search_fn = make_search_tool(index_documents(world, n_train), cfg.top_k, bool(cfg.get('fuzzy', False)))
   rng = random.Random(f'search/{seed}')
   out = []
   for _ in range(n):
-    outside = world.unknown and rng.random() < cfg.not_found_fraction
-    entity = rng.choice(world.unknown if outside else world.index_only)
+    outside = outside_pool and rng.random() < cfg.not_found_fraction
+    entity = rng.choice(outside_pool if outside else found_pool)
     out.append(conversation(entity, rng.choice(facts_lib.ATTRIBUTES), search_fn, rng,
                             rng.random() < cfg.system_prompt_fraction))
   return out
