@@ -1,7 +1,8 @@
 """Pretraining configs: `--config=configs/pretrain.py:PRESET`, overrides as `--config.model.num_layers=4`.
 
 Presets:
-  tiny        the CPU default: a 4-layer GPT-2-style model on the embedded stdlib corpus, minutes on 2 cores.
+  tiny        the CPU default: a 4-layer GPT-2-style model on the embedded stdlib corpus mixed with the generated
+              sources post-training builds on (known people, one-off people, worked arithmetic), ~5 min on 2 cores.
   llama_tiny  the same budget with the Llama block (RoPE, RMSNorm, SwiGLU, GQA).
   gpt2_124m, gpt2_350m, gpt2_1.5b   GPT-2 small / medium / XL shapes (llm.c / nanoGPT hyper-parameters).
   llama_1b    Llama 3.2 1B shape.
@@ -94,7 +95,9 @@ def _base() -> ml_collections.ConfigDict:
   c.sharding_rules = DEFAULT_RULES
 
   c.data = ml_collections.ConfigDict(dict(
-      sources="stdlib;facts",  # KIND[:ARG][@WEIGHT];... e.g. "stdlib@0.5;files:runs/crawl/*.jsonl.gz@0.5"
+      # The embedded corpus, the fact world (known people), one-off people (copying practice) and worked
+      # arithmetic; KIND[:ARG][@WEIGHT];... e.g. "stdlib@0.5;files:runs/crawl/*.jsonl.gz@0.5"
+      sources="stdlib@0.5;facts;people;arithmetic@0.5",
       data_dir="",             # TFDS data dir ("" = TFDS default)
       val_fraction=0.05,
       num_workers=0,
