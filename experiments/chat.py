@@ -53,6 +53,16 @@ def build_tools(names: list[str], search_source: str, workdir: str = "") -> list
   return tools
 
 
+def system_prompt(system: str, tools: list[Any]) -> str:
+  """The user's system prompt, plus the search tool's declaration when it is on (SFT teaches the model to search
+  only when a system message declares the tool, as in the evaluation)."""
+  searching = [t for t in tools if t.name == "search"]
+  if not searching:
+    return system
+  from nanolm_jax.posttrain import chat_eval  # pylint: disable=g-import-not-at-top
+  return "\n".join(filter(None, [system, chat_eval.tools_prompt(searching)]))
+
+
 class ChatSession:
   """A conversation kept as token segments (exactly what the model saw), rendered with nanolm_jax.chat."""
 
@@ -169,12 +179,8 @@ def main(argv):
     sys.exit(f"error: {e}")
   color = _COLOR.value == "always" or (_COLOR.value == "auto" and sys.stdout.isatty())
   eng = engine_lib.Engine(run.model, run.params, run.tokenizer, tools=tools, chunk_steps=4)
-  system = _SYSTEM.value
-  searching = [t for t in tools if t.name == "search"]
-  if searching:  # SFT teaches the model to search only when a system message declares the tool
-    from nanolm_jax.posttrain import chat_eval  # pylint: disable=g-import-not-at-top
-    system = "\n".join(filter(None, [system, chat_eval.tools_prompt(searching)]))
-  session = ChatSession(eng, run.tokenizer, sampling, system=system, seed=_SEED.value, color=color)
+  session = ChatSession(eng, run.tokenizer, sampling, system=system_prompt(_SYSTEM.value, tools), seed=_SEED.value,
+                        color=color)
   try:
     repl(session, sys.stdin, interactive=sys.stdin.isatty())
   except KeyboardInterrupt:

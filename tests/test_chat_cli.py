@@ -106,3 +106,16 @@ def test_tool_calls_and_results_are_shown_dimmed(small_tokenizer):
   assert shown.replace(chat_cli.DIM, "").replace(chat_cli.RESET, "") == (
       "Let me see.\n[tool call: calculator: 6*7]\n[tool result: 42]\nIt is 42.\n")
   assert f"{chat_cli.DIM}It" not in shown  # the model's own answer is not dimmed
+
+
+def test_search_uses_the_runs_own_index_and_is_declared(tmp_path):
+  from nanolm_jax.posttrain import search_data
+  index = tmp_path / "search_index"
+  search_data.write_index(str(index), [{"id": "p0", "title": "Dena Priato",
+                                        "text": "Dena Priato. Birthplace: Brelsmere."}])
+  tool, = chat_cli.build_tools(["search"], "", str(tmp_path))
+  assert tool.fuzzy and "Brelsmere" in tool("Dena Priatto birthplace")  # typo-tolerant, over the run's index
+  assert chat_cli.system_prompt("", [tool]) == search_data.SYSTEM_PROMPTS[0]
+  assert chat_cli.system_prompt("Be terse.", [tool]) == "Be terse.\n" + search_data.SYSTEM_PROMPTS[0]
+  calc, = chat_cli.build_tools(["calculator"], "", str(tmp_path))
+  assert chat_cli.system_prompt("Be terse.", [calc]) == "Be terse."
