@@ -2,8 +2,9 @@
 
 The model and tokenizer always come from the starting run (`init_from`; "" = the default pretraining run, trained
 first if absent). Presets:
-  tiny    the CPU default: generated identity / system-prompt / arithmetic / search data + the fact probe, plus the
-          same SFT without the probe's examples as a control (both evaluated and printed side by side).
+  tiny    the CPU default: generated identity / system-prompt / arithmetic / search data + the fact probe, plus a
+          control trained on the same data with the probe's questions answered from the ground truth for everyone
+          (both evaluated and printed side by side). ~9 min on 2 cores (2 x 400 steps + probe + 2 evaluations).
 """
 import ml_collections
 
