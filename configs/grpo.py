@@ -26,14 +26,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.sharding_rules = pretrain.DEFAULT_RULES
 
   c.train = ml_collections.ConfigDict(dict(
-      steps=30,                # ~25-40 s a step on 2 busy CPU cores (rollout ~ update), + 3 sampled evals
+      steps=60,                # ~11 s a step on 2 CPU cores (rollout ~10 s, update ~2 s), + 4 sampled evals
       batch_size=128,          # rows = rl.prompts_per_step * rl.group_size (set by rl.resolve_config)
       seq_len=224,             # the longest row (prompt + completion - 1); rows are bucketed below it
       microbatches=1,
-      eval_every=15,
+      eval_every=20,
       eval_batches=1,          # unused: RL evaluation samples eval.num_problems problems
       log_every=1,
-      checkpoint_every=15,
+      checkpoint_every=20,
       keep_checkpoints=2,
       async_checkpointing=True,
       z_loss=0.0,
@@ -67,8 +67,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   ))
 
   c.task = tasks.default_task_config()
-  # One-step problems: the CPU default SFT model solves ~7-11% of them (and ~5% of the 1-3 step mix); RL needs
-  # groups with some right answers, or every advantage is zero.
+  # One-step problems: the CPU default SFT model solves 31% of them greedily, 16-18% at temperature 1 (pass@4 45%);
+  # RL needs groups with some right answers, or every advantage is zero. lr 1e-4 is the largest that stayed stable
+  # here (5e-4: entropy 0.27 -> 0.9 and accuracy -> 1% within 6 steps; 2e-4 with 2 inner steps: pass@1 -3 points).
   c.task.update(min_steps=1, max_steps=1)
 
   c.eval = ml_collections.ConfigDict(dict(

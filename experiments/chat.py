@@ -45,7 +45,10 @@ def build_tools(names: list[str], search_source: str, workdir: str = "") -> list
     elif name == "search":
       index = os.path.join(workdir, "search_index") if workdir else ""
       if not search_source and index and os.path.isdir(index):  # what the SFT run trained and evaluated with
-        tools.append(search.Search.from_files(index, fuzzy=True))
+        import json  # pylint: disable=g-import-not-at-top
+        cfg_path = os.path.join(workdir, "config.json")
+        scfg = json.load(open(cfg_path)).get("sft", {}).get("search", {}) if os.path.exists(cfg_path) else {}
+        tools.append(search.Search.from_files(index, k=int(scfg.get("top_k", 3)), fuzzy=bool(scfg.get("fuzzy", True))))
       else:
         tools.append(search.Search.from_sources(search_source or "stdlib"))
     else:

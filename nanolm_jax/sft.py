@@ -275,7 +275,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   out = {"sft": trainer.train(cfg, workdir, stage(cfg))}
   if cfg.ablation.enabled and not out["sft"].get("preempted"):
     ab_dir = os.path.join(workdir, "ablation_no_probe")
-    print(f"Training the control without the probe's examples in {ab_dir}", flush=True)
+    what = ("the probe's questions answered from the truth for everyone" if cfg.ablation.get("facts") == "oracle"
+            else "no fact QA")
+    print(f"Training the control (the same SFT without the probe: {what}) in {ab_dir}", flush=True)
     out["no_probe"] = trainer.train(ablation_config(cfg, workdir), ab_dir, stage(cfg))
     path = os.path.join(workdir, "eval.json")
     merged = json.load(open(path)) if os.path.exists(path) else {}
@@ -284,7 +286,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       json.dump(merged, f, indent=2)
   columns = {"sft (with probe)": out["sft"]}
   if "no_probe" in out:
-    columns["sft without probe"] = out["no_probe"]
+    columns["control (no probe)"] = out["no_probe"]
   print("\n" + chat_eval.format_table(columns), flush=True)
   return out
 
