@@ -138,12 +138,11 @@ def oracle_conversations(cfg: ml_collections.ConfigDict, world: facts.World) -> 
   """The probe's questions (same people, attributes, phrasings), every one answered with the true fact: fact QA
   written without asking the model what it knows, which is what the control is fine-tuned on."""
   groups = facts.sft_eval_entities(world, cfg.sft.facts.eval_fraction)
-  truth = {}
-  for e in world.entities:
-    for a, templates in facts.QUESTIONS.items():
-      for t in templates:
-        truth[t.format(name=e.name)] = str(e.attributes[a])
-  always_right = lambda convs, n: [[truth[c[-1]["content"]]] * n for c in convs]
+  index = facts.question_index(world)
+
+  def always_right(convs, n):
+    return [[str(e.attributes[a])] * n for e, a in (index[c[-1]["content"]] for c in convs)]
+
   entities = list(groups["sft_known"]) + list(groups["sft_unknown"])
   return facts.probe(always_right, world, entities, cfg.probe.samples, knows=cfg.probe.knows, seed=cfg.seed)
 
@@ -169,11 +168,7 @@ def cloze_answer_fn(eng: engine_lib.Engine, tok: Any, world: facts.World, *, tem
   (Few-shot Q/A prompts were tried first: the 4M-parameter default answered 1% of them right although it completes
   the biographies of the same people correctly; a base model's knowledge is best read in the form it learned it.)
   """
-  lookup = {}
-  for e in world.entities:
-    for a, templates in facts.QUESTIONS.items():
-      for t in templates:
-        lookup[t.format(name=e.name)] = (e, a)
+  lookup = facts.question_index(world)
   sampling = engine_lib.SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
   calls = [0]
 

@@ -179,3 +179,12 @@ def test_engine_answer_fn_renders_prompts_and_groups_samples(world, small_tokeni
   assert eng.prompts == [chat.render_for_completion(c, tok) for c in convs]
   fn(convs, 1)
   assert eng.seeds == [0, 1]  # fresh samples on every call
+
+
+def test_question_index_maps_every_phrasing_back(world):
+  index = facts.question_index(world)
+  rng = random.Random(1)
+  for e in world.entities[::7]:
+    for attr in facts.ATTRIBUTES:
+      assert index[facts.question(e, attr, rng)] == (e, attr)
+  assert len(index) == len(world.entities) * sum(len(t) for t in facts.QUESTIONS.values())

@@ -81,14 +81,15 @@ def test_corpus_documents_are_worked_problems_with_their_own_validation():
   train, val = reasoning.corpus_documents(cfg, 'train'), reasoning.corpus_documents(cfg, 'validation')
   assert len(train) == 60 and len(val) == 3 and not set(train) & set(val)
   assert train == reasoning.corpus_documents(cfg, 'train')
+  ops_seen = set()
   for doc in train:
     question, answer_text = re.split(r'\n(?:Answer|Solution|A): |\n\n', doc)
     question = question.split(': ', 1)[-1]
-    steps = answer_text.split('. ')
     n_ops = len(EQUATION.findall(answer_text))
-    assert 1 <= n_ops <= 2
+    ops_seen.add(n_ops)
     _check(question, reasoning.extract_answer(answer_text), [answer_text], n_ops, 1)
-    assert answer_text.endswith(f'The answer is {reasoning.extract_answer(answer_text)}.') and steps
+    assert answer_text.endswith(f'The answer is {reasoning.extract_answer(answer_text)}.')
+  assert ops_seen == {1, 2}  # max_steps=2: both lengths occur, nothing longer or empty
 
 
 @pytest.mark.parametrize('arg,message', [('count=0', 'count >= 1'), ('max_steps=0', 'min_steps'),

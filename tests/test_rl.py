@@ -168,7 +168,13 @@ def test_dynamic_sampling_drops_flat_groups_and_refills_bounded(base_run, gsm8k_
   answers = [task.train_problem(i).answer for i in range(data.cursor)]
   kept_first = np.mean([a % 2 == 1 for a in answers[:2]])
   assert m["groups_kept_frac"] == pytest.approx(kept_first)
-  assert 1 <= m["sample_rounds"] <= 3
+  kept_so_far, rounds, drawn = 0, 0, 0  # each round draws P - kept new prompts; odd-answer groups are kept
+  while kept_so_far < 2 and rounds < 3:
+    batch_answers = answers[drawn:drawn + 2 - kept_so_far]
+    drawn += len(batch_answers)
+    kept_so_far += sum(a % 2 == 1 for a in batch_answers)
+    rounds += 1
+  assert m["sample_rounds"] == rounds and drawn == data.cursor
   w_G = batch["weights"].reshape(2, 4, -1).sum(axis=(1, 2))
   adv_G = np.abs(batch["advantages"][:, 0]).reshape(2, 4).sum(1)
   kept = int(np.sum(w_G > 0))

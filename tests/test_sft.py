@@ -68,14 +68,13 @@ def test_sft_run_writes_eval_and_control(base_run, tmp_path):
       open(tmp_path / "config.json"))["sft"]["sources"]
   oracle = conversations.load_jsonl([str(tmp_path / "sft_data" / "oracle.jsonl")])
   world = facts.world_from_config(_sft_config(base_run).sft.world)
-  truth = {f"{e.name}|{a}": e.attributes[a] for e in world.entities for a in facts.ATTRIBUTES}
+  index = facts.question_index(world)
   assert len(oracle) == stats["questions"]
   asked = {c[0]["content"] for c in probe}
   assert asked <= {c[0]["content"] for c in oracle}  # the same questions ...
   for c in oracle:  # ... every one answered with the true fact, "I don't know" never
-    (e, a), = [(e, a) for e in world.entities for a in facts.ATTRIBUTES
-               if c[0]["content"] in {t.format(name=e.name) for t in facts.QUESTIONS[a]}]
-    assert facts.answers_match(c[1]["content"], truth[f"{e.name}|{a}"])
+    e, a = index[c[0]["content"]]
+    assert facts.answers_match(c[1]["content"], e.attributes[a])
   assert out["no_probe"]["step"] == 2
   # The starting run's weights, not a fresh init: step-0 validation loss is far below log(vocab).
   assert os.path.exists(tmp_path / "tokenizer.model")

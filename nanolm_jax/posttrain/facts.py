@@ -180,6 +180,15 @@ def _word(rng: random.Random, syllables: int) -> str:
   return w[:1].upper() + w[1:]
 
 
+def _candidate_name(rng: random.Random, names: Iterable[str], taken: set[str]) -> str | None:
+  """One drawn 'First Last', or None when it repeats a name, uses a taken word or has a too-short first name."""
+  first, last = _word(rng, rng.randint(1, 2)), _word(rng, 2)
+  name = f'{first} {last}'
+  if name in names or first in taken or last in taken or len(first) < 3:
+    return None
+  return name
+
+
 def make_world(seed: int = 0, num_known: int = 200, num_unknown: int = 200, num_index_only: int = 100) -> World:
   """A deterministic world: unique names, attribute values drawn from shared pools (so facts must be bound)."""
   rng = random.Random(f'facts/{seed}')
@@ -192,13 +201,11 @@ def make_world(seed: int = 0, num_known: int = 200, num_unknown: int = 200, num_
   names: list[str] = []
   seen_words = set(cities) | {w.capitalize() for v in COLORS + FOODS + PROFESSIONS for w in v.split()}
   while len(names) < total:
-    first, last = _word(rng, rng.randint(1, 2)), _word(rng, 2)
-    name = f'{first} {last}'
     # Unique full names, and no name word that is a city, so answers_match cannot be fooled by the question.
-    if name in names or first in seen_words or last in seen_words or len(first) < 3:
-      continue
-    names.append(name)
-    seen_words.update((first, last))
+    name = _candidate_name(rng, names, seen_words)
+    if name:
+      names.append(name)
+      seen_words.update(name.split())
   entities = []
   for name in names:
     entities.append(Entity(name, {
@@ -222,9 +229,8 @@ def make_people(world: World, n: int, tag: str) -> tuple[Entity, ...]:
   pools = {a: sorted(world.values[a], key=str) for a in ATTRIBUTES}
   people, names = [], set()
   while len(people) < n:
-    first, last = _word(rng, rng.randint(1, 2)), _word(rng, 2)
-    name = f'{first} {last}'
-    if name in names or first in taken or last in taken or len(first) < 3:
+    name = _candidate_name(rng, names, taken)
+    if not name:
       continue
     names.add(name)
     people.append(Entity(name, {a: (rng.randint(1820, 1990) if a == 'birth_year' else rng.choice(pools[a]))
@@ -296,6 +302,12 @@ def extra_documents(world: World, num_extras: int, split: str = 'train') -> list
 def extra_people(world: World, n: int) -> tuple[Entity, ...]:
   """The one-off people of the pretraining text (see ``default_world_config``)."""
   return make_people(world, n, 'pretrain/extras')
+
+
+def question_index(world: World) -> dict[str, tuple[Entity, str]]:
+  """Every question text any template can ask about the world's people -> (person, attribute)."""
+  return {t.format(name=e.name): (e, a) for e in world.entities for a, templates in QUESTIONS.items()
+          for t in templates}
 
 
 def question(entity: Entity, attribute: str, rng: random.Random) -> str:
