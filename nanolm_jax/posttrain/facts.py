@@ -219,6 +219,7 @@ def make_world(seed: int = 0, num_known: int = 200, num_unknown: int = 200, num_
                tuple(entities[num_known + num_unknown:]))
 
 
+@functools.lru_cache(maxsize=16)  # asked for again by the index, the search generator and the outside pool
 def make_people(world: World, n: int, tag: str) -> tuple[Entity, ...]:
   """``n`` extra people outside ``world`` (names unique and unlike any world name; attribute values from the world's
   pools), deterministic in (world.seed, tag): e.g. the search generator's training people, so that SFT teaches
