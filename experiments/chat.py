@@ -76,8 +76,8 @@ class ChatSession:
     self.turns: list[list[int]] = []  # each: user segment + the assistant's tokens
     self.turn_count = 0
     self._in_call = False
-    self._special = {tokenizer.special_id(n): n for n in ("tool_call_start", "tool_call_end", "tool_result_start",
-                                                           "tool_result_end", "end", "start", "assistant")}
+    # Every chat marker, spares included: only the tool markers are shown (dimmed), as words.
+    self._special = {i: name.strip("<|>") for name, i in getattr(tokenizer, "special_tokens", {}).items()}
 
   def reset(self) -> None:
     """Forgets the conversation; the seed sequence starts over too, so a reset session replays deterministically."""

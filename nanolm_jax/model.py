@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
-Cache = dict[str, Array]  # {"k": YxBxSxKxH, "v": YxBxSxKxH}
+Cache = dict[str, Any]  # see init_cache
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _REMAT_POLICIES = {
@@ -198,6 +198,29 @@ def attention(q_BxLxNxH: Array, k_BxSxKxH: Array, v_BxSxKxH: Array, mask_BxLxS: 
   return out_BxLxKxGxH.reshape(b, l, n, h)
 
 
+def cached_attention(q_BxLxNxH: Array, k_BxKxSxH: Array, v_BxKxSxH: Array, mask_BxLxS: Array) -> Array:
+  """Attention of new queries over a KV cache laid out BxKxSxH: both products are matmuls batched over (b, k).
+
+  Inputs in the cache's dtype, float32 accumulation and softmax. On CPU the engine keeps a float32 cache: converting
+  a bfloat16 cache every decode step cost 5x the attention itself (benchmarks/decode_bench.py).
+  """
+  b, l, n, h = q_BxLxNxH.shape
+  k = k_BxKxSxH.shape[1]
+  g = n // k
+  dt = k_BxKxSxH.dtype
+  # M = G * L query rows per kv head, g-major: query head n reads kv head n // G, as in `attention`.
+  q_BxKxMxH = (q_BxLxNxH * (1.0 / np.sqrt(h))).reshape(b, l, k, g, h).transpose(0, 2, 3, 1, 4).reshape(
+      b, k, g * l, h)
+  s_BxKxMxS = jax.lax.dot_general(q_BxKxMxH.astype(dt), k_BxKxSxH, (((3,), (3,)), ((0, 1), (0, 1))),
+                                  preferred_element_type=jnp.float32)
+  mask_Bx1xMxS = jnp.broadcast_to(mask_BxLxS[:, None, None], (b, 1, g, l, mask_BxLxS.shape[-1])).reshape(
+      b, 1, g * l, -1)
+  p_BxKxMxS = jax.nn.softmax(jnp.where(mask_Bx1xMxS, s_BxKxMxS, jnp.finfo(jnp.float32).min), axis=-1)
+  out_BxKxMxH = jax.lax.dot_general(p_BxKxMxS.astype(dt), v_BxKxSxH, (((3,), (2,)), ((0, 1), (0, 1))),
+                                    preferred_element_type=jnp.float32)
+  return out_BxKxMxH.reshape(b, k, g, l, h).transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
+
+
 class Attention(nn.Module):
   """Causal self-attention with GQA; segment ids keep packed documents apart; optional KV cache."""
   cfg: ModelConfig
@@ -205,7 +228,7 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, mask_BxLxS: Array, positions_BxL: Array,
-               cache: Cache | None) -> tuple[Array, Cache | None]:
+               cache: Cache | None, cache_index: Array | None = None) -> tuple[Array, Cache | None]:
     cfg, c = self.cfg, self.constrain
     d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     init = nn.initializers.normal(cfg.init_std)
@@ -229,21 +252,20 @@ class Attention(nn.Module):
     kk = c(kk, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
     v = c(v, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
 
-    if cache is None:
-      keys, values = kk, v
-    else:
-      # Slot s of the cache holds position s; a query at position p sees slots <= p (mask_BxLxS, built by the
-      # Transformer). Slots past a row's prompt hold padding until decoding overwrites them in order, so they are
-      # never visible (see engine.py).
-      b_idx = jnp.arange(q.shape[0])[:, None]
-      cache = {"k": cache["k"].at[b_idx, positions_BxL].set(kk.astype(cache["k"].dtype)),
-               "v": cache["v"].at[b_idx, positions_BxL].set(v.astype(cache["v"].dtype))}
-      keys, values = cache["k"], cache["v"]
-    if cfg.attention == "xla":
-      out = attention(q, keys, values, mask_BxLxS, cfg)
+    if cache is not None:
+      # Every row writes its L new keys / values at the same slots [cache_index, cache_index + L): one in-place
+      # dynamic-update-slice (a per-row scatter cost 13x more on CPU). Which slots a row may see is mask_BxLxS.
+      def write(buf_BxKxSxH, new_BxLxKxH):
+        new_BxKxLxH = jnp.swapaxes(new_BxLxKxH, 1, 2).astype(buf_BxKxSxH.dtype)
+        return jax.lax.dynamic_update_slice(buf_BxKxSxH, new_BxKxLxH, (0, 0, cache_index, 0))
+
+      cache = {"k": write(cache["k"], kk), "v": write(cache["v"], v)}
+      out = cached_attention(q, cache["k"], cache["v"], mask_BxLxS)
+    elif cfg.attention == "xla":
+      out = attention(q, kk, v, mask_BxLxS, cfg)
     else:
       dt = _DTYPES[cfg.dtype]
-      out = jax.nn.dot_product_attention(q.astype(dt), keys.astype(dt), values.astype(dt), mask=mask_BxLxS[:, None],
+      out = jax.nn.dot_product_attention(q.astype(dt), kk.astype(dt), v.astype(dt), mask=mask_BxLxS[:, None],
                                          implementation=cfg.attention)
     out = c(out, ("act_batch", "act_length", "act_heads", "act_head_dim"))
     y = _einsum("blnh,nhd->bld", out, wo, cfg)
@@ -280,16 +302,16 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm residual block. Signature is scan-friendly: (x, cache) carry/xs, mask and positions broadcast."""
+  """Pre-norm residual block. Signature is scan-friendly: (x, cache) carry/xs; mask, positions, index broadcast."""
   cfg: ModelConfig
   constrain: Any
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, cache: Cache | None, mask_BxLxS: Array,
-               positions_BxL: Array) -> tuple[Array, Cache | None]:
+               positions_BxL: Array, cache_index: Array | None = None) -> tuple[Array, Cache | None]:
     c = self.constrain
     y, cache = Attention(self.cfg, c, name="attn")(Norm(self.cfg, name="ln1")(x_BxLxD), mask_BxLxS,
-                                                   positions_BxL, cache)
+                                                   positions_BxL, cache, cache_index)
     x_BxLxD = c(x_BxLxD + y, ("act_batch", "act_length", "act_embed"))
     x_BxLxD = x_BxLxD + Mlp(self.cfg, c, name="mlp")(Norm(self.cfg, name="ln2")(x_BxLxD))
     return c(x_BxLxD, ("act_batch", "act_length", "act_embed")), cache
@@ -297,6 +319,11 @@ class Block(nn.Module):
 
 class Transformer(nn.Module):
   """tokens_BxL -> logits_BxLxV (float32). With `cache`, also returns the updated cache.
+
+  Cached calls (the engine's prefill and decode): the L new tokens go to cache slots [index, index + L) of every row;
+  positions_BxL are their true positions (position embedding / RoPE), segment_ids_BxL > 0 marks the real ones. A
+  query sees the valid slots up to its own, so rows of different lengths share slot numbers: prompts are
+  left-padded and a row that is paused or finished leaves an invalid (never seen) slot behind.
 
   mesh / rules: when given, activations are constrained to their logical shardings (training and sharded decoding).
   """
@@ -327,26 +354,36 @@ class Transformer(nn.Module):
       causal_LxL = jnp.tril(jnp.ones((tokens_BxL.shape[1], tokens_BxL.shape[1]), bool))
       mask_BxLxS = (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]) & causal_LxL
     else:
-      slots_S = jnp.arange(cache["k"].shape[2])
-      mask_BxLxS = slots_S[None, None, :] <= positions_BxL[:, :, None]
+      index, l = cache["index"], tokens_BxL.shape[1]
+      valid_BxS = jax.lax.dynamic_update_slice(cache["valid"], segment_ids_BxL > 0, (0, index))
+      slots_S = jnp.arange(valid_BxS.shape[1])
+      mask_BxLxS = valid_BxS[:, None, :] & (slots_S[None, None, :] <= index + jnp.arange(l)[None, :, None])
+      kv = {"k": cache["k"], "v": cache["v"]}
 
     block = Block
     if cfg.remat != "none":
       block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=(0, nn.broadcast, nn.broadcast), out_axes=0, length=cfg.num_layers,
-                        metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BxLxD, cache = scanned(cfg, c, name="layers")(x_BxLxD, cache, mask_BxLxS, positions_BxL)
+                        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=0,
+                        length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x_BxLxD, kv = scanned(cfg, c, name="layers")(x_BxLxD, None if cache is None else kv, mask_BxLxS,
+                                                   positions_BxL, None if cache is None else index)
     else:
-      new_layers = []
+      # Unscanned, the cache is one buffer per layer, each updated in place (slicing a stacked cache and stacking
+      # it back copied all of it every decode step).
+      new_k, new_v = [], []
       for i in range(cfg.num_layers):
-        layer_cache = None if cache is None else jax.tree.map(lambda a, i=i: a[i], cache)
-        x_BxLxD, layer_cache = block(cfg, c, name=f"layer_{i}")(x_BxLxD, layer_cache, mask_BxLxS,
-                                                               positions_BxL)
-        new_layers.append(layer_cache)
+        layer_kv = None if cache is None else {"k": kv["k"][i], "v": kv["v"][i]}
+        x_BxLxD, layer_kv = block(cfg, c, name=f"layer_{i}")(x_BxLxD, layer_kv, mask_BxLxS, positions_BxL,
+                                                            None if cache is None else index)
+        if cache is not None:
+          new_k.append(layer_kv["k"])
+          new_v.append(layer_kv["v"])
       if cache is not None:
-        cache = jax.tree.map(lambda *a: jnp.stack(a), *new_layers)
+        kv = {"k": new_k, "v": new_v}
+    if cache is not None:
+      cache = {**kv, "valid": valid_BxS, "index": index + l}
 
     x_BxLxD = Norm(cfg, name="ln_f")(x_BxLxD)
     if cfg.tie_embeddings:
@@ -360,13 +397,34 @@ class Transformer(nn.Module):
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> Cache:
-  """Zeroed KV cache, YxBxSxKxH, in the compute dtype unless given."""
-  shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  """An empty KV cache of `length` slots per row, in the compute dtype unless given.
+
+  {"k", "v"}: a list of Y BxKxSxH buffers (stacked YxBxKxSxH when cfg.scan_layers), "valid": BxS bool (which slots
+  hold a real token of that row), "index": the next slot to write (int32 scalar, shared by all rows).
+  """
+  shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
   dt = dtype or _DTYPES[cfg.dtype]
-  return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)}
+  if cfg.scan_layers:
+    k = jnp.zeros((cfg.num_layers,) + shape, dt)
+    v = jnp.zeros((cfg.num_layers,) + shape, dt)
+  else:
+    k = [jnp.zeros(shape, dt) for _ in range(cfg.num_layers)]
+    v = [jnp.zeros(shape, dt) for _ in range(cfg.num_layers)]
+  return {"k": k, "v": v, "valid": jnp.zeros((batch, length), bool), "index": jnp.zeros((), jnp.int32)}
 
 
-CACHE_AXES = ("layers", "act_batch", "cache_length", "act_kv_heads", "act_head_dim")
+KV_AXES = ("act_batch", "act_kv_heads", "cache_length", "act_head_dim")  # one layer's k or v, BxKxSxH
+
+
+def cache_axes(cache: Cache) -> Cache:
+  """The logical axis names of every cache leaf (a pytree like `cache`), for sharding constraints."""
+  kv = jax.tree.map(lambda a: (("layers",) if a.ndim == 5 else ()) + KV_AXES, {"k": cache["k"], "v": cache["v"]})
+  return {**kv, "valid": ("act_batch", "cache_length"), "index": ()}
+
+
+def cache_batch_axis(leaf: Array) -> int:
+  """Which axis of a cache leaf is the batch (rows): 1 for stacked YxBx... buffers, 0 otherwise; None for index."""
+  return {5: 1, 4: 0, 2: 0}.get(leaf.ndim)
 
 
 def count_params(params: Any) -> int:

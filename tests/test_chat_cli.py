@@ -1,6 +1,7 @@
 """Chat CLI: piped stdin on a tiny trained run (replies equal the engine's, /reset, /quit), EOF, tool display."""
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -72,7 +73,10 @@ def test_piped_session_streams_replies_and_handles_commands(run_dir):
   after_reset = _reply(run, "Be terse.", ["Hello there"])[0]
   assert "unknown command /bogus; commands: /reset, /quit" in p.stdout
   want = [first, "unknown command /bogus; commands: /reset, /quit", second, "(conversation reset)", after_reset]
-  assert "\n".join(want) + "\n" == p.stdout, (p.stdout, want)
+  # Invalid UTF-8 bytes from this barely trained model render as one U+FFFD when streamed token by token and as
+  # one per byte when decoded at once: compare with runs of them collapsed.
+  fffd = lambda s: re.sub("\ufffd+", "\ufffd", s)  # noqa: E731
+  assert fffd("\n".join(want) + "\n") == fffd(p.stdout), (p.stdout, want)
   assert after_reset == first  # /reset really forgot the conversation
 
 

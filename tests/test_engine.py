@@ -219,12 +219,14 @@ class _Scripted:
     self.mesh, self.rules = None, ()
     self.script = np.array(list(script) + [0] * (max_len + 1 - len(script)), np.int32)
 
-  def apply(self, variables, tokens_BxL, positions_BxL=None, cache=None):
-    del variables
+  def apply(self, variables, tokens_BxL, segment_ids_BxL=None, positions_BxL=None, cache=None):
+    del variables, segment_ids_BxL
     nxt = jnp.asarray(self.script)[positions_BxL + 1]
     logits = jnp.where(jax.nn.one_hot(nxt, self.cfg.vocab_size) > 0, 30.0, 0.0)
     # Touch the cache with the input so the fake has the real data flow (and the cache is really written).
-    cache = {k: c.at[:, :, 0, 0, 0].add(tokens_BxL[:, 0].astype(c.dtype)) for k, c in cache.items()}
+    touch = lambda c: c.at[:, 0, 0, 0].add(tokens_BxL[:, 0].astype(c.dtype))  # pylint: disable=unnecessary-lambda-assignment
+    cache = {**cache, "k": [touch(c) for c in cache["k"]], "v": [touch(c) for c in cache["v"]],
+             "index": cache["index"] + tokens_BxL.shape[1]}
     return logits, cache
 
 
@@ -259,6 +261,64 @@ def test_tool_call_is_intercepted_and_result_forced(tok):
   out = E.Engine(fake, {}, tok).generate([prompt], E.SamplingParams(max_new_tokens=40),
                                          stop_tokens=chat.stop_tokens(tok))[0]
   assert out.tokens == said + call + filler + after and all(out.generated_mask)
+
+
+class _TwoScripts:
+  """A fake model whose next token is table[position, token]: rows with different prompts follow different scripts."""
+
+  def __init__(self, scripts, vocab_size, max_len=128):
+    """scripts: (prompt, completion) pairs; the table is only read from each prompt's last token on."""
+    self.cfg = M.ModelConfig(vocab_size=vocab_size, num_layers=1, num_heads=1, num_kv_heads=1, d_model=2, d_ff=2,
+                             max_len=max_len)
+    self.mesh, self.rules = None, ()
+    table = np.zeros((max_len, vocab_size), np.int32)
+    seen = {}
+    for prompt, completion in scripts:
+      script = prompt + completion
+      for pos in range(len(prompt) - 1, len(script) - 1):
+        a, b = script[pos], script[pos + 1]
+        assert seen.setdefault((pos, a), b) == b, "the scripts disagree at one (position, token)"
+        table[pos, a] = b
+    self.table = table
+
+  def apply(self, variables, tokens_BxL, segment_ids_BxL=None, positions_BxL=None, cache=None):
+    del variables, segment_ids_BxL
+    nxt = jnp.asarray(self.table)[positions_BxL, tokens_BxL]
+    logits = jnp.where(jax.nn.one_hot(nxt, self.cfg.vocab_size) > 0, 30.0, 0.0)
+    touch = lambda c: c.at[:, 0, 0, 0].add(tokens_BxL[:, 0].astype(c.dtype))  # pylint: disable=unnecessary-lambda-assignment
+    cache = {**cache, "k": [touch(c) for c in cache["k"]], "v": [touch(c) for c in cache["v"]],
+             "index": cache["index"] + tokens_BxL.shape[1]}
+    return logits, cache
+
+
+def test_cache_grows_when_a_paused_row_runs_out_of_slots(tok):
+  # Row a calls a tool early while row b keeps sampling: a waits (its cache slots pass unused) until the chunk ends.
+  # a's completion is 2 tokens short of the 64 slots given to decoding, so the wait runs it out: the engine must
+  # grow the cache and a's completion must be what it is alone.
+  s = {n: tok.special_id(n) for n in ("tool_call_start", "tool_call_end", "tool_result_start", "tool_result_end",
+                                      "end")}
+  pa = tok.encode("Please compute it", bos=True)
+  pb = tok.encode("Tell me a story", bos=True)
+  said = tok.encode("Let me compute.")
+  call = [s["tool_call_start"]] + tok.encode("calculator: 6*7") + [s["tool_call_end"]]
+  result = [s["tool_result_start"]] + tok.encode("42") + [s["tool_result_end"]]
+  tail = tok.encode(" ".join(["It is forty two, as the calculator says"] * 12))
+  head = len(said) + len(call) + len(result)
+  after = tail[:62 - head - 1] + [s["end"]]
+  story = tok.encode("Once upon a time there was a small model that liked to count sheep, one by one, all night "
+                     "long, until the sun came up again.")[:40] + [s["end"]]
+  a_done = said + call + result + after
+  assert len(a_done) == 62 and 16 < len(said + call) < 32 < len(story)  # a pauses in chunk 2, b runs through it
+  fake = _TwoScripts([(pa, a_done), (pb, story)], tok.vocab_size)
+  sp = E.SamplingParams(temperature=1.0, max_new_tokens=62)
+  eng = E.Engine(fake, {}, tok, tools=[calculator.Calculator()], chunk_steps=16)
+  both = eng.generate([pa, pb], sp, stop_tokens=chat.stop_tokens(tok))
+  assert eng.stats["cache_grows"] >= 1
+  assert both[0].tokens == a_done and both[0].finish_reason == "stop" and both[0].tool_calls[0]["result"] == "42"
+  assert both[1].tokens == story
+  alone = E.Engine(fake, {}, tok, tools=[calculator.Calculator()], chunk_steps=16).generate(
+      [pa], sp, stop_tokens=chat.stop_tokens(tok))[0]
+  assert alone.tokens == a_done and alone.logprobs == both[0].logprobs
 
 
 def test_unknown_tool_gets_an_error_result(tok):
