@@ -32,7 +32,7 @@ How it works:
     <|tool_call_start|>, runs the tool (time/size bounded, see nanolm_jax.tools) and forces
     <|tool_result_start|> result <|tool_result_end|> into that row (generated_mask False), which then resumes.
   * Sharding: pass the mesh the Transformer was built with; params are placed by their logical axes and the cache by
-    model.CACHE_AXES with the model's rules (batch over data/fsdp, kv heads over tensor), as in training.
+    model.cache_axes with the model's rules (batch over data/fsdp, kv heads over tensor), as in training.
 
 Streaming: on_token(row, token, text_delta, generated) is called once per new token, in order per row, after each
 chunk. text_delta is the new decoded text (held back while it ends in an incomplete UTF-8 character; specials appear

@@ -422,11 +422,6 @@ def cache_axes(cache: Cache) -> Cache:
   return {**kv, "valid": ("act_batch", "cache_length"), "index": ()}
 
 
-def cache_batch_axis(leaf: Array) -> int:
-  """Which axis of a cache leaf is the batch (rows): 1 for stacked YxBx... buffers, 0 otherwise; None for index."""
-  return {5: 1, 4: 0, 2: 0}.get(leaf.ndim)
-
-
 def count_params(params: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 

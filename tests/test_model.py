@@ -16,9 +16,9 @@ def _model(preset="tiny", **over):
   return M.Transformer(M.ModelConfig.from_config(c.model))
 
 
-@pytest.mark.parametrize("preset", ["tiny", "llama_tiny"])
-def test_kv_cache_matches_recompute_at_every_step(preset):
-  m = _model(preset)
+@pytest.mark.parametrize("preset,scan", [("tiny", False), ("llama_tiny", False), ("llama_tiny", True)])
+def test_kv_cache_matches_recompute_at_every_step(preset, scan):
+  m = _model(preset, **{"model.scan_layers": scan})
   toks = jax.random.randint(jax.random.PRNGKey(0), (3, 20), 0, 128)
   params = m.init(jax.random.PRNGKey(1), toks)
   full = m.apply(params, toks)
