@@ -210,24 +210,37 @@ def test_streaming_callback_sees_every_token_in_order(gpt2, tok):
     assert seen[r] == o.tokens and text[r] == tok.decode(o.tokens)
 
 
-class _Scripted:
-  """A fake model that puts all its mass on script[position + 1]: drives the engine through a known completion."""
+class _Fake:
+  """A fake model that puts all its mass on next_tokens(tokens, positions): drives the engine through known text."""
 
-  def __init__(self, script, vocab_size, max_len=64):
+  def __init__(self, vocab_size, max_len):
     self.cfg = M.ModelConfig(vocab_size=vocab_size, num_layers=1, num_heads=1, num_kv_heads=1, d_model=2, d_ff=2,
                              max_len=max_len)
     self.mesh, self.rules = None, ()
-    self.script = np.array(list(script) + [0] * (max_len + 1 - len(script)), np.int32)
+
+  def next_tokens(self, tokens_BxL, positions_BxL):
+    raise NotImplementedError
 
   def apply(self, variables, tokens_BxL, segment_ids_BxL=None, positions_BxL=None, cache=None):
     del variables, segment_ids_BxL
-    nxt = jnp.asarray(self.script)[positions_BxL + 1]
+    nxt = self.next_tokens(tokens_BxL, positions_BxL)
     logits = jnp.where(jax.nn.one_hot(nxt, self.cfg.vocab_size) > 0, 30.0, 0.0)
     # Touch the cache with the input so the fake has the real data flow (and the cache is really written).
     touch = lambda c: c.at[:, 0, 0, 0].add(tokens_BxL[:, 0].astype(c.dtype))  # pylint: disable=unnecessary-lambda-assignment
     cache = {**cache, "k": [touch(c) for c in cache["k"]], "v": [touch(c) for c in cache["v"]],
              "index": cache["index"] + tokens_BxL.shape[1]}
     return logits, cache
+
+
+class _Scripted(_Fake):
+  """Next token = script[position + 1], whatever the input: forced tokens are the only way off the script."""
+
+  def __init__(self, script, vocab_size, max_len=64):
+    super().__init__(vocab_size, max_len)
+    self.script = np.array(list(script) + [0] * (max_len + 1 - len(script)), np.int32)
+
+  def next_tokens(self, tokens_BxL, positions_BxL):
+    return jnp.asarray(self.script)[positions_BxL + 1]
 
 
 def test_tool_call_is_intercepted_and_result_forced(tok):
@@ -263,14 +276,12 @@ def test_tool_call_is_intercepted_and_result_forced(tok):
   assert out.tokens == said + call + filler + after and all(out.generated_mask)
 
 
-class _TwoScripts:
-  """A fake model whose next token is table[position, token]: rows with different prompts follow different scripts."""
+class _TwoScripts(_Fake):
+  """Next token = table[position, token]: rows with different prompts follow different scripts."""
 
   def __init__(self, scripts, vocab_size, max_len=128):
     """scripts: (prompt, completion) pairs; the table is only read from each prompt's last token on."""
-    self.cfg = M.ModelConfig(vocab_size=vocab_size, num_layers=1, num_heads=1, num_kv_heads=1, d_model=2, d_ff=2,
-                             max_len=max_len)
-    self.mesh, self.rules = None, ()
+    super().__init__(vocab_size, max_len)
     table = np.zeros((max_len, vocab_size), np.int32)
     seen = {}
     for prompt, completion in scripts:
@@ -281,14 +292,8 @@ class _TwoScripts:
         table[pos, a] = b
     self.table = table
 
-  def apply(self, variables, tokens_BxL, segment_ids_BxL=None, positions_BxL=None, cache=None):
-    del variables, segment_ids_BxL
-    nxt = jnp.asarray(self.table)[positions_BxL, tokens_BxL]
-    logits = jnp.where(jax.nn.one_hot(nxt, self.cfg.vocab_size) > 0, 30.0, 0.0)
-    touch = lambda c: c.at[:, 0, 0, 0].add(tokens_BxL[:, 0].astype(c.dtype))  # pylint: disable=unnecessary-lambda-assignment
-    cache = {**cache, "k": [touch(c) for c in cache["k"]], "v": [touch(c) for c in cache["v"]],
-             "index": cache["index"] + tokens_BxL.shape[1]}
-    return logits, cache
+  def next_tokens(self, tokens_BxL, positions_BxL):
+    return jnp.asarray(self.table)[positions_BxL, tokens_BxL]
 
 
 def test_cache_grows_when_a_paused_row_runs_out_of_slots(tok):
