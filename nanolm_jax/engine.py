@@ -125,17 +125,17 @@ def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Arra
   return jnp.where(logits < cutoff_Bx1, -jnp.inf, logits)
 
 
-def _inverse_cdf_sample(logits_BxV: jax.Array, u_B: jax.Array) -> jax.Array:
-  """One token per row from softmax(logits) by inverting its CDF at u in [0, 1).
+def _inverse_cdf_sample(logp_BxV: jax.Array, u_B: jax.Array) -> jax.Array:
+  """One token per row from normalized log-probs by inverting the CDF at u in [0, 1).
 
   One uniform per row instead of jax.random.categorical's Gumbel noise over the whole vocabulary: 1.6 ms instead of
   9.3 ms for 128 x 4096 on 2 CPU cores, a quarter of a small model's decode step. Tokens of zero probability (-inf
   logits) are never drawn: the first token whose cumulative mass exceeds u * total has positive mass.
   """
-  probs_BxV = jax.nn.softmax(logits_BxV, axis=-1)
+  probs_BxV = jnp.exp(logp_BxV)
   cdf_BxV = jnp.cumsum(probs_BxV, axis=-1)
   tok_B = jnp.sum(cdf_BxV <= (u_B * cdf_BxV[:, -1])[:, None], axis=-1)
-  v = logits_BxV.shape[-1]
+  v = logp_BxV.shape[-1]
   last_B = v - 1 - jnp.argmax((probs_BxV > 0)[:, ::-1], axis=-1)  # u * total rounding up to total
   return jnp.minimum(tok_B, last_B).astype(jnp.int32)
 
@@ -148,11 +148,11 @@ def _sample_rows(logits_BxV: jax.Array, keys_B: jax.Array, temperature, top_k, t
   filtered_BxV = jax.lax.cond(
       needs_filter, lambda: filter_logits(logits_BxV, temperature, top_k, top_p),
       lambda: logits_BxV.astype(jnp.float32) / jnp.maximum(_per_row(temperature, b), 1e-6))
-  sampled_B = _inverse_cdf_sample(filtered_BxV, jax.vmap(jax.random.uniform)(keys_B))
+  slogp_BxV = jax.nn.log_softmax(filtered_BxV, axis=-1)
+  sampled_B = _inverse_cdf_sample(slogp_BxV, jax.vmap(jax.random.uniform)(keys_B))
   greedy_B = _per_row(temperature, b)[:, 0] <= 0
   tok_B = jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1), sampled_B).astype(jnp.int32)
   logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
-  slogp_BxV = jax.nn.log_softmax(filtered_BxV, axis=-1)
   model_logp_B = jnp.take_along_axis(logp_BxV, tok_B[:, None], axis=-1)[:, 0]
   sampling_logp_B = jnp.where(greedy_B, 0.0, jnp.take_along_axis(slogp_BxV, tok_B[:, None], axis=-1)[:, 0])
   return tok_B, model_logp_B, sampling_logp_B
