@@ -1,4 +1,5 @@
 """nanolm_jax: a JAX codebase that builds a chat assistant from a web crawl to RL."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -8,8 +9,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["nanolm_jax", "nanolm_jax.*", "configs", "configs.*",
-                                    "experiments", "experiments.*"]),
+    packages=find_packages(
+        include=["nanolm_jax", "nanolm_jax.*", "configs", "configs.*", "experiments", "experiments.*"]
+    ),
     package_data={"nanolm_jax.crawl": ["lists/*.txt"], "nanolm_jax.serve": ["static/*.html"]},
     include_package_data=True,
     install_requires=[
@@ -58,6 +60,8 @@ setup(
         ],
         # gcp: Dataflow runner and GCS IO for the crawl; gcsfs: fsspec's gs:// for the readers and shard writers.
         "beam": ["apache-beam[gcp]>=2.60", "gcsfs"],
+        # Style and layering checks run by .ci/run (pinned: a formatter upgrade must not fail CI by itself).
+        "lint": ["pyink==26.5.1", "ruff==0.17.6", "import-linter==2.17"],
         "bench": ["datasketch"],  # experiments/bench_crawl.py compares MinHash speed with it
         "torch": ["torch", "transformers"],
         "hf": ["torch", "transformers", "tokenizers"],  # Hugging Face interop (experiments/convert.py) and its tests

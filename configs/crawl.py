@@ -5,6 +5,7 @@ Presets:
   demo         the generated demo crawl, 2 workers, 2 shards: a minute on a laptop.
   commoncrawl  scale settings: a Common Crawl dump on gs://, Beam on Dataflow, 1024 shards (set project/bucket).
 """
+
 import ml_collections
 
 from nanolm_jax.crawl import dedup
@@ -19,26 +20,32 @@ def build_config(preset: str, stages_cfg: ml_collections.ConfigDict) -> ml_colle
     raise ValueError(f"Unknown crawl preset {preset!r}; choose from {PRESETS}.")
   c = ml_collections.ConfigDict()
   c.preset = preset
-  c.input = ml_collections.ConfigDict({
-      "glob": "",  # WARC(.gz) files, local or gs://; empty: generate the demo crawl and use it
-      "demo": {"seed": 0, "num_files": 4, "pages_per_file": 80},
-  })
+  c.input = ml_collections.ConfigDict(
+      {
+          "glob": "",  # WARC(.gz) files, local or gs://; empty: generate the demo crawl and use it
+          "demo": {"seed": 0, "num_files": 4, "pages_per_file": 80},
+      }
+  )
   c.read = warc.default_config()  # max_bytes, max_control_byte_ratio
   c.stages = stages_cfg  # url_filter, extract, langid, gopher_*, c4, fineweb_quality, pii: each with `enabled`
   c.dedup = dedup.default_config()  # exact.enabled; minhash.{enabled, n_grams, num_buckets, hashes_per_bucket, seed}
-  c.output = ml_collections.ConfigDict({
-      "dir": "./runs/crawl",
-      "num_shards": 8,
-      "tfds": False,  # also build the TFDS dataset crawl_corpus (array_record) from the shards
-      "tfds_data_dir": "",  # '' = <output.dir>/tfds
-  })
-  c.runner = ml_collections.ConfigDict({
-      "name": "local",  # local | beam
-      "num_workers": 0,  # local: processes, 0 = one per CPU; beam: direct_num_workers for the local runner
-      "progress": True,
-      # Extra Beam pipeline options, one shell-quoted string; empty = run on this machine (FnApiRunner).
-      "beam_options": "",
-  })
+  c.output = ml_collections.ConfigDict(
+      {
+          "dir": "./runs/crawl",
+          "num_shards": 8,
+          "tfds": False,  # also build the TFDS dataset crawl_corpus (array_record) from the shards
+          "tfds_data_dir": "",  # '' = <output.dir>/tfds
+      }
+  )
+  c.runner = ml_collections.ConfigDict(
+      {
+          "name": "local",  # local | beam
+          "num_workers": 0,  # local: processes, 0 = one per CPU; beam: direct_num_workers for the local runner
+          "progress": True,
+          # Extra Beam pipeline options, one shell-quoted string; empty = run on this machine (FnApiRunner).
+          "beam_options": "",
+      }
+  )
   if preset == "demo":
     c.runner.num_workers = 2
     c.output.num_shards = 2
@@ -47,12 +54,15 @@ def build_config(preset: str, stages_cfg: ml_collections.ConfigDict) -> ml_colle
     c.output.dir = "gs://YOUR_BUCKET/crawl/CC-MAIN-2024-10"
     c.output.num_shards = 1024
     c.runner.name = "beam"
-    c.runner.beam_options = ("--runner=DataflowRunner --project=YOUR_PROJECT --region=us-central1 "
-                             "--temp_location=gs://YOUR_BUCKET/tmp --setup_file=./setup.py "
-                             "--max_num_workers=256 --experiments=use_runner_v2")
+    c.runner.beam_options = (
+        "--runner=DataflowRunner --project=YOUR_PROJECT --region=us-central1 "
+        "--temp_location=gs://YOUR_BUCKET/tmp --setup_file=./setup.py "
+        "--max_num_workers=256 --experiments=use_runner_v2"
+    )
   return c
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   from nanolm_jax.crawl import stages  # pylint: disable=g-import-not-at-top  # keeps build_config import-light
+
   return build_config(preset or "default", stages.default_stages_config())

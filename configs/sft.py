@@ -6,6 +6,7 @@ first if absent). Presets:
           control trained on the same data with the probe's questions answered from the ground truth for everyone
           (both evaluated and printed side by side). ~9 min on 2 cores (2 x 400 steps + probe + 2 evaluations).
 """
+
 import ml_collections
 
 from configs import pretrain
@@ -21,8 +22,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.stage = "sft"
   c.preset = preset
   c.init_from = ""
-  c.train.update(steps=400, batch_size=16, seq_len=256, eval_every=150, eval_batches=4, checkpoint_every=150,
-                 log_every=10)
+  c.train.update(
+      steps=400, batch_size=16, seq_len=256, eval_every=150, eval_batches=4, checkpoint_every=150, log_every=10
+  )
   c.optim.update(lr=1e-3, warmup_steps=30, min_lr_ratio=0.0, weight_decay=0.0)
   c.sft = sft_data.default_sft_data_config()
   # The oracle-labelled `facts` generator is replaced by the probe's measured labels (prepare adds probe.jsonl).
@@ -30,8 +32,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.sft.counts.update(reasoning=4000, search=5000)  # fresh problems / names: copying, not memorising
   c.sft.answer_first_count = 2000
   c.sft.answer_first_weight = 0.5
-  c.probe = ml_collections.ConfigDict(dict(enabled=True, samples=4, temperature=0.7, knows="majority",
-                                           weight=1.0))
+  c.probe = ml_collections.ConfigDict(dict(enabled=True, samples=4, temperature=0.7, knows="majority", weight=1.0))
   # The control: the same SFT with the probe's questions answered from the ground truth for everyone ('oracle'),
   # or without fact QA ('none'). steps 0 = as many steps as the main run.
   c.ablation = ml_collections.ConfigDict(dict(enabled=True, steps=0, facts="oracle"))

@@ -5,6 +5,7 @@ Presets:
   large            32768 tokens, for a real corpus (set `data.sources`); the stdlib corpus is too small for it.
   xl               65536 tokens.
 """
+
 import ml_collections
 
 from nanolm_jax import tokenizer as tokenizer_lib

@@ -8,6 +8,7 @@ MinHash is compared with datasketch (pip install -e '.[bench]') at the same para
 raw text and from the simplified text (see bench_minhash for exactly what is timed); ratios ours / datasketch are
 printed against both its update_batch and its per-shingle update loop.
 """
+
 import logging as py_logging
 import os
 import tempfile
@@ -75,11 +76,15 @@ def bench_minhash(texts: list[str]) -> None:
   texts, simplified = [texts[i] for i in keep], [simplified[i] for i in keep]
   words = np.mean([len(s.split()) for s in simplified])
   chars = np.mean([len(t) for t in texts])
-  print(f"\nMinHash signatures: {num_perm} permutations ({cfg.num_buckets} bands x {cfg.hashes_per_bucket} rows), "
-        f"word {n}-grams; {len(texts)} extracted demo texts, {chars:.0f} chars / {words:.0f} words / "
-        f"{words - n + 1:.0f} shingles avg")
-  print(f"  one thread in one process ({os.cpu_count()} cores visible, shared); ours: "
-        f"{'numba kernel' if dedup._USE_NUMBA else 'numpy (numba not installed)'}, 64-bit (a*x+b) mod 2^61-1")
+  print(
+      f"\nMinHash signatures: {num_perm} permutations ({cfg.num_buckets} bands x {cfg.hashes_per_bucket} rows), "
+      f"word {n}-grams; {len(texts)} extracted demo texts, {chars:.0f} chars / {words:.0f} words / "
+      f"{words - n + 1:.0f} shingles avg"
+  )
+  print(
+      f"  one thread in one process ({os.cpu_count()} cores visible, shared); ours: "
+      f"{'numba kernel' if dedup._USE_NUMBA else 'numpy (numba not installed)'}, 64-bit (a*x+b) mod 2^61-1"
+  )
   hasher.signature(texts[0])  # compile or load the numba kernels outside the timing
 
   def numpy_fallback(s):
@@ -92,8 +97,9 @@ def bench_minhash(texts: list[str]) -> None:
   try:
     import datasketch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    rates = _interleaved({"ours": hasher.signature_of_simplified, "numpy": numpy_fallback},
-                         {"ours": simplified, "numpy": simplified})
+    rates = _interleaved(
+        {"ours": hasher.signature_of_simplified, "numpy": numpy_fallback}, {"ours": simplified, "numpy": simplified}
+    )
     print(f"  from simplified text: ours {rates['ours']:.1f} sig/s, numpy fallback {rates['numpy']:.1f} sig/s")
     print("  datasketch not installed (pip install -e '.[bench]'): no comparison")
     return
@@ -105,7 +111,7 @@ def bench_minhash(texts: list[str]) -> None:
 
   def ds_shingles(s):
     w = s.split()
-    return [" ".join(w[i:i + n]).encode("utf-8") for i in range(len(w) - n + 1)]
+    return [" ".join(w[i : i + n]).encode("utf-8") for i in range(len(w) - n + 1)]
 
   def ds_batch(s):  # its fastest path: permutations reused, all shingles at once
     m = ds_new()
@@ -192,8 +198,10 @@ def main(argv):
     start = time.perf_counter()
     rep = local_runner.run(cfg, paths, os.path.join(tmp, f"out{workers}"), progress=False)
     seconds = time.perf_counter() - start
-    print(f"  {workers} worker(s): {rep['input_records']} records in {seconds:.2f}s = "
-          f"{rep['input_records'] / seconds:.1f} records/s ({rep['kept']} kept)")
+    print(
+        f"  {workers} worker(s): {rep['input_records']} records in {seconds:.2f}s = "
+        f"{rep['input_records'] / seconds:.1f} records/s ({rep['kept']} kept)"
+    )
 
   bench_minhash(texts)
 

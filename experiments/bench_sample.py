@@ -11,6 +11,7 @@ Random weights (throughput does not depend on them). For each preset and batch s
     `generate` of the same lengths; its tokens are checked against ours and the ratio of tokens/s is printed.
 gpt2_124m decodes fewer tokens (--new_tokens_124m) to keep the default run short on a CPU.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,8 +41,11 @@ def random_params(model, std=0.02, seed=0):
   shapes = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"])
   rng = np.random.default_rng(seed)
   return jax.tree_util.tree_map_with_path(
-      lambda p, a: jnp.ones(a.shape, a.dtype) if "scale" in jax.tree_util.keystr(p)
-      else jnp.asarray((rng.standard_normal(a.shape, np.float32) * std).astype(a.dtype)), shapes)
+      lambda p, a: jnp.ones(a.shape, a.dtype)
+      if "scale" in jax.tree_util.keystr(p)
+      else jnp.asarray((rng.standard_normal(a.shape, np.float32) * std).astype(a.dtype)),
+      shapes,
+  )
 
 
 def _timed(f, repeats=1):
@@ -56,7 +60,7 @@ def _timed(f, repeats=1):
 
 def decode_tokens_per_s(eng, vocab, batch, prompt_len, new_tokens, seed=0):
   prompts = np.random.default_rng(seed).integers(300, vocab, (batch, prompt_len)).tolist()
-  run = lambda n: eng.generate(prompts, E.SamplingParams(temperature=0.0, max_new_tokens=n))  # noqa: E731
+  run = lambda n: eng.generate(prompts, E.SamplingParams(temperature=0.0, max_new_tokens=n))
   t_full = _timed(lambda: run(new_tokens))
   t_one = _timed(lambda: run(1))  # prefill + one step
   return batch * (new_tokens - 1) / max(t_full - t_one, 1e-9), run(new_tokens)
@@ -69,8 +73,8 @@ def nocache_ratio(model, params, length):
   t_recompute = _timed(lambda: fwd(params, x).block_until_ready(), repeats=2)
   eng = E.Engine(model, params)
   new = 33
-  prompt = x[0, :length - new].tolist()
-  run = lambda n: eng.generate([prompt], E.SamplingParams(temperature=0.0, max_new_tokens=n))  # noqa: E731
+  prompt = x[0, : length - new].tolist()
+  run = lambda n: eng.generate([prompt], E.SamplingParams(temperature=0.0, max_new_tokens=n))
   t_step = (_timed(lambda: run(new)) - _timed(lambda: run(1))) / (new - 1)
   return t_recompute, t_step
 
@@ -79,15 +83,30 @@ def hf_model_with_weights(cfg, params):
   """A transformers GPT2LMHeadModel holding our gpt2-style weights (Conv1D layout: in x out)."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
+
   d, f = cfg.d_model, cfg.d_ff
-  hcfg = transformers.GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.max_len, n_embd=d, n_layer=cfg.num_layers,
-                                 n_head=cfg.num_heads, n_inner=f, activation_function="gelu_new",
-                                 layer_norm_epsilon=cfg.norm_eps, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+  hcfg = transformers.GPT2Config(
+      vocab_size=cfg.vocab_size,
+      n_positions=cfg.max_len,
+      n_embd=d,
+      n_layer=cfg.num_layers,
+      n_head=cfg.num_heads,
+      n_inner=f,
+      activation_function="gelu_new",
+      layer_norm_epsilon=cfg.norm_eps,
+      resid_pdrop=0,
+      embd_pdrop=0,
+      attn_pdrop=0,
+  )
   hf = transformers.GPT2LMHeadModel(hcfg).eval()
-  t = lambda a: torch.from_numpy(np.asarray(a, np.float32).copy())  # noqa: E731
-  sd = {"transformer.wte.weight": t(params["embed"]), "transformer.wpe.weight": t(params["pos_embed"]),
-        "transformer.ln_f.weight": t(params["ln_f"]["scale"]), "transformer.ln_f.bias": t(params["ln_f"]["bias"]),
-        "lm_head.weight": t(params["embed"])}
+  t = lambda a: torch.from_numpy(np.asarray(a, np.float32).copy())
+  sd = {
+      "transformer.wte.weight": t(params["embed"]),
+      "transformer.wpe.weight": t(params["pos_embed"]),
+      "transformer.ln_f.weight": t(params["ln_f"]["scale"]),
+      "transformer.ln_f.bias": t(params["ln_f"]["bias"]),
+      "lm_head.weight": t(params["embed"]),
+  }
   for i in range(cfg.num_layers):
     lp, pre = params[f"layer_{i}"], f"transformer.h.{i}."
     a, m = lp["attn"], lp["mlp"]
@@ -105,15 +124,24 @@ def hf_model_with_weights(cfg, params):
 
 def hf_tokens_per_s(hf, prompts, new_tokens):
   import torch  # pylint: disable=g-import-not-at-top
+
   x = torch.tensor(prompts)
 
   def run(n):
     with torch.no_grad():
-      return hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                         pad_token_id=0, use_cache=True)
+      return hf.generate(
+          x,
+          attention_mask=torch.ones_like(x),
+          max_new_tokens=n,
+          min_new_tokens=n,
+          do_sample=False,
+          pad_token_id=0,
+          use_cache=True,
+      )
+
   t_full = _timed(lambda: run(new_tokens))
   t_one = _timed(lambda: run(1))
-  return len(prompts) * (new_tokens - 1) / max(t_full - t_one, 1e-9), run(new_tokens)[:, x.shape[1]:].tolist()
+  return len(prompts) * (new_tokens - 1) / max(t_full - t_one, 1e-9), run(new_tokens)[:, x.shape[1] :].tolist()
 
 
 def main(argv):
@@ -127,8 +155,10 @@ def main(argv):
     params = random_params(model)
     new = _NEW.value if preset == "tiny" else _NEW_124M.value
     eng = E.Engine(model, params)
-    print(f"\n== {preset}: {model.cfg.num_layers} layers, d_model {model.cfg.d_model}, vocab {model.cfg.vocab_size}; "
-          f"prompt {_PROMPT.value}, {new} new tokens, greedy ==")
+    print(
+        f"\n== {preset}: {model.cfg.num_layers} layers, d_model {model.cfg.d_model}, vocab {model.cfg.vocab_size}; "
+        f"prompt {_PROMPT.value}, {new} new tokens, greedy =="
+    )
     ours_b1 = None
     for b in map(int, _BATCHES.value):
       tps, outs = decode_tokens_per_s(eng, model.cfg.vocab_size, b, _PROMPT.value, new)
@@ -136,8 +166,10 @@ def main(argv):
         ours_b1 = (tps, outs)
       print(f"  batch {b:3d}: {tps:10.1f} decode tokens/s")
     t_re, t_step = nocache_ratio(model, params, _CTX.value)
-    print(f"  no-cache at {_CTX.value} tokens: recompute {t_re * 1e3:.1f} ms/token vs cached step "
-          f"{t_step * 1e3:.2f} ms/token -> {t_re / t_step:.1f}x")
+    print(
+        f"  no-cache at {_CTX.value} tokens: recompute {t_re * 1e3:.1f} ms/token vs cached step "
+        f"{t_step * 1e3:.2f} ms/token -> {t_re / t_step:.1f}x"
+    )
     if preset.startswith("gpt2") and _HF.value and ours_b1 is not None:
       try:
         import torch  # pylint: disable=g-import-not-at-top,unused-import
@@ -149,9 +181,11 @@ def main(argv):
       prompts = np.random.default_rng(0).integers(300, model.cfg.vocab_size, (1, _PROMPT.value)).tolist()
       hf_tps, hf_toks = hf_tokens_per_s(hf, prompts, new)
       same = hf_toks[0] == ours_b1[1][0].tokens
-      print(f"  transformers {transformers.__version__} generate (torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads), batch 1: {hf_tps:.1f} tokens/s -> ours/theirs "
-            f"{ours_b1[0] / hf_tps:.2f}x; identical greedy tokens: {same}")
+      print(
+          f"  transformers {transformers.__version__} generate (torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads), batch 1: {hf_tps:.1f} tokens/s -> ours/theirs "
+          f"{ours_b1[0] / hf_tps:.2f}x; identical greedy tokens: {same}"
+      )
 
 
 if __name__ == "__main__":

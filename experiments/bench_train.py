@@ -11,6 +11,7 @@ nn.Module with the same shapes, tied embeddings, causal SDPA, AdamW + grad clipp
 master weights. Machines are shared: ours and torch are timed interleaved (one step each, alternating) and medians
 are quoted, so load spikes hit both sides.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -51,7 +52,7 @@ def matmul_peak(n: int, dtype: str, reps: int = 10) -> float:
     f(a, b).block_until_ready()
     times.append(time.perf_counter() - t)
   # The fastest rep is the machine's practical peak; the median would fold in other engineers' load.
-  return 2.0 * n ** 3 / min(times)
+  return 2.0 * n**3 / min(times)
 
 
 def _shapes(preset: str) -> tuple[int, int, int]:
@@ -74,9 +75,13 @@ def make_jax_step(preset: str, dtype: str, batch: int, seq: int) -> tuple[Callab
   setup = trainer.make_sharded_step(cfg, model, mesh, step_lib.make_lm_loss(trainer._apply_fn(model)))  # pylint: disable=protected-access
   rng = np.random.default_rng(0)
   tokens = rng.integers(0, model.cfg.vocab_size, (batch, seq + 1), dtype=np.int32)
-  host = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((batch, seq), np.int32),
-          "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
-          "weights": np.ones((batch, seq), np.float32)}
+  host = {
+      "inputs": tokens[:, :-1],
+      "targets": tokens[:, 1:],
+      "segment_ids": np.ones((batch, seq), np.int32),
+      "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
+      "weights": np.ones((batch, seq), np.float32),
+  }
   data = shd.global_batch(host, setup.batch_sharding)
   box: dict[str, Any] = {"state": setup.init(jax.random.PRNGKey(0))}
 
@@ -160,14 +165,17 @@ def main(argv):
   del argv
   try:
     import torch  # pylint: disable=g-import-not-at-top
+
     have_torch = _TORCH.value
     torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
   except ImportError:
     have_torch, torch_info = False, "torch not installed"
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {torch_info}")
   peaks = {dt: matmul_peak(_MATMUL.value, dt) for dt in ("float32", "bfloat16")}
-  print(f"matmul peak ({_MATMUL.value}^3, jitted): fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, "
-        f"bf16-in/fp32-acc {peaks['bfloat16'] / 1e9:.1f} GFLOP/s (ratio uses the one matching the dtype)")
+  print(
+      f"matmul peak ({_MATMUL.value}^3, jitted): fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, "
+      f"bf16-in/fp32-acc {peaks['bfloat16'] / 1e9:.1f} GFLOP/s (ratio uses the one matching the dtype)"
+  )
   for preset in _PRESETS.value:
     batch, seq, steps = _shapes(preset)
     for dtype in _DTYPE.value:
@@ -183,8 +191,10 @@ def main(argv):
       fpt = model_lib.flops_per_token(mc, seq)
       tps = tokens / med["jax"]
       peak = peaks[dtype]
-      line = (f"{preset:>10s} {dtype:>8s} B{batch}xL{seq}: {tps:8.0f} tok/s  {fpt * tps / 1e9:6.1f} GFLOP/s  "
-              f"{fpt * tps / peak:.3f} of matmul  ({med['jax'] * 1e3:.0f} ms/step, compile {compile_s:.0f}s")
+      line = (
+          f"{preset:>10s} {dtype:>8s} B{batch}xL{seq}: {tps:8.0f} tok/s  {fpt * tps / 1e9:6.1f} GFLOP/s  "
+          f"{fpt * tps / peak:.3f} of matmul  ({med['jax'] * 1e3:.0f} ms/step, compile {compile_s:.0f}s"
+      )
       if "torch" in runs:
         line += f"; torch {tokens / med['torch']:.0f} tok/s, ours/torch {med['torch'] / med['jax']:.2f}x"
       print(line + ")", flush=True)

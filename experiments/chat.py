@@ -7,6 +7,7 @@ Commands: /reset (forget the conversation, keep the system prompt), /quit (or en
 them (calculator, search); search indexes --search_source (a data source spec, e.g. files:/crawl/*.jsonl.gz).
 When the conversation outgrows the context, the oldest turns are dropped.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,8 +27,12 @@ _TOP_P = flags.DEFINE_float("top_p", 0.95, "1 = off.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 256, "Most tokens per assistant turn.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (each turn uses seed + turn number).")
 _TOOLS = flags.DEFINE_list("tools", ["calculator"], "Tools the model may call: calculator, search ('' = none).")
-_SEARCH_SOURCE = flags.DEFINE_string("search_source", "", "Documents for the search tool: a data source spec; '' = the "
-                                     "run's own search_index/ (SFT runs) or else 'stdlib'.")
+_SEARCH_SOURCE = flags.DEFINE_string(
+    "search_source",
+    "",
+    "Documents for the search tool: a data source spec; '' = the "
+    "run's own search_index/ (SFT runs) or else 'stdlib'.",
+)
 _COLOR = flags.DEFINE_enum("color", "auto", ["auto", "always", "never"], "Dim tool calls with ANSI codes.")
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -36,6 +41,7 @@ DIM, RESET = "\x1b[2m", "\x1b[0m"
 def build_tools(names: list[str], search_source: str, workdir: str = "") -> list[Any]:
   import os  # pylint: disable=g-import-not-at-top
   from nanolm_jax.tools import calculator, search  # pylint: disable=g-import-not-at-top
+
   tools = []
   for name in (n.strip() for n in names):
     if not name:
@@ -46,6 +52,7 @@ def build_tools(names: list[str], search_source: str, workdir: str = "") -> list
       index = os.path.join(workdir, "search_index") if workdir else ""
       if not search_source and index and os.path.isdir(index):  # what the SFT run trained and evaluated with
         import json  # pylint: disable=g-import-not-at-top
+
         cfg_path = os.path.join(workdir, "config.json")
         scfg = json.load(open(cfg_path)).get("sft", {}).get("search", {}) if os.path.exists(cfg_path) else {}
         tools.append(search.Search.from_files(index, k=int(scfg.get("top_k", 3)), fuzzy=bool(scfg.get("fuzzy", True))))
@@ -63,14 +70,24 @@ def system_prompt(system: str, tools: list[Any]) -> str:
   if not searching:
     return system
   from nanolm_jax.posttrain import chat_eval  # pylint: disable=g-import-not-at-top
+
   return "\n".join(filter(None, [system, chat_eval.tools_prompt(searching)]))
 
 
 class ChatSession:
   """A conversation kept as token segments (exactly what the model saw), rendered with nanolm_jax.chat."""
 
-  def __init__(self, engine: engine_lib.Engine, tokenizer: Any, sampling: engine_lib.SamplingParams, *,
-               system: str = "", seed: int = 0, out: TextIO = sys.stdout, color: bool = False):
+  def __init__(
+      self,
+      engine: engine_lib.Engine,
+      tokenizer: Any,
+      sampling: engine_lib.SamplingParams,
+      *,
+      system: str = "",
+      seed: int = 0,
+      out: TextIO = sys.stdout,
+      color: bool = False,
+  ):
     self.engine, self.tok, self.sampling = engine, tokenizer, sampling
     self.system, self.seed, self.out, self.color = system, seed, out, color
     self.turns: list[list[int]] = []  # each: user segment + the assistant's tokens
@@ -90,7 +107,7 @@ class ChatSession:
     msgs = [{"role": "system", "content": self.system}, {"role": "user", "content": "x"}]
     full = chat.render_for_completion(msgs, self.tok)
     user = chat.render_for_completion(msgs[1:], self.tok)
-    return full[:len(full) - len(user) + 1]  # bos + the system segment
+    return full[: len(full) - len(user) + 1]  # bos + the system segment
 
   def _user_segment(self, text: str) -> list[int]:
     return chat.render_for_completion([{"role": "user", "content": text}], self.tok)[1:]  # without bos
@@ -129,9 +146,14 @@ class ChatSession:
       self.turns.pop(0)  # forget the oldest exchange
     prompt = prefix + [t for turn in self.turns for t in turn] + user
     self._in_call = False
-    out = self.engine.generate([prompt], self.sampling, seed=self.seed + self.turn_count,
-                               stop_tokens=chat.stop_tokens(self.tok), on_token=self._on_token,
-                               truncate_prompt=True)[0]
+    out = self.engine.generate(
+        [prompt],
+        self.sampling,
+        seed=self.seed + self.turn_count,
+        stop_tokens=chat.stop_tokens(self.tok),
+        on_token=self._on_token,
+        truncate_prompt=True,
+    )[0]
     self.out.write("\n")
     self.out.flush()
     reply = list(out.tokens)
@@ -170,20 +192,23 @@ def main(argv):
   del argv
   from nanolm_jax import metrics  # pylint: disable=g-import-not-at-top
   from nanolm_jax import runs  # pylint: disable=g-import-not-at-top
+
   metrics.quiet_library_logs()
   try:
     if not _WORKDIR.value:
       raise ValueError("--workdir is required")
-    sampling = engine_lib.SamplingParams(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
-                                         max_new_tokens=_MAX_NEW.value).validate()
+    sampling = engine_lib.SamplingParams(
+        temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value, max_new_tokens=_MAX_NEW.value
+    ).validate()
     tools = build_tools(_TOOLS.value, _SEARCH_SOURCE.value, _WORKDIR.value)
     run = runs.load_run(_WORKDIR.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   color = _COLOR.value == "always" or (_COLOR.value == "auto" and sys.stdout.isatty())
   eng = engine_lib.Engine(run.model, run.params, run.tokenizer, tools=tools, chunk_steps=4)
-  session = ChatSession(eng, run.tokenizer, sampling, system=system_prompt(_SYSTEM.value, tools), seed=_SEED.value,
-                        color=color)
+  session = ChatSession(
+      eng, run.tokenizer, sampling, system=system_prompt(_SYSTEM.value, tools), seed=_SEED.value, color=color
+  )
   try:
     repl(session, sys.stdin, interactive=sys.stdin.isatty())
   except KeyboardInterrupt:

@@ -10,6 +10,7 @@ r"""Convert between Hugging Face model folders and nanolm_jax run folders (safet
 Imported models keep their own tokenizer, which has none of our chat tokens: use them as base models (prompting,
 continued pretraining); `special_id('<|user|>')` raises KeyError on them.
 """
+
 import sys
 
 from absl import app
@@ -22,8 +23,12 @@ _FROM_HF = flags.DEFINE_string("from_hf", "", "Hugging Face model folder to impo
 _EXPORT_HF = flags.DEFINE_string("export_hf", "", "Folder to write the run in --workdir to, in Hugging Face format.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "The run folder (created by --from_hf, read by --export_hf).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
-_PRESET = flags.DEFINE_string("preset", "tiny", "configs/pretrain.py preset whose non-model settings an imported "
-                              "run gets (training, optimizer, data); model fields come from the HF config.")
+_PRESET = flags.DEFINE_string(
+    "preset",
+    "tiny",
+    "configs/pretrain.py preset whose non-model settings an imported "
+    "run gets (training, optimizer, data); model fields come from the HF config.",
+)
 
 
 def main(argv):
@@ -35,12 +40,20 @@ def main(argv):
   if bool(_FROM_HF.value) == bool(_EXPORT_HF.value):
     sys.exit("error: pass exactly one of --from_hf=DIR (import) or --export_hf=DIR (export)")
   from nanolm_jax.interop import hf  # pylint: disable=g-import-not-at-top
+
   try:
     if _FROM_HF.value:
       cfg = hf.import_hf(_FROM_HF.value, _WORKDIR.value, preset=_PRESET.value)
       m = cfg["model"]
-      logging.info("imported %s (%s, %d layers, d_model %d, vocab %d) into %s", _FROM_HF.value, m["style"],
-                   m["num_layers"], m["d_model"], m["vocab_size"], _WORKDIR.value)
+      logging.info(
+          "imported %s (%s, %d layers, d_model %d, vocab %d) into %s",
+          _FROM_HF.value,
+          m["style"],
+          m["num_layers"],
+          m["d_model"],
+          m["vocab_size"],
+          _WORKDIR.value,
+      )
       print(_WORKDIR.value)
     else:
       out = hf.export_hf(_WORKDIR.value, _EXPORT_HF.value, step=_STEP.value)

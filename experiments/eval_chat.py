@@ -3,6 +3,7 @@ answer-last vs answer-first, search-tool success. Prints a table and writes eval
 
   python -m experiments.eval_chat --workdir=runs/sft_tiny
 """
+
 import json
 import os
 import sys
@@ -40,7 +41,8 @@ def main(argv):
   with open(os.path.join(run.workdir, "eval.json"), "w") as f:
     json.dump(result, f, indent=2)
   metrics.MetricsWriter(run.workdir).write(
-      run.step or 0, {k: v for k, v in result.items() if k in chat_eval.METRIC_KEYS})
+      run.step or 0, {k: v for k, v in result.items() if k in chat_eval.METRIC_KEYS}
+  )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ r"""GRPO entrypoint: RL on a verifiable task, from an SFT run, on the shared tra
 Rerunning with the same --workdir resumes from its latest checkpoint (same reference: the init_from in its config).
 Prints held-out accuracy before and after (same sampler settings and seed) and the rollout / update tokens per second.
 """
+
 import json
 import os
 import sys
@@ -24,7 +25,8 @@ from nanolm_jax import trainer
 from nanolm_jax.posttrain import rl
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(configs.__file__), "grpo.py") + ":tiny", "Config file[:preset].")
+    "config", os.path.join(os.path.dirname(configs.__file__), "grpo.py") + ":tiny", "Config file[:preset]."
+)
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Run folder to start from (default: the default SFT run).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/grpo_<preset>).")
 
@@ -42,6 +44,7 @@ def _init_from(cfg, workdir: str) -> str:
   if cfg.init_from:
     return cfg.init_from
   from nanolm_jax import sft  # pylint: disable=g-import-not-at-top
+
   return sft.ensure_default_run()
 
 
@@ -66,22 +69,30 @@ def main(argv):
   evals = [r for r in rows if "eval_accuracy" in r]
   k = cfg.eval.samples
   for r in (evals[:1] + evals[-1:]) if len(evals) > 1 else evals:
-    print(f"held-out accuracy at step {r['step']:>4}: pass@1 {100 * r['eval_accuracy']:.1f}%  "
-          f"pass@{k} {100 * r.get(f'eval_pass@{k}', float('nan')):.1f}%  "
-          f"({cfg.eval.num_problems} problems x {k} samples, temperature {cfg.eval.temperature})")
+    print(
+        f"held-out accuracy at step {r['step']:>4}: pass@1 {100 * r['eval_accuracy']:.1f}%  "
+        f"pass@{k} {100 * r.get(f'eval_pass@{k}', float('nan')):.1f}%  "
+        f"({cfg.eval.num_problems} problems x {k} samples, temperature {cfg.eval.temperature})"
+    )
   if len(evals) > 1:
     print(f"change: {100 * (evals[-1]['eval_accuracy'] - evals[0]['eval_accuracy']):+.1f} points")
   steps = [r for r in rows if "rollout_tokens_per_s" in r]
   if steps:
+
     def median(key):  # the median keeps the compile of step 1 and the evals (timed into the update) out
       vals = sorted(r[key] for r in steps if isinstance(r.get(key), (int, float)))
       return vals[len(vals) // 2] if vals else float("nan")
-    print(f"benchmark: rollout {median('rollout_tokens_per_s'):.0f} generated tokens/s, update "
-          f"{median('update_tokens_per_s'):.0f} tokens/s (median rollout {median('rollout_s'):.1f} s, update "
-          f"{median('update_s'):.1f} s per step)")
-  print(f"run folder: {workdir}  step={out.get('step')}  train wall time {wall / 60:.1f} min "
-        f"(total {(time.perf_counter() - t0) / 60:.1f} min)" + ("  (preempted: rerun to resume)"
-                                                                 if out.get("preempted") else ""))
+
+    print(
+        f"benchmark: rollout {median('rollout_tokens_per_s'):.0f} generated tokens/s, update "
+        f"{median('update_tokens_per_s'):.0f} tokens/s (median rollout {median('rollout_s'):.1f} s, update "
+        f"{median('update_s'):.1f} s per step)"
+    )
+  print(
+      f"run folder: {workdir}  step={out.get('step')}  train wall time {wall / 60:.1f} min "
+      f"(total {(time.perf_counter() - t0) / 60:.1f} min)"
+      + ("  (preempted: rerun to resume)" if out.get("preempted") else "")
+  )
 
 
 if __name__ == "__main__":

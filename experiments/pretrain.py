@@ -6,6 +6,7 @@ r"""Pretraining entrypoint.
 
 Rerunning with the same --workdir resumes from its latest checkpoint.
 """
+
 import os
 import sys
 
@@ -21,7 +22,8 @@ from nanolm_jax import sharding
 from nanolm_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(configs.__file__), "pretrain.py") + ":tiny", "Config file[:preset].")
+    "config", os.path.join(os.path.dirname(configs.__file__), "pretrain.py") + ":tiny", "Config file[:preset]."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/pretrain_<preset>).")
 
 
@@ -37,8 +39,10 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join("runs", f"pretrain_{cfg.get('preset', 'custom')}")
   logging.info("workdir: %s", os.path.abspath(workdir))
   out = trainer.train(cfg, workdir, pretraining.stage())
-  print(f"run folder: {workdir}  step={out.get('step')}  val_bpb={out.get('val_bpb', float('nan')):.4f}"
-        + ("  (preempted: rerun to resume)" if out.get("preempted") else ""))
+  print(
+      f"run folder: {workdir}  step={out.get('step')}  val_bpb={out.get('val_bpb', float('nan')):.4f}"
+      + ("  (preempted: rerun to resume)" if out.get("preempted") else "")
+  )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ r"""Turns a web crawl (WARC files) into a deduplicated pretraining corpus (gz JS
 Train on the result with data.sources='files:<output>/crawl-*.jsonl.gz'. A rerun with the local runner resumes:
 input files already processed are skipped. Dataflow: see nanolm_jax/crawl/beam_runner.py.
 """
+
 import glob
 import os
 
@@ -24,7 +25,8 @@ from nanolm_jax.crawl import report as report_lib
 from nanolm_jax.crawl import writer
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(configs.__file__), "crawl.py"), "Crawl config (configs/crawl.py[:PRESET]).")
+    "config", os.path.join(os.path.dirname(configs.__file__), "crawl.py"), "Crawl config (configs/crawl.py[:PRESET])."
+)
 _INPUT = flags.DEFINE_string("input", None, "Glob of WARC(.gz) files (local or gs://); default: the demo crawl.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (overrides config output.dir).")
 _RUNNER = flags.DEFINE_enum("runner", None, ["local", "beam"], "Overrides config runner.name.")
@@ -62,6 +64,7 @@ def main(argv):
   print(f"Input: {described}\nRunner: {cfg.runner.name}\nOutput: {out}")
   if cfg.runner.name == "beam":
     from nanolm_jax.crawl import beam_runner  # pylint: disable=g-import-not-at-top  # optional dependency
+
     rep = beam_runner.run(cfg, inputs, out)
   else:
     if isinstance(inputs, str):

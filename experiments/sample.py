@@ -6,6 +6,7 @@ r"""Sample from a trained run: the completion goes to stdout, logs to stderr.
 --few_shot wraps the prompt in a transcript of a helpful assistant (nanolm_jax.prompting) so a base model answers it;
 generation stops at the next "Human:" / "User:" turn and only the answer is printed.
 """
+
 import sys
 
 from absl import app
@@ -31,8 +32,9 @@ def main(argv):
   del argv
   metrics.quiet_library_logs()
   try:
-    sampling = engine.SamplingParams(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
-                                     max_new_tokens=_MAX_NEW.value).validate()
+    sampling = engine.SamplingParams(
+        temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value, max_new_tokens=_MAX_NEW.value
+    ).validate()
     if _NUM.value < 1:
       raise ValueError(f"--num_samples must be >= 1, got {_NUM.value}")
     text = prompting.few_shot_prompt(_PROMPT.value) if _FEW_SHOT.value else _PROMPT.value
@@ -49,8 +51,14 @@ def main(argv):
     ids = ids[-keep:]
   eng = engine.Engine(run.model, run.params, tok)
   try:
-    outs = eng.generate([ids], sampling, n=_NUM.value, seed=_SEED.value, stop_tokens=(tok.eos_id,),
-                        stop_strings=prompting.STOP_STRINGS if _FEW_SHOT.value else ())
+    outs = eng.generate(
+        [ids],
+        sampling,
+        n=_NUM.value,
+        seed=_SEED.value,
+        stop_tokens=(tok.eos_id,),
+        stop_strings=prompting.STOP_STRINGS if _FEW_SHOT.value else (),
+    )
   except ValueError as e:
     sys.exit(f"error: {e}")
   for out in outs:

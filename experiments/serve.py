@@ -8,6 +8,7 @@ r"""Serve a run folder over an OpenAI-compatible API, with a web chat at /.
 
 Binds 127.0.0.1 unless --host says otherwise; there is no authentication, so think before --host=0.0.0.0.
 """
+
 import os
 import sys
 
@@ -30,8 +31,11 @@ _MAX_BATCH = flags.DEFINE_integer("max_batch", 16, "Completions per engine call 
 _MAX_BODY = flags.DEFINE_integer("max_body_bytes", 1 << 20, "Largest request body.")
 _TIMEOUT = flags.DEFINE_float("request_timeout_s", 300.0, "Time limit for one request, queueing included.")
 _CHUNK = flags.DEFINE_integer("chunk_steps", 4, "Decode steps between streamed updates.")
-_PAD = flags.DEFINE_bool("pad_to_batch", False, "Pad every engine call to --max_batch rows (one compiled batch "
-                         "shape; good when compiles are slow).")
+_PAD = flags.DEFINE_bool(
+    "pad_to_batch",
+    False,
+    "Pad every engine call to --max_batch rows (one compiled batch " "shape; good when compiles are slow).",
+)
 _WARMUP = flags.DEFINE_bool("warmup", True, "Compile the common shapes before accepting requests.")
 
 
@@ -40,28 +44,48 @@ def main(argv):
   metrics.quiet_library_logs()
   import uvicorn  # pylint: disable=g-import-not-at-top
   from nanolm_jax.serve import app as app_lib  # pylint: disable=g-import-not-at-top
-  for flag, value, lo in ((_MAX_TOKENS, _MAX_TOKENS.value, 1), (_MAX_QUEUE, _MAX_QUEUE.value, 1),
-                          (_MAX_BATCH, _MAX_BATCH.value, 1), (_MAX_BODY, _MAX_BODY.value, 1024),
-                          (_CHUNK, _CHUNK.value, 1), (_PORT, _PORT.value, 0)):
+
+  for flag, value, lo in (
+      (_MAX_TOKENS, _MAX_TOKENS.value, 1),
+      (_MAX_QUEUE, _MAX_QUEUE.value, 1),
+      (_MAX_BATCH, _MAX_BATCH.value, 1),
+      (_MAX_BODY, _MAX_BODY.value, 1024),
+      (_CHUNK, _CHUNK.value, 1),
+      (_PORT, _PORT.value, 0),
+  ):
     if value < lo:
       sys.exit(f"error: --{flag.name} must be >= {lo}, got {value}")
   try:
     run = runs.load_run(_WORKDIR.value, _STEP.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
-  limits = app_lib.Limits(max_tokens_limit=_MAX_TOKENS.value, max_prompt_tokens=_MAX_PROMPT.value,
-                          max_batch=_MAX_BATCH.value, max_queue=_MAX_QUEUE.value, max_body_bytes=_MAX_BODY.value,
-                          request_timeout_s=_TIMEOUT.value, chunk_steps=_CHUNK.value,
-                          pad_to_batch=_PAD.value)
+  limits = app_lib.Limits(
+      max_tokens_limit=_MAX_TOKENS.value,
+      max_prompt_tokens=_MAX_PROMPT.value,
+      max_batch=_MAX_BATCH.value,
+      max_queue=_MAX_QUEUE.value,
+      max_body_bytes=_MAX_BODY.value,
+      request_timeout_s=_TIMEOUT.value,
+      chunk_steps=_CHUNK.value,
+      pad_to_batch=_PAD.value,
+  )
   app_ = app_lib.create_app(run, limits, model_id=_MODEL_ID.value)
   if _WARMUP.value:
     logging.info("warming up (compiling the first shapes)...")
     app_lib.warmup(app_)
-  logging.info("serving %s (%s) on http://%s:%d/", app_.state.model_id, os.path.abspath(_WORKDIR.value),
-               _HOST.value, _PORT.value)
+  logging.info(
+      "serving %s (%s) on http://%s:%d/", app_.state.model_id, os.path.abspath(_WORKDIR.value), _HOST.value, _PORT.value
+  )
   # limit_concurrency bounds open connections (503 past it) on top of the queue's 429.
-  uvicorn.run(app_, host=_HOST.value, port=_PORT.value, log_level="info", timeout_keep_alive=5,
-              limit_concurrency=_MAX_QUEUE.value + 64, timeout_graceful_shutdown=10)
+  uvicorn.run(
+      app_,
+      host=_HOST.value,
+      port=_PORT.value,
+      log_level="info",
+      timeout_keep_alive=5,
+      limit_concurrency=_MAX_QUEUE.value + 64,
+      timeout_graceful_shutdown=10,
+  )
 
 
 if __name__ == "__main__":

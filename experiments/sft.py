@@ -6,6 +6,7 @@ r"""Supervised fine-tuning into an assistant.
 Writes the usual run folder (checkpoints, metrics.jsonl, loss.png) plus sft_data/ (probe and answer-first
 conversations), search_index/, eval.json, and ablation_no_probe/ (the control run).
 """
+
 import os
 import sys
 
@@ -20,7 +21,8 @@ from nanolm_jax import sft
 from nanolm_jax import sharding
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(configs.__file__), "sft.py") + ":tiny", "Config file[:preset].")
+    "config", os.path.join(os.path.dirname(configs.__file__), "sft.py") + ":tiny", "Config file[:preset]."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/sft_<preset>).")
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Run folder to start from (default: runs/pretrain_tiny).")
 

@@ -1,10 +1,11 @@
 r"""Trains the SentencePiece tokenizer and reports its compression.
 
-  python -m experiments.train_tokenizer                                   # 4096 tokens on the embedded stdlib corpus
-  python -m experiments.train_tokenizer --compare_vocab_sizes=1024,4096,16384
-  python -m experiments.train_tokenizer --config=configs/tokenizer.py:large --config.data.sources='files:/c/*.jsonl.gz'
-  python -m experiments.train_tokenizer --visualize="Some text to look at."
+python -m experiments.train_tokenizer                                   # 4096 tokens on the embedded stdlib corpus
+python -m experiments.train_tokenizer --compare_vocab_sizes=1024,4096,16384
+python -m experiments.train_tokenizer --config=configs/tokenizer.py:large --config.data.sources='files:/c/*.jsonl.gz'
+python -m experiments.train_tokenizer --visualize="Some text to look at."
 """
+
 import os
 import time
 
@@ -18,11 +19,14 @@ from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.data import sources as sources_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(configs.__file__), 'tokenizer.py'), 'Tokenizer config (configs/tokenizer.py).'
+    'config',
+    os.path.join(os.path.dirname(configs.__file__), 'tokenizer.py'),
+    'Tokenizer config (configs/tokenizer.py).',
 )
 _COMPARE = flags.DEFINE_list('compare_vocab_sizes', [], 'Also train these vocab sizes and tabulate bytes/token.')
 _VISUALIZE = flags.DEFINE_string(
-    'visualize', 'The tokenizer splits text into 4096 pieces; rare words, like "sesquipedalian", fall apart.',
+    'visualize',
+    'The tokenizer splits text into 4096 pieces; rare words, like "sesquipedalian", fall apart.',
     'Text whose token boundaries are shown at the end.',
 )
 

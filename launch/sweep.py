@@ -8,6 +8,7 @@ r"""Run a sweep: one base config plus a list of dotted overrides, each a separat
 Every override is checked against the base config before anything runs (an unknown key names itself). Runs whose
 folder already finished are resumed (= skipped quickly) by the trainer itself, so a rerun of a sweep continues it.
 """
+
 import importlib.util
 import os
 import shlex

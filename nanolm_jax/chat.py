@@ -26,6 +26,7 @@ messages, tool results — and trains (1) assistant text, tool calls, and the as
 to stop). Each segment is encoded separately; text never produces special ids (tokenizer.encode), so user text cannot
 inject a role marker.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -39,8 +40,18 @@ class ChatFormatError(ValueError):
 
 
 def _ids(tok: Any) -> dict[str, int]:
-  names = ("system", "user", "assistant", "tool", "start", "end", "tool_call_start", "tool_call_end",
-           "tool_result_start", "tool_result_end")
+  names = (
+      "system",
+      "user",
+      "assistant",
+      "tool",
+      "start",
+      "end",
+      "tool_call_start",
+      "tool_call_end",
+      "tool_result_start",
+      "tool_result_end",
+  )
   return {n: tok.special_id(n) for n in names}
 
 
@@ -85,11 +96,14 @@ def validate(messages: Sequence[Message], *, for_completion: bool = False) -> No
         raise ChatFormatError(f"message {i}: user message after {prev!r}; roles must alternate user/assistant")
     elif role == "assistant":
       if prev not in ("user", "tool"):
-        raise ChatFormatError(f"message {i}: assistant message after {prev or 'nothing'!r}; it must follow a user "
-                              "or tool message")
+        raise ChatFormatError(
+            f"message {i}: assistant message after {prev or 'nothing'!r}; it must follow a user " "or tool message"
+        )
       if len(calls) > 1:
-        raise ChatFormatError(f"message {i}: an assistant message holds at most one tool call (the next call comes "
-                              "after the first one's result, in a new assistant message)")
+        raise ChatFormatError(
+            f"message {i}: an assistant message holds at most one tool call (the next call comes "
+            "after the first one's result, in a new assistant message)"
+        )
       for c in calls:
         if not isinstance(c, Mapping) or not isinstance(c.get("name"), str) or not c["name"]:
           raise ChatFormatError(f"message {i}: tool call needs a non-empty 'name', got {c!r}")
@@ -99,8 +113,9 @@ def validate(messages: Sequence[Message], *, for_completion: bool = False) -> No
         raise ChatFormatError(f"message {i}: tool message must follow an assistant message with a tool call")
       called = messages[i - 1]["tool_calls"][0]["name"]
       if m.get("name") not in (None, called):
-        raise ChatFormatError(f"message {i}: tool message name {m.get('name')!r} does not match the call "
-                              f"to {called!r}")
+        raise ChatFormatError(
+            f"message {i}: tool message name {m.get('name')!r} does not match the call " f"to {called!r}"
+        )
     if not content.strip() and not calls and role != "tool":
       raise ChatFormatError(f"message {i} ({role}): empty content")
     prev = "assistant_call" if calls else role
@@ -109,8 +124,10 @@ def validate(messages: Sequence[Message], *, for_completion: bool = False) -> No
   if prev == "assistant_call":
     raise ChatFormatError(f"message {len(messages) - 1}: the conversation ends with a tool call and no tool result")
   if for_completion and prev == "assistant":
-    raise ChatFormatError("render_for_completion: the conversation already ends with an assistant message; it must "
-                          "end with a user or tool message")
+    raise ChatFormatError(
+        "render_for_completion: the conversation already ends with an assistant message; it must "
+        "end with a user or tool message"
+    )
   if not for_completion and prev != "assistant":
     raise ChatFormatError(f"render_for_training: the conversation must end with an assistant message, not {prev!r}")
 
@@ -136,8 +153,12 @@ def _render(messages: Sequence[Message], tok: Any) -> tuple[list[int], list[int]
       add(tok.encode(content), 1)
       calls = m.get("tool_calls") or []
       for c in calls:
-        add([s["tool_call_start"]] + tok.encode(format_tool_call(c["name"], str(c.get("arguments", ""))))
-            + [s["tool_call_end"]], 1)
+        add(
+            [s["tool_call_start"]]
+            + tok.encode(format_tool_call(c["name"], str(c.get("arguments", ""))))
+            + [s["tool_call_end"]],
+            1,
+        )
       if not calls:
         add([s["end"]], 1)
     prev_role = role

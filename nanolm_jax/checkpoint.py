@@ -1,4 +1,5 @@
 """Orbax checkpoints of a run: train state, data-iterator state and config, with fallback past corrupt steps."""
+
 from __future__ import annotations
 
 import json
@@ -26,17 +27,18 @@ class Checkpointer:
     self._mngr = self._make()
 
   def _make(self) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, enable_async_checkpointing=self._async,
-                                           create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, enable_async_checkpointing=self._async, create=True)
     return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "config"))
 
   def steps(self) -> list[int]:
     return sorted(self._mngr.all_steps())
 
   def save(self, step: int, state: Any, data_state: Any, config: dict[str, Any]) -> None:
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              data=ocp.args.JsonSave(data_state if data_state is not None else {}),
-                              config=ocp.args.JsonSave(config))
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state if data_state is not None else {}),
+        config=ocp.args.JsonSave(config),
+    )
     self._mngr.save(step, args=args, force=True)
 
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any, Any] | None:
@@ -48,12 +50,17 @@ class Checkpointer:
     self.wait()
     for step in reversed(self.steps()):
       try:
-        out = self._mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        out = self._mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+        )
         return step, out["state"], (out["data"] or None)
       except Exception as e:  # pylint: disable=broad-except  # any failure means: not usable, try an older one
-        logging.warning("checkpoint at step %d is unreadable (%s: %s); falling back to the previous one",
-                        step, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
+        logging.warning(
+            "checkpoint at step %d is unreadable (%s: %s); falling back to the previous one",
+            step,
+            type(e).__name__,
+            str(e).splitlines()[0][:300] if str(e) else "",
+        )
         self._quarantine(step)
     return None
 

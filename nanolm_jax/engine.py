@@ -38,6 +38,7 @@ Streaming: on_token(row, token, text_delta, generated) is called once per new to
 chunk. text_delta is the new decoded text (held back while it ends in an incomplete UTF-8 character; specials appear
 by name). A stop string that spans two chunks may be partly streamed before it is detected.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,6 +58,7 @@ OnToken = Callable[[int, int, str, bool], None]
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
   """temperature 0 = greedy; top_k 0 and top_p 1 switch those filters off."""
+
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
@@ -77,15 +79,16 @@ class SamplingParams:
 @dataclasses.dataclass
 class Completion:
   """One sampled continuation. tokens exclude the prompt; all per-token lists have len(tokens) entries."""
+
   prompt_index: int
   sample_index: int
   tokens: list[int]
-  logprobs: list[float]            # log p under the unfiltered model at temperature 1 (0.0 for forced tokens)
-  sampling_logprobs: list[float]   # log p under the filtered sampling distribution (0.0 greedy / forced)
-  generated_mask: list[bool]       # False for forced tool-result tokens (mask them out of RL / SFT losses)
-  text: str                        # decoded tokens (specials by name), cut before a stop string / stop token
-  finish_reason: str               # 'stop' (stop token or string) | 'length' (max_new_tokens or context)
-  stop: int | str | None = None    # the stop token id or stop string that ended it
+  logprobs: list[float]  # log p under the unfiltered model at temperature 1 (0.0 for forced tokens)
+  sampling_logprobs: list[float]  # log p under the filtered sampling distribution (0.0 greedy / forced)
+  generated_mask: list[bool]  # False for forced tool-result tokens (mask them out of RL / SFT losses)
+  text: str  # decoded tokens (specials by name), cut before a stop string / stop token
+  finish_reason: str  # 'stop' (stop token or string) | 'length' (max_new_tokens or context)
+  stop: int | str | None = None  # the stop token id or stop string that ended it
   tool_calls: list[dict[str, str]] = dataclasses.field(default_factory=list)  # {"name", "arguments", "result"}
   prompt_tokens: int = 0
 
@@ -146,8 +149,10 @@ def _sample_rows(logits_BxV: jax.Array, keys_B: jax.Array, temperature, top_k, t
   # The sort behind top-k / top-p costs as much as a small model's step: skip it when no row filters.
   needs_filter = jnp.any((_per_row(top_k, b) > 0) | (_per_row(top_p, b) < 1))
   filtered_BxV = jax.lax.cond(
-      needs_filter, lambda: filter_logits(logits_BxV, temperature, top_k, top_p),
-      lambda: logits_BxV.astype(jnp.float32) / jnp.maximum(_per_row(temperature, b), 1e-6))
+      needs_filter,
+      lambda: filter_logits(logits_BxV, temperature, top_k, top_p),
+      lambda: logits_BxV.astype(jnp.float32) / jnp.maximum(_per_row(temperature, b), 1e-6),
+  )
   slogp_BxV = jax.nn.log_softmax(filtered_BxV, axis=-1)
   sampled_B = _inverse_cdf_sample(slogp_BxV, jax.vmap(jax.random.uniform)(keys_B))
   greedy_B = _per_row(temperature, b)[:, 0] <= 0
@@ -158,8 +163,9 @@ def _sample_rows(logits_BxV: jax.Array, keys_B: jax.Array, temperature, top_k, t
   return tok_B, model_logp_B, sampling_logp_B
 
 
-def sample_token(logits_BxV: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: jax.Array,
-                 top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
+def sample_token(
+    logits_BxV: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Draws one token per row; returns (tokens_B, logprobs_B) under the model's unfiltered distribution."""
   keys_B = jax.random.split(rng, logits_BxV.shape[0])
   tok_B, logp_B, _ = _sample_rows(logits_BxV, keys_B, temperature, top_k, top_p)
@@ -183,7 +189,10 @@ class _Programs:
       return cache
     return jax.tree.map(
         lambda axes, a: a if a.ndim == 0 else nn.with_logical_constraint(a, axes, rules=self.rules, mesh=self.mesh),
-        model_lib.cache_axes(cache), cache, is_leaf=lambda x: isinstance(x, tuple))
+        model_lib.cache_axes(cache),
+        cache,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
 
   def _prefill(self, params, prompt_PxT, pad_P, rows_B, cache_len: int, cache_dtype: str):
     """Runs the unique (left-padded) prompts once, then gathers their cache rows / last logits into the batch."""
@@ -192,8 +201,9 @@ class _Programs:
     slot_PxT = jnp.broadcast_to(jnp.arange(t), (p, t))
     real_PxT = slot_PxT >= pad_P[:, None]
     positions_PxT = jnp.maximum(slot_PxT - pad_P[:, None], 0)
-    logits_PxTxV, cache = self.model.apply({"params": params}, prompt_PxT, real_PxT.astype(jnp.int32),
-                                           positions_PxT, cache=cache)
+    logits_PxTxV, cache = self.model.apply(
+        {"params": params}, prompt_PxT, real_PxT.astype(jnp.int32), positions_PxT, cache=cache
+    )
     cache = jax.tree.map(lambda a: a if a.ndim == 0 else jnp.take(a, rows_B, axis=1 if a.ndim == 5 else 0), cache)
     return self._constrain_cache(cache), jnp.take(logits_PxTxV[:, -1], rows_B, axis=0)
 
@@ -213,9 +223,9 @@ class _Programs:
       i, s = carry
       active_B = ~s["done"] & ~s["paused"]
       keys_B = jax.vmap(lambda r, t: jax.random.fold_in(jax.random.fold_in(knobs["key"], r), t))(
-          knobs["row_id"], s["n_out"])
-      tok_B, logp_B, slogp_B = _sample_rows(s["logits"], keys_B, knobs["temperature"], knobs["top_k"],
-                                            knobs["top_p"])
+          knobs["row_id"], s["n_out"]
+      )
+      tok_B, logp_B, slogp_B = _sample_rows(s["logits"], keys_B, knobs["temperature"], knobs["top_k"], knobs["top_p"])
       fi_B = jnp.minimum(s["forced_i"], s["forced"].shape[1] - 1)
       has_forced_B = s["forced_i"] < s["forced_n"]
       tok_B = jnp.where(has_forced_B, s["forced"][rows_B, fi_B], tok_B)
@@ -233,8 +243,9 @@ class _Programs:
       new["out_forced"] = put(s["out_forced"], has_forced_B)
       # Inactive rows still run (fixed shapes); their slot is marked invalid (segment id 0), so nobody sees it.
       pos_B = jnp.minimum(s["pos"], ctx - 1)
-      logits_Bx1xV, cache = self.model.apply({"params": params}, tok_B[:, None], active_B[:, None].astype(jnp.int32),
-                                             pos_B[:, None], cache=s["cache"])
+      logits_Bx1xV, cache = self.model.apply(
+          {"params": params}, tok_B[:, None], active_B[:, None].astype(jnp.int32), pos_B[:, None], cache=s["cache"]
+      )
       new["cache"] = self._constrain_cache(cache)
       new["logits"] = jnp.where(active_B[:, None], logits_Bx1xV[:, 0], s["logits"])
       a = active_B.astype(jnp.int32)
@@ -264,9 +275,18 @@ _PROGRAMS: dict[Any, _Programs] = {}
 class Engine:
   """Batched sampling with a KV cache, stop conditions, streaming and tool calls. See the module docstring."""
 
-  def __init__(self, model: model_lib.Transformer, params: Any, tokenizer: Any = None, *, mesh: Any = None,
-               tools: Any = None, chunk_steps: int = 16, max_tool_result_tokens: int = 256,
-               cache_dtype: str | None = None):
+  def __init__(
+      self,
+      model: model_lib.Transformer,
+      params: Any,
+      tokenizer: Any = None,
+      *,
+      mesh: Any = None,
+      tools: Any = None,
+      chunk_steps: int = 16,
+      max_tool_result_tokens: int = 256,
+      cache_dtype: str | None = None,
+  ):
     if isinstance(params, Mapping) and set(params) == {"params"}:
       params = params["params"]  # accept apply-style {"params": ...} too
     self.model, self.tokenizer, self.mesh = model, tokenizer, mesh
@@ -278,8 +298,9 @@ class Engine:
     if self.chunk_steps < 1:
       raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
     if mesh is not None and model.mesh is None:
-      raise ValueError("Engine(mesh=...) needs a Transformer built with the same mesh and rules "
-                       "(trainer.build_model(cfg, mesh))")
+      raise ValueError(
+          "Engine(mesh=...) needs a Transformer built with the same mesh and rules " "(trainer.build_model(cfg, mesh))"
+      )
     if isinstance(tools, Mapping):
       tools = list(tools.values())
     self.tools = {t.name: t for t in (tools or [])}
@@ -325,6 +346,7 @@ class Engine:
 
   def _run_tool(self, call_ids: Sequence[int]) -> tuple[dict[str, str], list[int]]:
     from nanolm_jax import chat  # pylint: disable=g-import-not-at-top
+
     text = self.tokenizer.decode(call_ids, skip_special=True)
     try:
       name, args = chat.parse_tool_call(text)
@@ -332,18 +354,29 @@ class Engine:
       name, args, result = "", text, f"error: {e}"
     else:
       tool = self.tools.get(name)
-      result = tool(args) if tool is not None else (f"error: unknown tool {name!r}; available: "
-                                                    f"{', '.join(sorted(self.tools))}")
+      result = (
+          tool(args)
+          if tool is not None
+          else (f"error: unknown tool {name!r}; available: " f"{', '.join(sorted(self.tools))}")
+      )
     ids = self.tokenizer.encode(result)[: self.max_tool_result_tokens]
     forced = [self._special("tool_result_start")] + ids + [self._special("tool_result_end")]
     return {"name": name, "arguments": args, "result": result}, forced
 
   # --- the public call ---
 
-  def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams | Sequence[SamplingParams],
-               *, n: int = 1, seed: int | jax.Array = 0, stop_tokens: Sequence[int] = (),
-               stop_strings: Sequence[str] = (), on_token: OnToken | None = None,
-               truncate_prompt: bool = False) -> list[Completion]:
+  def generate(
+      self,
+      prompts: Sequence[Sequence[int]],
+      sampling: SamplingParams | Sequence[SamplingParams],
+      *,
+      n: int = 1,
+      seed: int | jax.Array = 0,
+      stop_tokens: Sequence[int] = (),
+      stop_strings: Sequence[str] = (),
+      on_token: OnToken | None = None,
+      truncate_prompt: bool = False,
+  ) -> list[Completion]:
     """Samples n completions per prompt; returns them prompt-major: completion i * n + j is sample j of prompt i.
 
     sampling: one SamplingParams for all prompts or one per prompt. truncate_prompt: keep the last tokens of a prompt
@@ -373,8 +406,10 @@ class Engine:
         raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {self.cfg.vocab_size}): {bad[:5]}")
       if len(p) >= ctx:
         if not truncate_prompt:
-          raise ValueError(f"prompt {i} has {len(p)} tokens but the model's context is {ctx} tokens (at least one "
-                           "must be left to generate); shorten it or pass truncate_prompt=True")
+          raise ValueError(
+              f"prompt {i} has {len(p)} tokens but the model's context is {ctx} tokens (at least one "
+              "must be left to generate); shorten it or pass truncate_prompt=True"
+          )
         keep = max(1, ctx - sampling[i].max_new_tokens)
         prompts[i] = p[-keep:]
 
@@ -396,14 +431,19 @@ class Engine:
     pad_P = np.full((p_b,), t_b - 1, np.int32)  # padding prompt rows: one (unused) token
     lengths_P = np.ones((p_b,), np.int32)
     for r, p in enumerate(uniq_prompts):
-      prompt_PxT[r, t_b - len(p):] = p
+      prompt_PxT[r, t_b - len(p) :] = p
       pad_P[r] = t_b - len(p)
       lengths_P[r] = len(p)
     src_B = np.zeros((b,), np.int32)
     src_B[:rows] = np.repeat(prompt_row, n)
-    cache, logits_BxV = self._programs.prefill(self.params, jnp.asarray(prompt_PxT), jnp.asarray(pad_P),
-                                               jnp.asarray(src_B), cache_len=cache_len,
-                                               cache_dtype=self.cache_dtype)
+    cache, logits_BxV = self._programs.prefill(
+        self.params,
+        jnp.asarray(prompt_PxT),
+        jnp.asarray(pad_P),
+        jnp.asarray(src_B),
+        cache_len=cache_len,
+        cache_dtype=self.cache_dtype,
+    )
     self.stats["prefill_calls"] += 1
     self.stats["prefill_rows"] += len(uniq_prompts)
 
@@ -416,7 +456,8 @@ class Engine:
     stop_ids = np.array(sorted(set(int(t) for t in stop_tokens)) or [-1], np.int32)
     stop_ids = np.pad(stop_ids, (0, _pow2(len(stop_ids)) - len(stop_ids)), constant_values=-1)
     knobs = {
-        "key": key, "row_id": jnp.arange(b, dtype=jnp.int32),
+        "key": key,
+        "row_id": jnp.arange(b, dtype=jnp.int32),
         "temperature": rowwise(lambda s: s.temperature, np.float32, 0.0),
         "top_k": rowwise(lambda s: s.top_k, np.int32, 0),
         "top_p": rowwise(lambda s: s.top_p, np.float32, 1.0),
@@ -429,18 +470,26 @@ class Engine:
     f = self.max_tool_result_tokens + 2 if self.tools else 1
     done_B = np.arange(b) >= rows  # padding rows never run
     state = {
-        "cache": cache, "logits": logits_BxV, "pos": jnp.asarray(lengths_B), "n_out": jnp.zeros((b,), jnp.int32),
-        "done": jnp.asarray(done_B), "paused": jnp.zeros((b,), bool), "reason": jnp.zeros((b,), jnp.int32),
-        "forced": jnp.zeros((b, f), jnp.int32), "forced_n": jnp.zeros((b,), jnp.int32),
+        "cache": cache,
+        "logits": logits_BxV,
+        "pos": jnp.asarray(lengths_B),
+        "n_out": jnp.zeros((b,), jnp.int32),
+        "done": jnp.asarray(done_B),
+        "paused": jnp.zeros((b,), bool),
+        "reason": jnp.zeros((b,), jnp.int32),
+        "forced": jnp.zeros((b, f), jnp.int32),
+        "forced_n": jnp.zeros((b,), jnp.int32),
         "forced_i": jnp.zeros((b,), jnp.int32),
-        "out_tok": jnp.zeros((b, m), jnp.int32), "out_logp": jnp.zeros((b, m), jnp.float32),
-        "out_slogp": jnp.zeros((b, m), jnp.float32), "out_forced": jnp.zeros((b, m), bool),
+        "out_tok": jnp.zeros((b, m), jnp.int32),
+        "out_logp": jnp.zeros((b, m), jnp.float32),
+        "out_slogp": jnp.zeros((b, m), jnp.float32),
+        "out_forced": jnp.zeros((b, m), bool),
     }
     interactive = bool(on_token or stop_strings or self.tools)
     steps = self.chunk_steps if interactive else m
 
     # Host-side bookkeeping per row.
-    seen = [0] * rows                      # tokens already streamed / checked
+    seen = [0] * rows  # tokens already streamed / checked
     streamed_text = [""] * rows
     final_len: list[int | None] = [None] * rows  # set when the host cut a row (stop string)
     stop_what: list[Any] = [None] * rows
@@ -456,13 +505,14 @@ class Engine:
       if not interactive:
         break
       n_out, done, paused, out_tok, out_forced = jax.device_get(
-          (state["n_out"], state["done"], state["paused"], state["out_tok"], state["out_forced"]))
+          (state["n_out"], state["done"], state["paused"], state["out_tok"], state["out_forced"])
+      )
       host_done = np.array(done)
       new_forced: dict[int, list[int]] = {}
       for r in range(rows):
         if final_len[r] is not None:
           continue
-        toks = out_tok[r, :n_out[r]].tolist()
+        toks = out_tok[r, : n_out[r]].tolist()
         end = n_out[r]
         if stop_strings and n_out[r] > seen[r]:
           cut = self._find_stop_string(toks, out_forced[r], seen[r], stop_strings)
@@ -473,7 +523,7 @@ class Engine:
         if on_token is not None and end > seen[r]:
           finished = bool(host_done[r])
           for t in range(seen[r], end):
-            text = self._decode_text(toks[:t + 1])
+            text = self._decode_text(toks[: t + 1])
             delta = ""
             # Hold back an incomplete UTF-8 character (it decodes as U+FFFD until its last byte arrives).
             if not text.endswith("\ufffd") or (finished and t + 1 == end):
@@ -483,7 +533,7 @@ class Engine:
         seen[r] = end
         if paused[r] and final_len[r] is None:
           starts = [i for i, t in enumerate(toks) if t == call_start and not out_forced[r, i]]
-          call_ids = toks[starts[-1] + 1:-1] if starts else toks[:-1]
+          call_ids = toks[starts[-1] + 1 : -1] if starts else toks[:-1]
           record, forced = self._run_tool(call_ids)
           calls[r].append(record)
           new_forced[r] = forced
@@ -492,8 +542,7 @@ class Engine:
       if host_done[:rows].all():
         break
 
-    out = jax.device_get({k: state[k] for k in ("n_out", "reason", "out_tok", "out_logp", "out_slogp",
-                                                 "out_forced")})
+    out = jax.device_get({k: state[k] for k in ("n_out", "reason", "out_tok", "out_logp", "out_slogp", "out_forced")})
     results = []
     for r in range(rows):
       length = final_len[r] if final_len[r] is not None else int(out["n_out"][r])
@@ -506,12 +555,22 @@ class Engine:
         text_toks = toks[:-1]
       text = self._decode_text(text_toks)
       if isinstance(stop, str):
-        text = text[:text.find(stop)] if stop in text else text
-      results.append(Completion(
-          prompt_index=r // n, sample_index=r % n, tokens=toks,
-          logprobs=out["out_logp"][r, :length].tolist(), sampling_logprobs=out["out_slogp"][r, :length].tolist(),
-          generated_mask=(~out["out_forced"][r, :length]).tolist(), text=text, finish_reason=reason, stop=stop,
-          tool_calls=calls[r], prompt_tokens=len(prompts[r // n])))
+        text = text[: text.find(stop)] if stop in text else text
+      results.append(
+          Completion(
+              prompt_index=r // n,
+              sample_index=r % n,
+              tokens=toks,
+              logprobs=out["out_logp"][r, :length].tolist(),
+              sampling_logprobs=out["out_slogp"][r, :length].tolist(),
+              generated_mask=(~out["out_forced"][r, :length]).tolist(),
+              text=text,
+              finish_reason=reason,
+              stop=stop,
+              tool_calls=calls[r],
+              prompt_tokens=len(prompts[r // n]),
+          )
+      )
     return results
 
   def _find_stop_string(self, toks, forced_mask, start, stop_strings):
@@ -520,7 +579,7 @@ class Engine:
     for t in range(start, len(toks)):
       if forced_mask[t]:
         continue
-      text = self._decode_text(toks[max(0, t + 1 - window):t + 1])
+      text = self._decode_text(toks[max(0, t + 1 - window) : t + 1])
       for s in stop_strings:
         if s in text:
           return t + 1, s
@@ -528,6 +587,7 @@ class Engine:
 
   def _grow_cache(self, state, extra: int):
     """The state with `extra` more (invalid, empty) cache slots per row."""
+
     def pad(a):
       if a.ndim == 0:
         return a
@@ -545,16 +605,27 @@ class Engine:
     forced = forced.copy()
     for r, ids in new_forced.items():
       forced[r, :] = 0
-      forced[r, :len(ids)] = ids
+      forced[r, : len(ids)] = ids
       forced_n[r], forced_i[r], paused[r] = len(ids), 0, False
     state = dict(state)
-    state.update(forced=jnp.asarray(forced), forced_n=jnp.asarray(forced_n), forced_i=jnp.asarray(forced_i),
-                 paused=jnp.asarray(paused), done=jnp.asarray(host_done))
+    state.update(
+        forced=jnp.asarray(forced),
+        forced_n=jnp.asarray(forced_n),
+        forced_i=jnp.asarray(forced_i),
+        paused=jnp.asarray(paused),
+        done=jnp.asarray(host_done),
+    )
     return state
 
 
-def generate(model: model_lib.Transformer, params: Any, prompts: Sequence[Sequence[int]], sampling: SamplingParams,
-             rng: jax.Array, eos_id: int = -1) -> list[list[int]]:
+def generate(
+    model: model_lib.Transformer,
+    params: Any,
+    prompts: Sequence[Sequence[int]],
+    sampling: SamplingParams,
+    rng: jax.Array,
+    eos_id: int = -1,
+) -> list[list[int]]:
   """Samples a continuation for each prompt (token ids); each stops after eos (included) or max_new_tokens.
 
   The context is the model's max_len: a prompt plus max_new_tokens longer than it is an error naming both.
@@ -565,8 +636,10 @@ def generate(model: model_lib.Transformer, params: Any, prompts: Sequence[Sequen
   t = max(len(p) for p in prompts)
   need = t + sampling.max_new_tokens
   if need > model.cfg.max_len:
-    raise ValueError(f"prompt length {t} + max_new_tokens {sampling.max_new_tokens} = {need} exceeds the model's "
-                     f"context of {model.cfg.max_len} tokens")
+    raise ValueError(
+        f"prompt length {t} + max_new_tokens {sampling.max_new_tokens} = {need} exceeds the model's "
+        f"context of {model.cfg.max_len} tokens"
+    )
   eng = Engine(model, params)
   outs = eng.generate(prompts, sampling, seed=rng, stop_tokens=(eos_id,) if eos_id >= 0 else ())
   return [o.tokens for o in outs]

@@ -1,4 +1,5 @@
 """Run logs: metrics.jsonl (one JSON object per logged step), TensorBoard events, loss-curve PNG; device peaks."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,17 @@ import jax
 # Dense bf16 peak FLOP/s per device (vendor figures), for MFU. CPUs have no useful figure: MFU is left out there and
 # bench_train compares against a measured matmul instead.
 PEAK_FLOPS = {
-    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
-    "TPU v6 lite": 918e12, "TPU v6e": 918e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "B200": 2250e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "B200": 2250e12,
 }
 
 
@@ -39,6 +49,7 @@ class MetricsWriter:
       with open(self.path, "w") as f:
         f.writelines(kept)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
@@ -73,8 +84,10 @@ def plot_losses(workdir: str, keys: tuple[str, ...] = ("loss", "val_loss"), file
   if not series:
     return None
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
   for k, pts in series.items():
     ax.plot(*zip(*pts), label=k, marker="o" if k.startswith("val") else None, markersize=3)
@@ -92,10 +105,12 @@ def plot_losses(workdir: str, keys: tuple[str, ...] = ("loss", "val_loss"), file
 
 class _DropLibraryInfo:
   """logging filter: INFO chatter from orbax / grain / etils is dropped; their warnings and errors still show."""
+
   _NOISY = ("/orbax/", "/grain/", "/etils/", "/tensorflow_datasets/", "/jax/_src/")
 
   def filter(self, record) -> bool:
     import logging as std_logging  # pylint: disable=g-import-not-at-top
+
     if "Metadata file does not exist" in str(record.msg):  # orbax, reading params of a run: expected
       return False
     return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in self._NOISY)
@@ -104,4 +119,5 @@ class _DropLibraryInfo:
 def quiet_library_logs() -> None:
   """Keeps a run's log readable: call once at the start of an entrypoint."""
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
   absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())

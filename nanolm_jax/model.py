@@ -7,6 +7,7 @@ activations are constrained with `act_*` names, so one rules table decides data 
 Matmuls take inputs in the compute dtype and accumulate in float32 (`preferred_element_type`): the residual stream
 stays float32, which is both the fast path on CPUs with bf16 units and the numerically safe one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,7 @@ _REMAT_POLICIES = {
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Static model hyper-parameters (hashable, so it can live inside jitted closures)."""
+
   style: str = "gpt2"
   vocab_size: int = 4096
   num_layers: int = 4
@@ -69,11 +71,25 @@ class ModelConfig:
       d_ff = 4 * m["d_model"] if style == "gpt2" else 64 * -(-(8 * m["d_model"] // 3) // 64)
     tie = m["tie_embeddings"]
     tie = (style == "gpt2") if tie == -1 else bool(tie)
-    return cls(style=style, vocab_size=m["vocab_size"], num_layers=m["num_layers"], num_heads=m["num_heads"],
-               num_kv_heads=m["num_kv_heads"] or m["num_heads"], d_model=m["d_model"], d_ff=d_ff,
-               max_len=m["max_len"], tie_embeddings=tie, dtype=m["dtype"], param_dtype=m["param_dtype"],
-               scan_layers=m["scan_layers"], remat=m["remat"], attention=m["attention"], norm_eps=m["norm_eps"],
-               rope_theta=m["rope_theta"], init_std=m["init_std"])
+    return cls(
+        style=style,
+        vocab_size=m["vocab_size"],
+        num_layers=m["num_layers"],
+        num_heads=m["num_heads"],
+        num_kv_heads=m["num_kv_heads"] or m["num_heads"],
+        d_model=m["d_model"],
+        d_ff=d_ff,
+        max_len=m["max_len"],
+        tie_embeddings=tie,
+        dtype=m["dtype"],
+        param_dtype=m["param_dtype"],
+        scan_layers=m["scan_layers"],
+        remat=m["remat"],
+        attention=m["attention"],
+        norm_eps=m["norm_eps"],
+        rope_theta=m["rope_theta"],
+        init_std=m["init_std"],
+    )
 
 
 def validate_model_config(cfg: ModelConfig) -> None:
@@ -96,8 +112,14 @@ def validate_model_config(cfg: ModelConfig) -> None:
       raise ValueError(f"model.{name} must be positive, got {getattr(cfg, name)}")
 
 
-def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str | None, ...],
-           init: nn.initializers.Initializer, cfg: ModelConfig) -> Array:
+def _param(
+    module: nn.Module,
+    name: str,
+    shape: tuple[int, ...],
+    axes: tuple[str | None, ...],
+    init: nn.initializers.Initializer,
+    cfg: ModelConfig,
+) -> Array:
   return module.param(name, nn.with_logical_partitioning(init, axes), shape, _DTYPES[cfg.param_dtype])
 
 
@@ -152,6 +174,7 @@ class _Constrain:
 
 class Norm(nn.Module):
   """LayerNorm (gpt2, with bias) or RMSNorm (llama); computed in float32."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -176,12 +199,11 @@ def rope(x_BxLxNxH: Array, positions_BxL: Array, theta: float) -> Array:
   angle_BxLxH2 = positions_BxL[..., None].astype(jnp.float32) * freq_H2
   sin, cos = jnp.sin(angle_BxLxH2)[:, :, None, :], jnp.cos(angle_BxLxH2)[:, :, None, :]
   x = x_BxLxNxH.astype(jnp.float32)
-  x1, x2 = x[..., : h // 2], x[..., h // 2:]
+  x1, x2 = x[..., : h // 2], x[..., h // 2 :]
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-def attention(q_BxLxNxH: Array, k_BxSxKxH: Array, v_BxSxKxH: Array, mask_BxLxS: Array,
-              cfg: ModelConfig) -> Array:
+def attention(q_BxLxNxH: Array, k_BxSxKxH: Array, v_BxSxKxH: Array, mask_BxLxS: Array, cfg: ModelConfig) -> Array:
   """Masked softmax attention with GQA (query head n reads kv head n // (N / K)), softmax in float32.
 
   Both matmuls go through `_einsum`, so in bfloat16 they take the bf16 x bf16 -> f32 path forward and backward
@@ -209,26 +231,35 @@ def cached_attention(q_BxLxNxH: Array, k_BxKxSxH: Array, v_BxKxSxH: Array, mask_
   g = n // k
   dt = k_BxKxSxH.dtype
   # M = G * L query rows per kv head, g-major: query head n reads kv head n // G, as in `attention`.
-  q_BxKxMxH = (q_BxLxNxH * (1.0 / np.sqrt(h))).reshape(b, l, k, g, h).transpose(0, 2, 3, 1, 4).reshape(
-      b, k, g * l, h)
-  s_BxKxMxS = jax.lax.dot_general(q_BxKxMxH.astype(dt), k_BxKxSxH, (((3,), (3,)), ((0, 1), (0, 1))),
-                                  preferred_element_type=jnp.float32)
+  q_BxKxMxH = (q_BxLxNxH * (1.0 / np.sqrt(h))).reshape(b, l, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b, k, g * l, h)
+  s_BxKxMxS = jax.lax.dot_general(
+      q_BxKxMxH.astype(dt), k_BxKxSxH, (((3,), (3,)), ((0, 1), (0, 1))), preferred_element_type=jnp.float32
+  )
   mask_Bx1xMxS = jnp.broadcast_to(mask_BxLxS[:, None, None], (b, 1, g, l, mask_BxLxS.shape[-1])).reshape(
-      b, 1, g * l, -1)
+      b, 1, g * l, -1
+  )
   p_BxKxMxS = jax.nn.softmax(jnp.where(mask_Bx1xMxS, s_BxKxMxS, jnp.finfo(jnp.float32).min), axis=-1)
-  out_BxKxMxH = jax.lax.dot_general(p_BxKxMxS.astype(dt), v_BxKxSxH, (((3,), (2,)), ((0, 1), (0, 1))),
-                                    preferred_element_type=jnp.float32)
+  out_BxKxMxH = jax.lax.dot_general(
+      p_BxKxMxS.astype(dt), v_BxKxSxH, (((3,), (2,)), ((0, 1), (0, 1))), preferred_element_type=jnp.float32
+  )
   return out_BxKxMxH.reshape(b, k, g, l, h).transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
 
 
 class Attention(nn.Module):
   """Causal self-attention with GQA; segment ids keep packed documents apart; optional KV cache."""
+
   cfg: ModelConfig
   constrain: Any
 
   @nn.compact
-  def __call__(self, x_BxLxD: Array, mask_BxLxS: Array, positions_BxL: Array,
-               cache: Cache | None, cache_index: Array | None = None) -> tuple[Array, Cache | None]:
+  def __call__(
+      self,
+      x_BxLxD: Array,
+      mask_BxLxS: Array,
+      positions_BxL: Array,
+      cache: Cache | None,
+      cache_index: Array | None = None,
+  ) -> tuple[Array, Cache | None]:
     cfg, c = self.cfg, self.constrain
     d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     init = nn.initializers.normal(cfg.init_std)
@@ -265,8 +296,9 @@ class Attention(nn.Module):
       out = attention(q, kk, v, mask_BxLxS, cfg)
     else:
       dt = _DTYPES[cfg.dtype]
-      out = jax.nn.dot_product_attention(q.astype(dt), kk.astype(dt), v.astype(dt), mask=mask_BxLxS[:, None],
-                                         implementation=cfg.attention)
+      out = jax.nn.dot_product_attention(
+          q.astype(dt), kk.astype(dt), v.astype(dt), mask=mask_BxLxS[:, None], implementation=cfg.attention
+      )
     out = c(out, ("act_batch", "act_length", "act_heads", "act_head_dim"))
     y = _einsum("blnh,nhd->bld", out, wo, cfg)
     if not cfg.llama:
@@ -276,6 +308,7 @@ class Attention(nn.Module):
 
 class Mlp(nn.Module):
   """GELU MLP (gpt2) or SwiGLU (llama)."""
+
   cfg: ModelConfig
   constrain: Any
 
@@ -303,15 +336,23 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
   """Pre-norm residual block. Signature is scan-friendly: (x, cache) carry/xs; mask, positions, index broadcast."""
+
   cfg: ModelConfig
   constrain: Any
 
   @nn.compact
-  def __call__(self, x_BxLxD: Array, cache: Cache | None, mask_BxLxS: Array,
-               positions_BxL: Array, cache_index: Array | None = None) -> tuple[Array, Cache | None]:
+  def __call__(
+      self,
+      x_BxLxD: Array,
+      cache: Cache | None,
+      mask_BxLxS: Array,
+      positions_BxL: Array,
+      cache_index: Array | None = None,
+  ) -> tuple[Array, Cache | None]:
     c = self.constrain
-    y, cache = Attention(self.cfg, c, name="attn")(Norm(self.cfg, name="ln1")(x_BxLxD), mask_BxLxS,
-                                                   positions_BxL, cache, cache_index)
+    y, cache = Attention(self.cfg, c, name="attn")(
+        Norm(self.cfg, name="ln1")(x_BxLxD), mask_BxLxS, positions_BxL, cache, cache_index
+    )
     x_BxLxD = c(x_BxLxD + y, ("act_batch", "act_length", "act_embed"))
     x_BxLxD = x_BxLxD + Mlp(self.cfg, c, name="mlp")(Norm(self.cfg, name="ln2")(x_BxLxD))
     return c(x_BxLxD, ("act_batch", "act_length", "act_embed")), cache
@@ -327,25 +368,38 @@ class Transformer(nn.Module):
 
   mesh / rules: when given, activations are constrained to their logical shardings (training and sharded decoding).
   """
+
   cfg: ModelConfig
   mesh: Any = None
   rules: tuple = ()
 
   @nn.compact
-  def __call__(self, tokens_BxL: Array, segment_ids_BxL: Array | None = None, positions_BxL: Array | None = None,
-               cache: Cache | None = None) -> Array | tuple[Array, Cache]:
+  def __call__(
+      self,
+      tokens_BxL: Array,
+      segment_ids_BxL: Array | None = None,
+      positions_BxL: Array | None = None,
+      cache: Cache | None = None,
+  ) -> Array | tuple[Array, Cache]:
     cfg = self.cfg
     c = _Constrain(self.mesh, self.rules)
     if segment_ids_BxL is None:
       segment_ids_BxL = jnp.ones_like(tokens_BxL)
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
-    embed_VxD = _param(self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
-                       nn.initializers.normal(cfg.init_std), cfg)
+    embed_VxD = _param(
+        self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), nn.initializers.normal(cfg.init_std), cfg
+    )
     x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0).astype(jnp.float32)
     if not cfg.llama:
-      pos_PxD = _param(self, "pos_embed", (cfg.max_len, cfg.d_model), ("position", "embed"),
-                       nn.initializers.normal(cfg.init_std / 2), cfg)
+      pos_PxD = _param(
+          self,
+          "pos_embed",
+          (cfg.max_len, cfg.d_model),
+          ("position", "embed"),
+          nn.initializers.normal(cfg.init_std / 2),
+          cfg,
+      )
       x_BxLxD = x_BxLxD + jnp.take(pos_PxD, positions_BxL, axis=0)
     x_BxLxD = c(x_BxLxD, ("act_batch", "act_length", "act_embed"))
     # One mask for all layers (not one B x L x S build per layer).
@@ -364,19 +418,27 @@ class Transformer(nn.Module):
     if cfg.remat != "none":
       block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
-      scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=0,
-                        length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BxLxD, kv = scanned(cfg, c, name="layers")(x_BxLxD, None if cache is None else kv, mask_BxLxS,
-                                                   positions_BxL, None if cache is None else index)
+      scanned = nn.scan(
+          block,
+          variable_axes={"params": 0},
+          split_rngs={"params": True},
+          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+          out_axes=0,
+          length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"},
+      )
+      x_BxLxD, kv = scanned(cfg, c, name="layers")(
+          x_BxLxD, None if cache is None else kv, mask_BxLxS, positions_BxL, None if cache is None else index
+      )
     else:
       # Unscanned, the cache is one buffer per layer, each updated in place (slicing a stacked cache and stacking
       # it back copied all of it every decode step).
       new_k, new_v = [], []
       for i in range(cfg.num_layers):
         layer_kv = None if cache is None else {"k": kv["k"][i], "v": kv["v"][i]}
-        x_BxLxD, layer_kv = block(cfg, c, name=f"layer_{i}")(x_BxLxD, layer_kv, mask_BxLxS, positions_BxL,
-                                                            None if cache is None else index)
+        x_BxLxD, layer_kv = block(cfg, c, name=f"layer_{i}")(
+            x_BxLxD, layer_kv, mask_BxLxS, positions_BxL, None if cache is None else index
+        )
         if cache is not None:
           new_k.append(layer_kv["k"])
           new_v.append(layer_kv["v"])
@@ -389,8 +451,9 @@ class Transformer(nn.Module):
     if cfg.tie_embeddings:
       logits = _einsum("bld,vd->blv", x_BxLxD, embed_VxD, cfg)
     else:
-      head_DxV = _param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"),
-                        nn.initializers.normal(cfg.init_std), cfg)
+      head_DxV = _param(
+          self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), nn.initializers.normal(cfg.init_std), cfg
+      )
       logits = _einsum("bld,dv->blv", x_BxLxD, head_DxV, cfg)
     logits = c(logits, ("act_batch", "act_length", "act_vocab"))
     return logits if cache is None else (logits, cache)

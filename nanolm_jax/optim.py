@@ -1,4 +1,5 @@
 """The optax chain from config: global-norm clipping, then AdamW on a warmup + cosine schedule."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -13,8 +14,12 @@ def make_schedule(o: Mapping[str, Any], total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to o.lr over o.warmup_steps, then cosine decay to o.lr * o.min_lr_ratio at total_steps."""
   warmup = min(int(o["warmup_steps"]), max(total_steps - 1, 0))
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=o["lr"], warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
-      end_value=o["lr"] * o["min_lr_ratio"])
+      init_value=0.0,
+      peak_value=o["lr"],
+      warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1),
+      end_value=o["lr"] * o["min_lr_ratio"],
+  )
 
 
 def decay_mask(params: Any, o: Mapping[str, Any]) -> Any:
@@ -33,8 +38,14 @@ def decay_mask(params: Any, o: Mapping[str, Any]) -> Any:
 
 def make_optimizer(o: Mapping[str, Any], total_steps: int) -> optax.GradientTransformation:
   """clip_by_global_norm(o.clip_norm) -> adamw(schedule, b1, b2, eps, weight_decay, mask). clip_norm 0 disables it."""
-  adamw = optax.adamw(make_schedule(o, total_steps), b1=o["b1"], b2=o["b2"], eps=o["eps"],
-                      weight_decay=o["weight_decay"], mask=lambda p: decay_mask(p, o))
+  adamw = optax.adamw(
+      make_schedule(o, total_steps),
+      b1=o["b1"],
+      b2=o["b2"],
+      eps=o["eps"],
+      weight_decay=o["weight_decay"],
+      mask=lambda p: decay_mask(p, o),
+  )
   if o["clip_norm"] and o["clip_norm"] > 0:
     return optax.chain(optax.clip_by_global_norm(o["clip_norm"]), adamw)
   return adamw

@@ -1,4 +1,5 @@
 """The pretraining stage: next-token loss on packed documents, validation bits per byte, samples at the end."""
+
 from __future__ import annotations
 
 import os
@@ -21,13 +22,21 @@ def _tokenizer(cfg, workdir) -> tokenizer_lib.Tokenizer:
 def _dataset(ctx: trainer.RunContext, split: str, repeat: bool):
   cfg = ctx.cfg
   return pipeline.make_lm_dataset(
-      cfg.data, ctx.tokenizer, split=split, seq_len=cfg.train.seq_len,
-      batch_size=cfg.train.batch_size // jax.process_count(), seed=cfg.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(), repeat=repeat)
+      cfg.data,
+      ctx.tokenizer,
+      split=split,
+      seq_len=cfg.train.seq_len,
+      batch_size=cfg.train.batch_size // jax.process_count(),
+      seed=cfg.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      repeat=repeat,
+  )
 
 
-def sample_texts(ctx: trainer.RunContext, params: Any, prompts: list[str], sampling: engine.SamplingParams,
-                 seed: int) -> list[str]:
+def sample_texts(
+    ctx: trainer.RunContext, params: Any, prompts: list[str], sampling: engine.SamplingParams, seed: int
+) -> list[str]:
   """Prompt completions with the run's own model and tokenizer (temperature sampling)."""
   tok = ctx.tokenizer
   model = trainer.build_model(ctx.cfg, mesh=None)
@@ -38,8 +47,12 @@ def sample_texts(ctx: trainer.RunContext, params: Any, prompts: list[str], sampl
 
 def _on_end(ctx: trainer.RunContext, params: Any) -> dict[str, Any]:
   s = ctx.cfg.sample
-  sampling = engine.SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                   max_new_tokens=min(s.max_new_tokens, ctx.model.cfg.max_len - 16))
+  sampling = engine.SamplingParams(
+      temperature=s.temperature,
+      top_k=s.top_k,
+      top_p=s.top_p,
+      max_new_tokens=min(s.max_new_tokens, ctx.model.cfg.max_len - 16),
+  )
   prompts = list(s.prompts)
   completions = sample_texts(ctx, params, prompts, sampling, ctx.cfg.seed)
   lines = [f"{p}{c}" for p, c in zip(prompts, completions)]

@@ -4,6 +4,7 @@ A base model continues documents, so we show it the start of a document in which
 questions — a transcript with a few worked exchanges — and let it write the next answer. The engine stops it at the
 next turn marker (STOP_STRINGS), i.e. before it starts writing the human's next line itself.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -12,23 +13,35 @@ HUMAN, ASSISTANT = "Human", "Assistant"
 STOP_STRINGS = ("\nHuman:", "\nUser:", "\n\nHuman", "\n\n\n")
 
 DEFAULT_EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("What does the len() function do in Python?",
-     "len() returns the number of items in a container, such as the characters of a string or the elements of a "
-     "list. For example, len([1, 2, 3]) is 3."),
-    ("How do I open a file for reading?",
-     "Use the built-in open() with mode \"r\", ideally in a with statement so the file is closed for you:\n"
-     "with open(\"notes.txt\") as f:\n    text = f.read()"),
-    ("What is a dictionary?",
-     "A dictionary (dict) maps keys to values. You create one with braces, like {\"a\": 1}, and look a value up "
-     "with its key: d[\"a\"] gives 1."),
+    (
+        "What does the len() function do in Python?",
+        "len() returns the number of items in a container, such as the characters of a string or the elements of a "
+        "list. For example, len([1, 2, 3]) is 3.",
+    ),
+    (
+        "How do I open a file for reading?",
+        'Use the built-in open() with mode "r", ideally in a with statement so the file is closed for you:\n'
+        'with open("notes.txt") as f:\n    text = f.read()',
+    ),
+    (
+        "What is a dictionary?",
+        'A dictionary (dict) maps keys to values. You create one with braces, like {"a": 1}, and look a value up '
+        'with its key: d["a"] gives 1.',
+    ),
 )
 
-PREAMBLE = ("The following is a conversation between a curious human and a helpful, knowledgeable AI assistant. "
-            "The assistant answers questions about Python and programming accurately and concisely.\n\n")
+PREAMBLE = (
+    "The following is a conversation between a curious human and a helpful, knowledgeable AI assistant. "
+    "The assistant answers questions about Python and programming accurately and concisely.\n\n"
+)
 
 
-def few_shot_prompt(question: str, examples: Sequence[tuple[str, str]] = DEFAULT_EXAMPLES,
-                    preamble: str = PREAMBLE, history: Sequence[tuple[str, str]] = ()) -> str:
+def few_shot_prompt(
+    question: str,
+    examples: Sequence[tuple[str, str]] = DEFAULT_EXAMPLES,
+    preamble: str = PREAMBLE,
+    history: Sequence[tuple[str, str]] = (),
+) -> str:
   """The transcript up to 'Assistant:' for `question`; `history` holds earlier (question, answer) turns."""
   if not question.strip():
     raise ValueError("few_shot_prompt: the question is empty")

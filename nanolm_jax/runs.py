@@ -3,6 +3,7 @@
 A run folder holds `config.json`, `checkpoints/<step>/state` (a pytree with at least `params`), and
 `tokenizer.model` (sentencepiece) or Hugging Face tokenizer files (imported models).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,8 @@ class Run:
   workdir: str
   cfg: ml_collections.ConfigDict
   model: model_lib.Transformer
-  params: Any          # unboxed params pytree (apply with {"params": params})
-  tokenizer: Any       # tokenizer_lib.Tokenizer or an object with the same interface
+  params: Any  # unboxed params pytree (apply with {"params": params})
+  tokenizer: Any  # tokenizer_lib.Tokenizer or an object with the same interface
   step: int | None = None
 
 
@@ -33,6 +34,7 @@ def load_tokenizer(workdir: str) -> Any:
     return tokenizer_lib.Tokenizer.load(sp)
   if os.path.exists(os.path.join(workdir, "tokenizer.json")):
     from nanolm_jax.interop import hf_tokenizer  # pylint: disable=g-import-not-at-top
+
     return hf_tokenizer.HFTokenizer.load(workdir)
   raise FileNotFoundError(f"{workdir} has no tokenizer (tokenizer.model or tokenizer.json)")
 
@@ -42,6 +44,7 @@ def load_run(workdir: str, step: int | None = None, mesh: Any = None) -> Run:
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"run folder {workdir} does not exist")
   from nanolm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+
   cfg = ml_collections.ConfigDict(ckpt_lib.read_config(workdir))
   step, params = trainer.restore_params(workdir, step=step)
   model = trainer.build_model(cfg, mesh)

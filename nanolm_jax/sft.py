@@ -8,12 +8,12 @@ as pretraining, with the loss mask coming from the chat format. At the end the c
 (nanolm_jax.posttrain.chat_eval) and, when `ablation.enabled`, the same SFT without the probe's examples is trained
 and evaluated beside it so the effect of the probe is printed side by side.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import os
-import random
 from typing import Any
 
 import jax
@@ -34,10 +34,10 @@ from nanolm_jax.posttrain import sft_data
 
 DEFAULT_PRETRAIN_RUN = os.path.join("runs", "pretrain_tiny")
 DEFAULT_SFT_RUN = os.path.join("runs", "sft_tiny")
-DATA_DIR = "sft_data"          # inside the run folder: probe.jsonl, answer_first.jsonl, oracle.jsonl
+DATA_DIR = "sft_data"  # inside the run folder: probe.jsonl, answer_first.jsonl, oracle.jsonl
 PROBE_FILE = "probe.jsonl"
 ORACLE_FILE = "oracle.jsonl"
-INDEX_DIR = "search_index"     # inside the run folder: the search tool's documents
+INDEX_DIR = "search_index"  # inside the run folder: the search tool's documents
 
 
 def ensure_pretrained(init_from: str) -> str:
@@ -49,6 +49,7 @@ def ensure_pretrained(init_from: str) -> str:
   if not _finished(DEFAULT_PRETRAIN_RUN):
     from configs import pretrain as pretrain_configs  # pylint: disable=g-import-not-at-top
     from nanolm_jax import pretraining  # pylint: disable=g-import-not-at-top
+
     print(f"No pretrained model at {DEFAULT_PRETRAIN_RUN}: running the default pretraining first.", flush=True)
     trainer.train(pretrain_configs.get_config("tiny"), DEFAULT_PRETRAIN_RUN, pretraining.stage())
   return DEFAULT_PRETRAIN_RUN
@@ -59,8 +60,11 @@ def _finished(workdir: str) -> bool:
   if not os.path.exists(path):
     return False
   steps = json.load(open(path))["train"]["steps"]
-  ckpts = [int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()] \
-      if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
+  ckpts = (
+      [int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()]
+      if os.path.isdir(os.path.join(workdir, "checkpoints"))
+      else []
+  )
   return bool(ckpts) and max(ckpts) >= steps
 
 
@@ -105,8 +109,12 @@ def _check_world(cfg, base_cfg) -> None:
   want = sft_data.pretraining_source(cfg.sft)
   srcs = str(base_cfg.data.sources)
   if "facts" not in srcs:
-    logging.warning("the starting run was not pretrained on the fact world (%s not in data.sources=%r): every fact "
-                    "will look unknown to the probe", want, srcs)
+    logging.warning(
+        "the starting run was not pretrained on the fact world (%s not in data.sources=%r): every fact "
+        "will look unknown to the probe",
+        want,
+        srcs,
+    )
 
 
 def answer_first_conversations(scfg: ml_collections.ConfigDict, n: int) -> list[list[dict[str, Any]]]:
@@ -124,12 +132,14 @@ def run_probe(cfg: ml_collections.ConfigDict, world: facts.World) -> tuple[list,
   groups = facts.sft_eval_entities(world, cfg.sft.facts.eval_fraction)
   answer_fn = cloze_answer_fn(eng, base.tokenizer, world, temperature=cfg.probe.temperature, seed=cfg.seed)
   entities = list(groups["sft_known"]) + list(groups["sft_unknown"])
-  convs, stats = facts.probe(answer_fn, world, entities, cfg.probe.samples, knows=cfg.probe.knows,
-                             seed=cfg.seed, return_stats=True)
+  convs, stats = facts.probe(
+      answer_fn, world, entities, cfg.probe.samples, knows=cfg.probe.knows, seed=cfg.seed, return_stats=True
+  )
   # How well did the probe separate the groups? (The pretraining data decides who is known; the probe measures it.)
   known_names = {e.name for e in groups["sft_known"]}
   stats["probe_known_among_pretrained"] = sum(
-      1 for c in convs if not facts.is_idk(c[-1]["content"]) and _name_in(c[0]["content"], known_names))
+      1 for c in convs if not facts.is_idk(c[-1]["content"]) and _name_in(c[0]["content"], known_names)
+  )
   logging.info("probe: %s", stats)
   return convs, stats
 
@@ -161,8 +171,9 @@ CLOZES = {
 }
 
 
-def cloze_answer_fn(eng: engine_lib.Engine, tok: Any, world: facts.World, *, temperature: float,
-                    seed: int, max_new_tokens: int = 12) -> facts.AnswerFn:
+def cloze_answer_fn(
+    eng: engine_lib.Engine, tok: Any, world: facts.World, *, temperature: float, seed: int, max_new_tokens: int = 12
+) -> facts.AnswerFn:
   """Asks a *base* model in its own distribution: each probe question becomes a biography sentence to complete.
 
   (Few-shot Q/A prompts were tried first: the 4M-parameter default answered 1% of them right although it completes
@@ -183,7 +194,7 @@ def cloze_answer_fn(eng: engine_lib.Engine, tok: Any, world: facts.World, *, tem
     outs = eng.generate(prompts, sampling, n=n, seed=seed + calls[0], stop_strings=(".", "\n"))
     calls[0] += 1
     texts = [o.text.strip() for o in outs]
-    return [texts[i * n:(i + 1) * n] for i in range(len(convs))]
+    return [texts[i * n : (i + 1) * n] for i in range(len(convs))]
 
   return answer_fn
 
@@ -199,9 +210,16 @@ def _tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> Any:
 def _dataset(ctx: trainer.RunContext, split: str, repeat: bool):
   cfg = ctx.cfg
   return sft_data.make_sft_dataset(
-      cfg.sft, ctx.tokenizer, split=split, seq_len=cfg.train.seq_len,
-      batch_size=cfg.train.batch_size // jax.process_count(), seed=cfg.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(), repeat=repeat)
+      cfg.sft,
+      ctx.tokenizer,
+      split=split,
+      seq_len=cfg.train.seq_len,
+      batch_size=cfg.train.batch_size // jax.process_count(),
+      seed=cfg.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      repeat=repeat,
+  )
 
 
 def _init_params(ctx: trainer.RunContext, abstract_params: Any) -> Any:
@@ -213,10 +231,20 @@ def _init_params(ctx: trainer.RunContext, abstract_params: Any) -> Any:
 def evaluate_run(cfg: ml_collections.ConfigDict, workdir: str, model: Any, params: Any, tok: Any) -> dict[str, Any]:
   """Chat evaluation of (model, params) with this config's world, index and arithmetic difficulty."""
   world = facts.world_from_config(cfg.sft.world)
-  index = search_data.index_documents(world, cfg.sft.search.get('train_people', 0))
-  return chat_eval.evaluate(model, params, tok, world, cfg.eval, cfg.sft.reasoning, cfg.sft.facts.eval_fraction,
-                            identity_path=cfg.sft.identity.get("path", ""), index_docs=index,
-                            search_k=cfg.sft.search.top_k, search_fuzzy=bool(cfg.sft.search.get("fuzzy", False)))
+  index = search_data.index_documents(world, cfg.sft.search.get("train_people", 0))
+  return chat_eval.evaluate(
+      model,
+      params,
+      tok,
+      world,
+      cfg.eval,
+      cfg.sft.reasoning,
+      cfg.sft.facts.eval_fraction,
+      identity_path=cfg.sft.identity.get("path", ""),
+      index_docs=index,
+      search_k=cfg.sft.search.top_k,
+      search_fuzzy=bool(cfg.sft.search.get("fuzzy", False)),
+  )
 
 
 def _on_end(ctx: trainer.RunContext, params: Any) -> dict[str, Any]:
@@ -270,8 +298,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   out = {"sft": trainer.train(cfg, workdir, stage(cfg))}
   if cfg.ablation.enabled and not out["sft"].get("preempted"):
     ab_dir = os.path.join(workdir, "ablation_no_probe")
-    what = ("the probe's questions answered from the truth for everyone" if cfg.ablation.get("facts") == "oracle"
-            else "no fact QA")
+    what = (
+        "the probe's questions answered from the truth for everyone"
+        if cfg.ablation.get("facts") == "oracle"
+        else "no fact QA"
+    )
     print(f"Training the control (the same SFT without the probe: {what}) in {ab_dir}", flush=True)
     out["no_probe"] = trainer.train(ablation_config(cfg, workdir), ab_dir, stage(cfg))
     path = os.path.join(workdir, "eval.json")
@@ -290,6 +321,7 @@ def ensure_default_run() -> str:
   """The default SFT run folder (runs/sft_tiny), trained with the default config first when absent."""
   if not _finished(DEFAULT_SFT_RUN):
     from configs import sft as sft_configs  # pylint: disable=g-import-not-at-top
+
     print(f"No SFT model at {DEFAULT_SFT_RUN}: running the default SFT first.", flush=True)
     run(sft_configs.get_config(), DEFAULT_SFT_RUN)
   return DEFAULT_SFT_RUN

@@ -1,4 +1,5 @@
 """Device mesh from config, logical -> mesh sharding, batch placement, multi-host initialisation."""
+
 from __future__ import annotations
 
 import os
@@ -39,12 +40,16 @@ def resolve_mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[i
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: fixed axes ({known} devices) do not divide the "
-                       f"{num_devices} available devices")
+      raise ValueError(
+          f"mesh {dict(zip(MESH_AXES, sizes))}: fixed axes ({known} devices) do not divide the "
+          f"{num_devices} available devices"
+      )
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {int(np.prod(sizes))} devices, "
-                     f"but {num_devices} are available")
+    raise ValueError(
+        f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {int(np.prod(sizes))} devices, "
+        f"but {num_devices} are available"
+    )
   return tuple(sizes)
 
 
@@ -62,8 +67,10 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None 
 
 def normalize_rules(rules: Any) -> Rules:
   """Rules as hashable nested tuples (configs loaded from JSON carry lists)."""
+
   def axes(a):
     return tuple(a) if isinstance(a, (list, tuple)) else a
+
   return tuple((str(name), axes(a)) for name, a in rules)
 
 
@@ -105,5 +112,6 @@ def check_divisibility(mesh: Mesh, rules: Rules, named_shapes: Mapping[str, int]
     axes = (axes,) if isinstance(axes, str) else tuple(axes)
     n = int(np.prod([mesh.shape[a] for a in axes]))
     if size % n:
-      raise ValueError(f"logical axis {logical!r} of size {size} does not divide over mesh axes {axes} "
-                       f"({n} devices)")
+      raise ValueError(
+          f"logical axis {logical!r} of size {size} does not divide over mesh axes {axes} " f"({n} devices)"
+      )

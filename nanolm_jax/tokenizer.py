@@ -13,6 +13,7 @@ indented docstrings), no dummy prefix is added and digits are split, so ``decode
 Control symbols are never produced by ``encode``: the text '<|user|>' encodes as ordinary pieces, so user text cannot
 inject a role marker; only ``special_id`` gives those ids.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,11 +34,19 @@ import sentencepiece as spm
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = (
-    '<|system|>', '<|user|>', '<|assistant|>', '<|tool|>',  # roles
-    '<|start|>', '<|end|>',  # message delimiters: <|start|><|user|>...<|end|>
-    '<|tool_call_start|>', '<|tool_call_end|>',  # a tool call the assistant emits
-    '<|tool_result_start|>', '<|tool_result_end|>',  # what the tool returned
-) + tuple(f'<|reserved_{i}|>' for i in range(6))  # spares, so new markers do not shift ids of trained models
+    '<|system|>',
+    '<|user|>',
+    '<|assistant|>',
+    '<|tool|>',  # roles
+    '<|start|>',
+    '<|end|>',  # message delimiters: <|start|><|user|>...<|end|>
+    '<|tool_call_start|>',
+    '<|tool_call_end|>',  # a tool call the assistant emits
+    '<|tool_result_start|>',
+    '<|tool_result_end|>',  # what the tool returned
+) + tuple(
+    f'<|reserved_{i}|>' for i in range(6)
+)  # spares, so new markers do not shift ids of trained models
 USER_DEFINED = ('\n',)
 NUM_BYTES = 256
 NUM_RESERVED = 4 + len(SPECIAL_TOKENS) + len(USER_DEFINED) + NUM_BYTES  # ids before the first learned piece
@@ -49,12 +58,14 @@ _BLANK_RUN = re.compile(r'\n\s*\n')
 
 def default_tokenizer_config() -> ml_collections.ConfigDict:
   """The ``tokenizer`` block; the vocab size is ``model.vocab_size``, passed separately."""
-  return ml_collections.ConfigDict({
-      'path': '',  # an existing .model to load instead of training one
-      'model_type': 'bpe',  # or 'unigram'
-      'character_coverage': 0.9995,  # rarer characters are left to byte fallback
-      'max_train_bytes': 20_000_000,  # cap on training text (UTF-8 bytes), read in source order
-  })
+  return ml_collections.ConfigDict(
+      {
+          'path': '',  # an existing .model to load instead of training one
+          'model_type': 'bpe',  # or 'unigram'
+          'character_coverage': 0.9995,  # rarer characters are left to byte fallback
+          'max_train_bytes': 20_000_000,  # cap on training text (UTF-8 bytes), read in source order
+      }
+  )
 
 
 def _training_sentences(texts: Iterable[str], max_bytes: int | None) -> Iterator[str]:
@@ -135,7 +146,10 @@ class Tokenizer:
           character_coverage=character_coverage,
           byte_fallback=True,
           split_digits=True,
-          pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+          pad_id=PAD_ID,
+          unk_id=UNK_ID,
+          bos_id=BOS_ID,
+          eos_id=EOS_ID,
           control_symbols=list(SPECIAL_TOKENS),
           user_defined_symbols=list(USER_DEFINED),
           normalization_rule_name='identity',  # lossless: no NFKC, no whitespace collapsing
@@ -291,9 +305,11 @@ def cache_key(tok_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Confi
       content.append([list(f) for f in sources_lib.file_fingerprint(spec)])
     elif spec.kind == 'facts':  # the resolved world, so a change of the defaults is a different corpus
       from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
+
       content.append(facts.world_spec(facts.parse_world_spec(spec.arg)))
     elif spec.kind == 'arithmetic':
       from nanolm_jax.posttrain import reasoning  # pylint: disable=g-import-not-at-top
+
       content.append(reasoning.parse_corpus_spec(spec.arg).to_json(sort_keys=True))
   key = {
       'format': FORMAT_VERSION,
@@ -314,8 +330,9 @@ def _checked(tok: Tokenizer, vocab_size: int, where: str) -> Tokenizer:
   if tok.vocab_size > vocab_size:
     raise ValueError(f'Tokenizer {where} has {tok.vocab_size} tokens but model.vocab_size is {vocab_size}.')
   if tok.vocab_size < vocab_size:
-    logging.warning('Tokenizer %s has %d tokens < model.vocab_size %d; the rest are unused.', where, tok.vocab_size,
-                    vocab_size)
+    logging.warning(
+        'Tokenizer %s has %d tokens < model.vocab_size %d; the rest are unused.', where, tok.vocab_size, vocab_size
+    )
   return tok
 
 

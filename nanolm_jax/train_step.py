@@ -5,6 +5,7 @@ sum(numerator) / sum(denominator) over all microbatches, so accumulating k micro
 whole batch (token-weighted, not an average of microbatch averages). Pretraining and SFT use `lm_loss` (SFT's batches
 carry a loss mask in `weights`); RL and reward models add their own losses with the same signature.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,11 +63,13 @@ def _split_microbatches(batch: Batch, k: int) -> Batch:
     if x.shape[0] % k:
       raise ValueError(f"batch of {x.shape[0]} rows does not split into {k} microbatches")
     return x.reshape((k, x.shape[0] // k) + x.shape[1:])
+
   return jax.tree.map(split, batch)
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule: optax.Schedule | None = None,
-                    microbatches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(
+    loss_fn: LossFn, tx: optax.GradientTransformation, schedule: optax.Schedule | None = None, microbatches: int = 1
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Builds the pure step. Metrics: loss, grad_norm, lr, tokens (the loss denominator), and loss-fn aux sums."""
   grad_fn = jax.grad(lambda p, b: _with_aux(loss_fn(p, b)), has_aux=True)
 
@@ -74,24 +77,37 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule:
     if microbatches == 1:
       grads, (num, den, aux) = grad_fn(state.params, batch)
     else:
+
       def body(carry, mb):
         g_acc, num_acc, den_acc, aux_acc = carry
         g, (num, den, aux) = grad_fn(state.params, mb)
-        return (jax.tree.map(jnp.add, g_acc, g), num_acc + num, den_acc + den,
-                jax.tree.map(jnp.add, aux_acc, aux)), None
+        return (
+            jax.tree.map(jnp.add, g_acc, g),
+            num_acc + num,
+            den_acc + den,
+            jax.tree.map(jnp.add, aux_acc, aux),
+        ), None
 
       mbs = _split_microbatches(batch, microbatches)
       first = jax.tree.map(lambda x: x[0], mbs)
       aux_shape = jax.eval_shape(lambda: grad_fn(state.params, first)[1][2])
-      zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.zeros(()), jnp.zeros(()),
-               jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape))
+      zeros = (
+          jax.tree.map(jnp.zeros_like, state.params),
+          jnp.zeros(()),
+          jnp.zeros(()),
+          jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape),
+      )
       (grads, num, den, aux), _ = jax.lax.scan(body, zeros, mbs)
     den = jnp.maximum(den, 1e-9)
     grads = jax.tree.map(lambda g: g / den, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": num / den, "grad_norm": optax.tree.norm(grads), "tokens": den,
-               **{k: v / den for k, v in aux.items()}}
+    metrics = {
+        "loss": num / den,
+        "grad_norm": optax.tree.norm(grads),
+        "tokens": den,
+        **{k: v / den for k, v in aux.items()},
+    }
     if schedule is not None:
       metrics["lr"] = schedule(state.step)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -104,21 +120,27 @@ def _with_aux(out):
   return num, (num, den, aux)
 
 
-def make_eval_step(apply_fn: Callable[..., jax.Array],
-                   token_bytes_V: jax.Array) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+def make_eval_step(
+    apply_fn: Callable[..., jax.Array], token_bytes_V: jax.Array
+) -> Callable[[Any, Batch], dict[str, jax.Array]]:
   """Sums for validation: loss (nats), tokens, and UTF-8 bytes of the targets (for bits per byte)."""
 
   def eval_step(params, batch):
     logits = apply_fn(params, batch["inputs"], batch["segment_ids"], batch["positions"])
     ce_BxL, _ = token_cross_entropy(logits, batch["targets"])
     w_BxL = batch["weights"].astype(jnp.float32)
-    return {"loss_sum": jnp.sum(ce_BxL * w_BxL), "tokens": jnp.sum(w_BxL),
-            "bytes": jnp.sum(jnp.take(token_bytes_V, batch["targets"]) * w_BxL)}
+    return {
+        "loss_sum": jnp.sum(ce_BxL * w_BxL),
+        "tokens": jnp.sum(w_BxL),
+        "bytes": jnp.sum(jnp.take(token_bytes_V, batch["targets"]) * w_BxL),
+    }
 
   return eval_step
 
 
 def summarize_eval(sums: dict[str, float]) -> dict[str, float]:
   """val_loss (nats/token) and val_bpb = total nats / (ln 2 * total bytes)."""
-  return {"val_loss": sums["loss_sum"] / max(sums["tokens"], 1.0),
-          "val_bpb": sums["loss_sum"] / (math.log(2) * max(sums["bytes"], 1.0))}
+  return {
+      "val_loss": sums["loss_sum"] / max(sums["tokens"], 1.0),
+      "val_bpb": sums["loss_sum"] / (math.log(2) * max(sums["bytes"], 1.0)),
+  }

@@ -5,6 +5,7 @@ exact; an optional `step_metrics() -> dict` is logged with the step its last bat
 and optionally its evaluation and an end-of-run hook. Everything else — mesh, shardings, the jitted pure step
 with donated state, checkpoints, preemption, metrics — is this file, read top to bottom in `train`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,6 +38,7 @@ class NonFiniteLossError(RuntimeError):
 @dataclasses.dataclass
 class RunContext:
   """What a stage's builders get: the resolved pieces of the run."""
+
   cfg: ml_collections.ConfigDict
   workdir: str
   model: model_lib.Transformer
@@ -49,6 +51,7 @@ class RunContext:
 @dataclasses.dataclass
 class Stage:
   """What a training stage adds to the shared loop: a loss and data (and optional eval / end hooks)."""
+
   name: str
   make_loss: Callable[[RunContext, Callable[..., jax.Array]], step_lib.LossFn]
   make_train_data: Callable[[RunContext], Iterator[dict[str, np.ndarray]]]
@@ -61,8 +64,9 @@ class Stage:
   evaluate: Callable[[RunContext, Any], dict[str, float]] | None = None
 
 
-def validate_config(cfg: ml_collections.ConfigDict, num_devices: int | None = None,
-                    process_count: int | None = None) -> None:
+def validate_config(
+    cfg: ml_collections.ConfigDict, num_devices: int | None = None, process_count: int | None = None
+) -> None:
   """Checks everything that can be checked before any work or folder is made; ValueError names the field."""
   mc = model_lib.ModelConfig.from_config(cfg.model)
   model_lib.validate_model_config(mc)
@@ -94,8 +98,10 @@ def validate_config(cfg: ml_collections.ConfigDict, num_devices: int | None = No
     axes = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
     n = int(np.prod([mesh_shape[a] for a in axes])) if axes else 1
     if size % n:
-      raise ValueError(f"{what}={size} does not divide over mesh axes {axes} of size {n} "
-                       f"(mesh data={data}, fsdp={fsdp}, tensor={tensor})")
+      raise ValueError(
+          f"{what}={size} does not divide over mesh axes {axes} of size {n} "
+          f"(mesh data={data}, fsdp={fsdp}, tensor={tensor})"
+      )
 
   check("act_batch", t.batch_size // t.microbatches, "train.batch_size / train.microbatches")
   check("embed", mc.d_model, "model.d_model")
@@ -117,6 +123,7 @@ def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None) 
 def _apply_fn(model: model_lib.Transformer) -> Callable[..., jax.Array]:
   def apply(params, inputs, segment_ids, positions):
     return model.apply({"params": params}, inputs, segment_ids, positions)
+
   return apply
 
 
@@ -221,8 +228,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
       pending.append((step, {**m, **host_m}))
       progress.update(1)
       stop = preemption.requested or ckpt.reached_preemption(step)
-      is_eval = evaluate is not None and cfg.train.eval_every and (step % cfg.train.eval_every == 0 or
-                                                                   step == total_steps)
+      is_eval = (
+          evaluate is not None and cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == total_steps)
+      )
       is_ckpt = stop or step == total_steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
       if step % cfg.train.log_every == 0 or is_eval or is_ckpt:
         # Fetching every pending step's metrics both logs them and proves no NaN slipped in before a save.
@@ -231,9 +239,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
         for s, x in fetched:
           if not (math.isfinite(float(x["loss"])) and math.isfinite(float(x["grad_norm"]))):
             ckpt.wait()
-            raise NonFiniteLossError(f"non-finite loss {x['loss']} / grad norm {x['grad_norm']} at step {s}; "
-                                     "stopping without writing a checkpoint of it (last good: "
-                                     f"{ckpt.steps()[-1] if ckpt.steps() else 'none'})")
+            raise NonFiniteLossError(
+                f"non-finite loss {x['loss']} / grad norm {x['grad_norm']} at step {s}; "
+                "stopping without writing a checkpoint of it (last good: "
+                f"{ckpt.steps()[-1] if ckpt.steps() else 'none'})"
+            )
         dt = time.perf_counter() - t_last
         last = {k: float(v) for k, v in fetched[-1][1].items()}
         last["tokens_per_s"] = tokens_per_step * steps_since / dt
@@ -275,6 +285,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
 @dataclasses.dataclass
 class ShardedStep:
   """The sharded pieces of a run: initialiser, jitted step, and the shardings they use."""
+
   tx: Any
   init: Callable[[jax.Array], step_lib.TrainState]
   step: Callable[..., tuple[step_lib.TrainState, dict[str, jax.Array]]]
@@ -283,8 +294,9 @@ class ShardedStep:
   batch_sharding: jax.sharding.NamedSharding
 
 
-def make_sharded_step(cfg: ml_collections.ConfigDict, model: model_lib.Transformer, mesh: jax.sharding.Mesh,
-                      loss_fn: step_lib.LossFn) -> ShardedStep:
+def make_sharded_step(
+    cfg: ml_collections.ConfigDict, model: model_lib.Transformer, mesh: jax.sharding.Mesh, loss_fn: step_lib.LossFn
+) -> ShardedStep:
   """Shardings from the logical axis rules; init straight into them (no host-side full copy); jit with donation."""
   rules = shd.normalize_rules(cfg.sharding_rules)
   schedule = optim.make_schedule(cfg.optim, cfg.train.steps)
@@ -297,12 +309,17 @@ def make_sharded_step(cfg: ml_collections.ConfigDict, model: model_lib.Transform
   abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(0))
   state_sharding = shd.state_shardings(abstract_boxed, mesh, rules)
   init = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sharding)
-  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                nn.unbox(abstract_boxed), state_sharding)
+  abstract_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(abstract_boxed), state_sharding
+  )
   batch_sharding = shd.batch_sharding(mesh, rules)
   step_fn = step_lib.make_train_step(loss_fn, tx, schedule, cfg.train.microbatches)
-  step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
-                 out_shardings=(state_sharding, shd.replicated(mesh)), donate_argnums=(0,))
+  step = jax.jit(
+      step_fn,
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, shd.replicated(mesh)),
+      donate_argnums=(0,),
+  )
   return ShardedStep(tx, init, step, abstract_state, state_sharding, batch_sharding)
 
 
@@ -336,6 +353,7 @@ def _fmt(m: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
 
 def _progress(start: int, total: int, enabled: bool):
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
   return tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="step")
 
 
@@ -346,6 +364,7 @@ def restore_params(workdir: str, target: Any = None, step: int | None = None) ->
   into; None restores every array onto the default device. Shapes must match the run's model config.
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
   try:
     steps = ckpt.steps()
@@ -359,8 +378,14 @@ def restore_params(workdir: str, target: Any = None, step: int | None = None) ->
       device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
       target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
     restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding, dtype=t.dtype), target)
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item={"params": target}, restore_args={"params": restore_args}, partial_restore=True)))
+    out = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": target}, restore_args={"params": restore_args}, partial_restore=True
+            )
+        ),
+    )
     return step, out["state"]["params"]
   finally:
     ckpt.close()

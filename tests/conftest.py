@@ -1,4 +1,5 @@
 """Shared test setup: 8 simulated CPU devices, a private cache, a small corpus and tokenizer, a tiny config."""
+
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ if REPO not in sys.path:
 def small_corpus(tmp_path_factory) -> str:
   """A `files:` source of real English prose (Python's pydoc topics), as JSONL."""
   import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+
   d = tmp_path_factory.mktemp("small_corpus")
   path = d / "docs.jsonl"
   with open(path, "w") as f:
@@ -34,6 +36,7 @@ def small_tokenizer(small_corpus, tmp_path_factory) -> str:
   """Path of a 512-token BPE tokenizer trained on small_corpus."""
   from nanolm_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from nanolm_jax.data import sources  # pylint: disable=g-import-not-at-top
+
   cfg = sources.default_data_config()
   cfg.sources = small_corpus
   path = str(tmp_path_factory.mktemp("tok") / "tokenizer.model")
@@ -44,16 +47,30 @@ def small_tokenizer(small_corpus, tmp_path_factory) -> str:
 def tiny_overrides(corpus: str, tokenizer: str) -> dict:
   """Dotted overrides that make the pretraining config run in seconds in tests."""
   return {
-      "model.vocab_size": 512, "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 64,
-      "model.max_len": 64, "model.dtype": "float32", "train.seq_len": 32, "train.batch_size": 8,
-      "train.steps": 6, "train.eval_every": 3, "train.eval_batches": 2, "train.log_every": 1,
-      "train.checkpoint_every": 3, "train.async_checkpointing": False, "optim.warmup_steps": 2,
-      "data.sources": corpus, "tokenizer.path": tokenizer, "sample.max_new_tokens": 8,
+      "model.vocab_size": 512,
+      "model.num_layers": 2,
+      "model.num_heads": 4,
+      "model.d_model": 64,
+      "model.max_len": 64,
+      "model.dtype": "float32",
+      "train.seq_len": 32,
+      "train.batch_size": 8,
+      "train.steps": 6,
+      "train.eval_every": 3,
+      "train.eval_batches": 2,
+      "train.log_every": 1,
+      "train.checkpoint_every": 3,
+      "train.async_checkpointing": False,
+      "optim.warmup_steps": 2,
+      "data.sources": corpus,
+      "tokenizer.path": tokenizer,
+      "sample.max_new_tokens": 8,
   }
 
 
 def make_config(preset: str = "tiny", **overrides):
   from configs import pretrain  # pylint: disable=g-import-not-at-top
+
   cfg = pretrain.get_config(preset)
   cfg.model.dtype = "float32"  # tests compare numbers tightly; bf16 is tested where it is the point
   for key, value in overrides.items():

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.posttrain.conversations: formats, bad lines, specs, the stable split, TFDS records."""
+
 import gzip
 import json
 import logging
@@ -12,14 +13,22 @@ U, A = {'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hell
 
 
 def test_openai_format_with_parts_and_function_tool_calls():
-  record = {'messages': [
-      {'role': 'system', 'content': 'Be brief.'},
-      {'role': 'user', 'content': [{'type': 'text', 'text': 'What is '}, {'type': 'text', 'text': '2+3?'}]},
-      {'role': 'assistant', 'content': None, 'tool_calls': [
-          {'id': 'c1', 'type': 'function', 'function': {'name': 'calculator', 'arguments': {'expr': '2+3'}}}]},
-      {'role': 'tool', 'tool_call_id': 'c1', 'content': '5'},
-      {'role': 'assistant', 'content': 'It is 5.'},
-  ], 'id': 'x'}
+  record = {
+      'messages': [
+          {'role': 'system', 'content': 'Be brief.'},
+          {'role': 'user', 'content': [{'type': 'text', 'text': 'What is '}, {'type': 'text', 'text': '2+3?'}]},
+          {
+              'role': 'assistant',
+              'content': None,
+              'tool_calls': [
+                  {'id': 'c1', 'type': 'function', 'function': {'name': 'calculator', 'arguments': {'expr': '2+3'}}}
+              ],
+          },
+          {'role': 'tool', 'tool_call_id': 'c1', 'content': '5'},
+          {'role': 'assistant', 'content': 'It is 5.'},
+      ],
+      'id': 'x',
+  }
   assert conv_lib.normalize(record) == [
       {'role': 'system', 'content': 'Be brief.'},
       {'role': 'user', 'content': 'What is 2+3?'},
@@ -30,39 +39,63 @@ def test_openai_format_with_parts_and_function_tool_calls():
 
 
 def test_sharegpt_and_ultrachat_formats():
-  share = {'conversations': [{'from': 'system', 'value': 'S'}, {'from': 'human', 'value': 'Hi'},
-                             {'from': 'gpt', 'value': 'Hello!'}]}
+  share = {
+      'conversations': [
+          {'from': 'system', 'value': 'S'},
+          {'from': 'human', 'value': 'Hi'},
+          {'from': 'gpt', 'value': 'Hello!'},
+      ]
+  }
   assert conv_lib.normalize(share) == [{'role': 'system', 'content': 'S'}, U, A]
   assert conv_lib.normalize({'data': ['Hi', 'Hello!', 'Bye', 'Bye!']}) == [
-      U, A, {'role': 'user', 'content': 'Bye'}, {'role': 'assistant', 'content': 'Bye!'}]
+      U,
+      A,
+      {'role': 'user', 'content': 'Bye'},
+      {'role': 'assistant', 'content': 'Bye!'},
+  ]
   hf = {'prompt': 'Hi', 'prompt_id': 'abc', 'messages': [U, A]}  # HF UltraChat-200k
   assert conv_lib.normalize(hf) == [U, A]
-  call = {'conversations': [{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Checking.'},
-                            {'from': 'function_call', 'value': '{"name": "search", "arguments": "x"}'},
-                            {'from': 'observation', 'value': 'r'}, {'from': 'gpt', 'value': 'Done.'}]}
+  call = {
+      'conversations': [
+          {'from': 'human', 'value': 'Hi'},
+          {'from': 'gpt', 'value': 'Checking.'},
+          {'from': 'function_call', 'value': '{"name": "search", "arguments": "x"}'},
+          {'from': 'observation', 'value': 'r'},
+          {'from': 'gpt', 'value': 'Done.'},
+      ]
+  }
   out = conv_lib.normalize(call)
   assert out[1] == {'role': 'assistant', 'content': 'Checking.', 'tool_calls': [{'name': 'search', 'arguments': 'x'}]}
   assert out[2] == {'role': 'tool', 'content': 'r', 'name': 'search'}
 
 
-@pytest.mark.parametrize('record, reason', [
-    ({'messages': [{'role': 'robot', 'content': 'x'}, A]}, 'unknown role'),
-    ({'messages': [U, U, A]}, 'user message after'),
-    ({'messages': [A]}, 'assistant message after'),
-    ({'messages': [U, {'role': 'assistant', 'content': '  '}]}, 'empty content'),
-    ({'messages': [U]}, 'must end with an assistant'),
-    ({'text': 'hello'}, 'no "messages"'),
-    ({'messages': [{'role': 'user', 'content': [{'type': 'image_url'}]}, A]}, 'unsupported content part'),
-])
+@pytest.mark.parametrize(
+    'record, reason',
+    [
+        ({'messages': [{'role': 'robot', 'content': 'x'}, A]}, 'unknown role'),
+        ({'messages': [U, U, A]}, 'user message after'),
+        ({'messages': [A]}, 'assistant message after'),
+        ({'messages': [U, {'role': 'assistant', 'content': '  '}]}, 'empty content'),
+        ({'messages': [U]}, 'must end with an assistant'),
+        ({'text': 'hello'}, 'no "messages"'),
+        ({'messages': [{'role': 'user', 'content': [{'type': 'image_url'}]}, A]}, 'unsupported content part'),
+    ],
+)
 def test_invalid_records_raise_with_reason(record, reason):
   with pytest.raises(conv_lib.ConversationError, match=reason):
     conv_lib.normalize(record)
 
 
 def test_bad_lines_are_skipped_and_reported_by_line_number(tmp_path, caplog):
-  lines = [json.dumps({'messages': [U, A]}), '{not json', json.dumps({'messages': [{'role': 'x', 'content': 'a'}]}),
-           json.dumps({'messages': [A, U]}), '', json.dumps({'messages': [{'role': 'user', 'content': ''}, A]}),
-           json.dumps({'data': ['q', 'a']})]
+  lines = [
+      json.dumps({'messages': [U, A]}),
+      '{not json',
+      json.dumps({'messages': [{'role': 'x', 'content': 'a'}]}),
+      json.dumps({'messages': [A, U]}),
+      '',
+      json.dumps({'messages': [{'role': 'user', 'content': ''}, A]}),
+      json.dumps({'data': ['q', 'a']}),
+  ]
   path = tmp_path / 'c.jsonl'
   path.write_text('\n'.join(lines) + '\n')
   convs, bad = conv_lib.read_jsonl(str(path))
@@ -93,9 +126,18 @@ def test_write_then_read_round_trip_gz(tmp_path):
 def test_parse_spec():
   specs = conv_lib.parse_spec('generated@2; jsonl:/a/b:c/*.jsonl@0.5;reasoning:100', ['generated', 'reasoning'])
   assert [(s.kind, s.arg, s.weight) for s in specs] == [
-      ('generated', '', 2.0), ('jsonl', '/a/b:c/*.jsonl', 0.5), ('reasoning', '100', 1.0)]
-  for bad, msg in [('nope', 'unknown kind'), ('jsonl', 'needs an argument'), ('generated@0', 'positive'),
-                   ('generated@x', 'not a number'), (' ; ', 'names no source'), ('', 'empty')]:
+      ('generated', '', 2.0),
+      ('jsonl', '/a/b:c/*.jsonl', 0.5),
+      ('reasoning', '100', 1.0),
+  ]
+  for bad, msg in [
+      ('nope', 'unknown kind'),
+      ('jsonl', 'needs an argument'),
+      ('generated@0', 'positive'),
+      ('generated@x', 'not a number'),
+      (' ; ', 'names no source'),
+      ('', 'empty'),
+  ]:
     with pytest.raises(ValueError, match=msg):
       conv_lib.parse_spec(bad, ['generated'])
 
@@ -125,11 +167,13 @@ def test_load_sources_mixes_files_and_generators(tmp_path):
     calls.append(arg)
     return [[{'role': 'user', 'content': f'g{i}'}, A] for i in range(int(arg or 10))]
 
-  loaded = conv_lib.load_sources(f'jsonl:{tmp_path}/*.jsonl@0.5;gen:30', 'train', val_fraction=0.2,
-                                 generators={'gen': gen})
+  loaded = conv_lib.load_sources(
+      f'jsonl:{tmp_path}/*.jsonl@0.5;gen:30', 'train', val_fraction=0.2, generators={'gen': gen}
+  )
   assert [s.kind for s, _ in loaded] == ['jsonl', 'gen'] and calls == ['30']
-  val = conv_lib.load_sources(f'jsonl:{tmp_path}/*.jsonl@0.5;gen:30', 'validation', val_fraction=0.2,
-                              generators={'gen': gen})
+  val = conv_lib.load_sources(
+      f'jsonl:{tmp_path}/*.jsonl@0.5;gen:30', 'validation', val_fraction=0.2, generators={'gen': gen}
+  )
   for (_, tr), (_, va) in zip(loaded, val):
     assert len(tr) + len(va) in (50, 30) and len(va) > 0
   with pytest.raises(ValueError, match='matches no files'):
@@ -140,19 +184,25 @@ def test_tfds_records_columnar_bytes_and_bad_ones_filtered(monkeypatch):
   from nanolm_jax.data.tfds_compat import tfds  # pylint: disable=g-import-not-at-top
 
   def record(i):
-    return {'messages': {'role': np.array([b'user', b'assistant']),
-                         'content': np.array([f'q{i}'.encode(), (b'' if i == 3 else f'a{i}'.encode())])},
-            'prompt': b'ignored'}
+    return {
+        'messages': {
+            'role': np.array([b'user', b'assistant']),
+            'content': np.array([f'q{i}'.encode(), (b'' if i == 3 else f'a{i}'.encode())]),
+        },
+        'prompt': b'ignored',
+    }
 
   records = [record(i) for i in range(40)]
   monkeypatch.setattr(tfds, 'data_source', lambda name, **kw: {'train': records})
   out = {}
   for split in ('train', 'validation'):
-    (_, ds), = conv_lib.load_sources('tfds:fake_chats', split, val_fraction=0.25)
+    ((_, ds),) = conv_lib.load_sources('tfds:fake_chats', split, val_fraction=0.25)
     out[split] = [c for c in ds if c is not None]
   assert len(out['train']) + len(out['validation']) == 39  # record 3 has an empty assistant message
-  assert out['train'][0] == [{'role': 'user', 'content': 'q0'}, {'role': 'assistant', 'content': 'a0'}] or \
-      out['validation'][0][0]['content'] == 'q0'
+  assert (
+      out['train'][0] == [{'role': 'user', 'content': 'q0'}, {'role': 'assistant', 'content': 'a0'}]
+      or out['validation'][0][0]['content'] == 'q0'
+  )
   assert 0 < len(out['validation']) < 20
   monkeypatch.setattr(tfds, 'data_source', lambda name, **kw: {'train': [{'text': b'x'}]})
   with pytest.raises(ValueError, match='"messages", "conversations" or "data" feature'):

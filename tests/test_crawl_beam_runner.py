@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.crawl.beam_runner: same output as the local runner, exact components on Beam."""
+
 import glob
 import random
 

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.crawl.dedup: exact keys, MinHash quality, and connected components."""
+
 import collections
 import random
 import re
@@ -27,7 +28,7 @@ def _mutate(rng: random.Random, words: list[str], k: int, vocab: list[str]) -> l
 
 def _ngrams(text: str, n: int = 5) -> set[str]:
   w = dedup.simplify_text(text).split()
-  return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
+  return {" ".join(w[i : i + n]) for i in range(len(w) - n + 1)}
 
 
 def _splitmix_py(x: int) -> int:
@@ -64,7 +65,12 @@ def _simplify_with_regexes(text: str, diacritics: bool = True, numbers: bool = T
 def test_simplify_text_equals_the_regex_version_on_random_strings():
   rng = random.Random(0)
   spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()]
-  pool = (list("abcXYZ  0123456789") + list(dedup.PUNCTUATION) + spaces + list("٣۵߁०१௬éÉçñüÅ\u0301\u0308ﬁ①½İẞK日本\U0001F600"))
+  pool = (
+      list("abcXYZ  0123456789")
+      + list(dedup.PUNCTUATION)
+      + spaces
+      + list("٣۵߁०१௬éÉçñüÅ\u0301\u0308ﬁ①½İẞK日本\U0001F600")
+  )
   for _ in range(5000):
     text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 40)))
     for kwargs in ({}, {"diacritics": False, "numbers": False}, {"numbers": False}, {"diacritics": False}):
@@ -89,12 +95,12 @@ def test_shingle_hashes_match_a_python_rolling_hash():
   want = []
   for i in range(len(words) - 4):
     h = 0
-    for byte in " ".join(words[i:i + 5]).encode():
+    for byte in " ".join(words[i : i + 5]).encode():
       h = (h * dedup._BASE + byte) & _MASK
     want.append(_splitmix_py(h))
   assert got.tolist() == want
   # Equal n-grams hash equal, different ones differ.
-  grams = [" ".join(words[i:i + 5]) for i in range(len(words) - 4)]
+  grams = [" ".join(words[i : i + 5]) for i in range(len(words) - 4)]
   assert len(set(grams)) == len(set(got.tolist()))
 
 
@@ -102,8 +108,10 @@ def test_signature_matches_a_python_minhash():
   hasher = dedup.MinHasher(seed=3)
   text = " ".join(f"w{i % 37}" for i in range(200))
   shingles = hasher.shingles(text).tolist()
-  want = [min(((s * a + b) & _MASK) % dedup._MERSENNE for s in shingles) for a, b in zip(hasher.a.tolist(),
-                                                                                          hasher.b.tolist())]
+  want = [
+      min(((s * a + b) & _MASK) % dedup._MERSENNE for s in shingles)
+      for a, b in zip(hasher.a.tolist(), hasher.b.tolist())
+  ]
   assert hasher.signature(text).tolist() == want
   # Chunking the shingles does not change the signature.
   assert hasher.signature_from_shingles(np.array(shingles, dtype=np.uint64), chunk=7).tolist() == want
@@ -113,8 +121,13 @@ def test_signature_matches_a_python_minhash():
 def test_numba_and_numpy_paths_agree(vocab, monkeypatch):
   """Workers with and without numba must produce the same keys, or dedup would depend on the machine."""
   rng = random.Random(4)
-  texts = ["", "four words only here", "exactly five words right here", "Héllo wörld, ça va très bien? 2024-01-01 ok",
-           " ".join(_words(rng, vocab, 3000))] + [" ".join(_words(rng, vocab, rng.randint(5, 400))) for _ in range(30)]
+  texts = [
+      "",
+      "four words only here",
+      "exactly five words right here",
+      "Héllo wörld, ça va très bien? 2024-01-01 ok",
+      " ".join(_words(rng, vocab, 3000)),
+  ] + [" ".join(_words(rng, vocab, rng.randint(5, 400))) for _ in range(30)]
   hasher = dedup.MinHasher(seed=5)
   fast = [(hasher.shingles(t), hasher.signature(t), hasher.band_keys(t)) for t in texts]
   monkeypatch.setattr(dedup, "_USE_NUMBA", False)
@@ -132,10 +145,14 @@ def test_short_text_has_no_band_keys():
 
 def test_band_keys_deterministic_across_processes():
   text = "one two three four five six seven eight nine ten"
-  code = ("from nanolm_jax.crawl import dedup;"
-          f"print(dedup.MinHasher().band_keys({text!r}).tolist())")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout
+  code = "from nanolm_jax.crawl import dedup;" f"print(dedup.MinHasher().band_keys({text!r}).tolist())"
+  out = subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      check=True,
+      env={"PYTHONHASHSEED": "123", "PATH": ""},
+  ).stdout
   assert out.strip() == str(dedup.MinHasher().band_keys(text).tolist())
 
 

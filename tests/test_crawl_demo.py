@@ -1,4 +1,5 @@
 """Tests for the demo crawl: deterministic, small, and holding every kind of page the stages act on."""
+
 import collections
 import os
 
@@ -42,9 +43,27 @@ def test_record_types_and_page_kinds(crawl):
   assert types["warcinfo"] == 1 and types["request"] == types["response"] == 80
   urls = [r[1] for r in recs if r[0] == "response"]
   ctypes = [r[2] for r in recs if r[0] == "response"]
-  for marker in ("/syndicated/", "utm_source", "/deals/", "/tags/", "/notice/", "/draft/", "/howto/", "/shop/",
-                 "/recipe/", "stadtzeitung-de", "stadtzeitung-fr", "stadtzeitung-es", "casino-jackpot-online",
-                 "/xxx/", "/adult/dating/", "porn", "/app/", "/blank/", "/junk/"):
+  for marker in (
+      "/syndicated/",
+      "utm_source",
+      "/deals/",
+      "/tags/",
+      "/notice/",
+      "/draft/",
+      "/howto/",
+      "/shop/",
+      "/recipe/",
+      "stadtzeitung-de",
+      "stadtzeitung-fr",
+      "stadtzeitung-es",
+      "casino-jackpot-online",
+      "/xxx/",
+      "/adult/dating/",
+      "porn",
+      "/app/",
+      "/blank/",
+      "/junk/",
+  ):
     assert any(marker in u for u in urls), marker
   assert "image/png" in ctypes and "application/pdf" in ctypes
 

@@ -1,4 +1,5 @@
 """Tests for text extraction: boilerplate goes, empty pages drop, the time limit holds."""
+
 import pickle
 import threading
 import time
@@ -8,8 +9,10 @@ import pytest
 from nanolm_jax.crawl import demo, extract
 from nanolm_jax.crawl.types import Document
 
-_ARTICLE = ("Gardening in a small yard takes patience, but the rewards arrive every summer. "
-            "Most people discover that soil health matters more than expensive tools. ")
+_ARTICLE = (
+    "Gardening in a small yard takes patience, but the rewards arrive every summer. "
+    "Most people discover that soil health matters more than expensive tools. "
+)
 _PAGE = f"""<html><head><title>Guide</title><script>var tracking = 1;</script></head><body>
 <div id="cookie-banner"><p>This website uses cookies. Accept our cookie policy to continue.</p></div>
 <header><nav><ul><li><a href="/">Home</a></li><li><a href="/shop">Shop</a></li></ul></nav></header>
@@ -44,7 +47,12 @@ def test_extracts_article_without_boilerplate(extractor):
 def test_trafilatura_defaults_follow_datatrove():
   cfg = extract.default_config()
   assert (cfg.extractor, cfg.favor_precision, cfg.include_comments, cfg.include_tables, cfg.timeout_s) == (
-      "trafilatura", True, False, False, 1.0)
+      "trafilatura",
+      True,
+      False,
+      False,
+      1.0,
+  )
 
 
 def test_tables_are_left_out_by_default_and_kept_on_request():
@@ -63,9 +71,11 @@ def test_empty_page_is_dropped(extractor):
 
 def test_demo_article_is_extracted():
   import random
+
   rng = random.Random(0)
-  page = demo._html("T", "site.com", demo._article_blocks(rng, demo._TOPICS[0], demo.article_paragraphs(rng,
-                                                                                                     demo._TOPICS[0])))
+  page = demo._html(
+      "T", "site.com", demo._article_blocks(rng, demo._TOPICS[0], demo.article_paragraphs(rng, demo._TOPICS[0]))
+  )
   text = _stage()(_doc(page)).doc.text
   assert "cookie" not in text.lower() and "Popular posts" not in text and len(text.split()) > 200
 
@@ -89,6 +99,7 @@ def test_timeout_off_the_main_thread_is_judged_after_the_fact(monkeypatch):
   def slowish(html, url, cfg):
     time.sleep(0.3)
     return "text"
+
   monkeypatch.setitem(extract._EXTRACTORS, "trafilatura", slowish)
   out = {}
   t = threading.Thread(target=lambda: out.update(r=_stage(timeout_s=0.1)(_doc(_PAGE))))
@@ -99,6 +110,7 @@ def test_timeout_off_the_main_thread_is_judged_after_the_fact(monkeypatch):
 
 def test_fast_extraction_within_limit_restores_outer_timer():
   import signal
+
   signal.setitimer(signal.ITIMER_REAL, 50)
   try:
     assert _stage(timeout_s=5)(_doc(_PAGE)).kept
@@ -111,6 +123,7 @@ def test_fast_extraction_within_limit_restores_outer_timer():
 def test_extractor_crash_is_an_error(monkeypatch):
   def boom(html, url, cfg):
     raise RuntimeError("parser died")
+
   monkeypatch.setitem(extract._EXTRACTORS, "trafilatura", boom)
   result = _stage()(_doc(_PAGE))
   assert result.error and result.reason == "extract:failed"

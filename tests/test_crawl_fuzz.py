@@ -1,4 +1,5 @@
 """Fuzz: truncated and bit-flipped WARC files through the reader and cheap stages never crash or lose a record."""
+
 import gzip
 import os
 import random
@@ -34,9 +35,9 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
       out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
   if kind == "splice":  # a run of junk bytes, as a bad disk or network would leave
     at = rng.randrange(len(out))
-    out[at:at + rng.randint(1, 64)] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
+    out[at : at + rng.randint(1, 64)] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
   if kind in ("truncate", "both"):
-    out = out[:rng.randrange(len(out) + 1)]
+    out = out[: rng.randrange(len(out) + 1)]
   return bytes(out)
 
 

@@ -1,4 +1,5 @@
 """Tests for language identification: keep English above the threshold, name what is dropped."""
+
 import pickle
 
 import pytest
@@ -6,8 +7,10 @@ import pytest
 from nanolm_jax.crawl import demo, langid
 from nanolm_jax.crawl.types import Document
 
-_EN = ("The council decided on Tuesday to renovate the old library before next summer. Many residents had "
-       "complained for years about the lack of space and light in the reading rooms.")
+_EN = (
+    "The council decided on Tuesday to renovate the old library before next summer. Many residents had "
+    "complained for years about the lack of space and light in the reading rooms."
+)
 
 
 def _stage(**overrides):

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.crawl.local_runner: accounting, crash containment, resume, worker-count independence."""
+
 import glob
 import os
 
@@ -64,8 +65,14 @@ def test_one_and_two_workers_write_identical_output(crawl, tmp_path):
   assert rep1["input_records"] == rep1["kept"] + rep1["dropped"] + rep1["errored"]
   buggy = next(s for s in rep1["stages"] if s["name"] == "fake_buggy")
   assert buggy["errored"] == {"fake_buggy:exception:ZeroDivisionError": buggy["docs_in"] - buggy["docs_out"]} != {}
-  assert [s["name"] for s in rep1["stages"]] == ["read", "fake_quality", "fake_buggy", "exact_dedup",
-                                                  "minhash_dedup", "fake_pii"]
+  assert [s["name"] for s in rep1["stages"]] == [
+      "read",
+      "fake_quality",
+      "fake_buggy",
+      "exact_dedup",
+      "minhash_dedup",
+      "fake_pii",
+  ]
   assert rep1["kept"] == len(list(writer.read_shards(writer.shard_glob(str(tmp_path / "w1"))))) > 0
   assert rep1["pii"] == {"email": rep1["kept"]}
 

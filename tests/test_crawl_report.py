@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.crawl.report: counts, the accounting identity, merging and the written files."""
+
 import json
 import random
 
@@ -13,8 +14,12 @@ def _run(seed: int, n: int = 200) -> tuple[report.Stats, int]:
   rng = random.Random(seed)
   stats, kept = report.Stats(), 0
   for i in range(n):
-    doc = Document(id=str(i), url=f"http://www.d{i % 5}.com/x", text="x" * rng.randint(1, 50),
-                   metadata={"language": rng.choice(["en", "fr"]), "pii": {"email": 1}})
+    doc = Document(
+        id=str(i),
+        url=f"http://www.d{i % 5}.com/x",
+        text="x" * rng.randint(1, 50),
+        metadata={"language": rng.choice(["en", "fr"]), "pii": {"email": 1}},
+    )
     r = rng.random()
     res = errored("read:bad_gzip") if r < 0.05 else keep(doc)
     stats.record("read", res, None)
@@ -38,8 +43,10 @@ def test_accounting_identity_and_totals():
   assert rep["input_records"] == 200
   assert rep["input_records"] == rep["kept"] + rep["dropped"] + rep["errored"]
   assert rep["errored"] == rep["stages"][0]["errored"]["read:bad_gzip"]
-  assert rep["dropped"] == rep["stages"][1]["dropped"]["url_filter:blocklist"] + rep["stages"][2]["dropped"][
-      "quality:short"]
+  assert (
+      rep["dropped"]
+      == rep["stages"][1]["dropped"]["url_filter:blocklist"] + rep["stages"][2]["dropped"]["quality:short"]
+  )
   assert sum(rep["languages"].values()) == kept and rep["pii"] == {"email": kept}
   assert sum(rep["top_blocked_domains"].values()) == rep["stages"][1]["dropped"]["url_filter:blocklist"]
   assert all(not d.startswith("www.") for d in rep["top_blocked_domains"])

@@ -1,4 +1,5 @@
 """Tests for stage assembly, and the demo crawl through every stage."""
+
 import collections
 import pickle
 
@@ -10,8 +11,15 @@ from nanolm_jax.crawl.types import Document
 
 def test_order_and_keys():
   built = stages.build_stages(stages.default_stages_config())
-  assert [n for n, _ in built["pre_dedup"]] == ["url_filter", "extract", "langid", "gopher_repetition",
-                                                "gopher_quality", "c4", "fineweb_quality"]
+  assert [n for n, _ in built["pre_dedup"]] == [
+      "url_filter",
+      "extract",
+      "langid",
+      "gopher_repetition",
+      "gopher_quality",
+      "c4",
+      "fineweb_quality",
+  ]
   assert [n for n, _ in built["post_dedup"]] == ["pii"]
 
 
@@ -34,6 +42,7 @@ def test_stages_pickle():
 def test_run_document_reports_the_stopping_stage():
   def boom(doc):
     raise RuntimeError("x")
+
   doc = Document(id="1", url="https://www.site.com/xxx/a", text="<p>hi</p>")
   built = stages.build_stages(stages.default_stages_config())
   result, name = stages.run_document(doc, built["pre_dedup"])
@@ -76,10 +85,23 @@ def test_every_stage_acts_on_the_demo(demo_run):
   read_reasons = {r.reason for r in read if not r.kept}
   assert {"read:not_html", "read:empty", "read:binary", "read:truncated"} <= read_reasons
   reasons = {res.reason for _, res, _ in outcomes if not res.kept}
-  for r in ("lang:de", "lang:fr", "lang:es", "c4:lorem_ipsum", "c4:curly_bracket", "c4:too_few_sentences",
-            "gopher_qual:short_doc", "gopher_qual:too_many_hashes", "fineweb:short_line_ratio",
-            "fineweb:char_dup_ratio", "url:blocked_domain", "url:banned_word", "url:soft_banned_words",
-            "url:banned_subword", "extract:empty"):
+  for r in (
+      "lang:de",
+      "lang:fr",
+      "lang:es",
+      "c4:lorem_ipsum",
+      "c4:curly_bracket",
+      "c4:too_few_sentences",
+      "gopher_qual:short_doc",
+      "gopher_qual:too_many_hashes",
+      "fineweb:short_line_ratio",
+      "fineweb:char_dup_ratio",
+      "url:blocked_domain",
+      "url:banned_word",
+      "url:soft_banned_words",
+      "url:banned_subword",
+      "extract:empty",
+  ):
     assert r in reasons, r
   assert any(reason.startswith("gopher_rep:") for reason in reasons)
   # C4 also removes lines without dropping pages (headings, the 'enable JavaScript' line).

@@ -1,4 +1,5 @@
 """The crawl pipeline's output is pretraining input: demo WARCs -> local runner -> shards -> a few training steps."""
+
 import glob
 import json
 import math
@@ -41,8 +42,15 @@ def test_pretraining_trains_on_crawl_shards(crawl_out, tmp_path):
   tok_path = str(tmp_path / "tokenizer.model")
   tokenizer_lib.Tokenizer.train(sorted(crawl_texts), 512, tok_path)
   overrides = tiny_overrides(spec, tok_path)
-  overrides.update({"train.steps": 8, "train.eval_every": 4, "train.checkpoint_every": 0,
-                    "sample.max_new_tokens": 4, "optim.warmup_steps": 2})
+  overrides.update(
+      {
+          "train.steps": 8,
+          "train.eval_every": 4,
+          "train.checkpoint_every": 0,
+          "sample.max_new_tokens": 4,
+          "optim.warmup_steps": 2,
+      }
+  )
   cfg = make_config("tiny", **overrides)
 
   # The data spec resolves to exactly the crawl's shards, and both splits are crawl documents: validation is a

@@ -1,4 +1,5 @@
 """Tests for the WARC reader: documents, drops, charsets and broken files."""
+
 import gzip
 import io
 
@@ -22,8 +23,11 @@ def _write(path, records, gz=True):
       http = StatusAndHeaders("200 OK", [("Content-Type", ctype)] if ctype else [], protocol="HTTP/1.1")
     elif rec_type in ("warcinfo", "metadata"):
       headers["Content-Type"] = "application/warc-fields"
-    w.write_record(w.create_warc_record(url, rec_type, payload=io.BytesIO(body), length=len(body),
-                                        http_headers=http, warc_headers_dict=headers))
+    w.write_record(
+        w.create_warc_record(
+            url, rec_type, payload=io.BytesIO(body), length=len(body), http_headers=http, warc_headers_dict=headers
+        )
+    )
   path.write_bytes(buf.getvalue())
   return str(path)
 
@@ -36,12 +40,15 @@ def _read(path, **overrides):
 
 
 def test_html_response_becomes_document_and_other_records_are_not_counted(tmp_path):
-  path = _write(tmp_path / "a.warc.gz", [
-      ("warcinfo", "", b"software: test\r\n", None),
-      ("request", "https://example.com/a", b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n", None),
-      ("response", "https://example.com/a", _HTML.encode(), "text/html; charset=utf-8"),
-      ("metadata", "https://example.com/a", b"fetchTimeMs: 12\r\n", None),
-  ])
+  path = _write(
+      tmp_path / "a.warc.gz",
+      [
+          ("warcinfo", "", b"software: test\r\n", None),
+          ("request", "https://example.com/a", b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n", None),
+          ("response", "https://example.com/a", _HTML.encode(), "text/html; charset=utf-8"),
+          ("metadata", "https://example.com/a", b"fetchTimeMs: 12\r\n", None),
+      ],
+  )
   results = _read(path)
   assert len(results) == 1
   doc = results[0].doc
@@ -58,16 +65,21 @@ def test_uncompressed_warc_is_read(tmp_path):
   assert [r.kept for r in _read(path)] == [True]
 
 
-@pytest.mark.parametrize("ctype,body,reason", [
-    ("image/png", b"\x89PNG\r\n\x1a\n\x00\x00", "read:not_html"),
-    ("application/pdf", b"%PDF-1.4 ...", "read:not_html"),
-    ("text/html", b"", "read:empty"),
-    ("text/html", b"   \n\t ", "read:empty"),
-    ("text/html", bytes(range(256)) * 8, "read:binary"),
-])
+@pytest.mark.parametrize(
+    "ctype,body,reason",
+    [
+        ("image/png", b"\x89PNG\r\n\x1a\n\x00\x00", "read:not_html"),
+        ("application/pdf", b"%PDF-1.4 ...", "read:not_html"),
+        ("text/html", b"", "read:empty"),
+        ("text/html", b"   \n\t ", "read:empty"),
+        ("text/html", bytes(range(256)) * 8, "read:binary"),
+    ],
+)
 def test_drops(tmp_path, ctype, body, reason):
-  path = _write(tmp_path / "a.warc.gz", [("response", "https://e.com/x", body, ctype),
-                                         ("response", "https://e.com/ok", _HTML.encode(), "text/html")])
+  path = _write(
+      tmp_path / "a.warc.gz",
+      [("response", "https://e.com/x", body, ctype), ("response", "https://e.com/ok", _HTML.encode(), "text/html")],
+  )
   results = _read(path)
   assert [(r.kept, r.reason, r.error) for r in results] == [(False, reason, False), (True, None, False)]
 
@@ -104,7 +116,7 @@ def test_bogus_declared_charset_falls_through():
 
 
 def test_undeclared_non_utf8_is_detected():
-  body = ("<html><body><p>" + "Привет, как дела? Это обычная страница на русском языке. " * 6 + "</p></body></html>")
+  body = "<html><body><p>" + "Привет, как дела? Это обычная страница на русском языке. " * 6 + "</p></body></html>"
   text, charset, source = warc.decode_html(body.encode("cp1251"), "text/html")
   assert source == "detected" and "Привет, как дела?" in text, charset
 
@@ -116,30 +128,37 @@ def test_declared_charset_that_fails_strictly_is_not_trusted():
 
 
 def test_truncated_gzip_keeps_earlier_records_then_errors_once(tmp_path):
-  path = _write(tmp_path / "a.warc.gz", [("response", f"https://e.com/{i}", (_HTML * 20).encode(), "text/html")
-                                         for i in range(3)])
+  path = _write(
+      tmp_path / "a.warc.gz", [("response", f"https://e.com/{i}", (_HTML * 20).encode(), "text/html") for i in range(3)]
+  )
   data = (tmp_path / "a.warc.gz").read_bytes()
-  (tmp_path / "a.warc.gz").write_bytes(data[:len(data) - 300])
+  (tmp_path / "a.warc.gz").write_bytes(data[: len(data) - 300])
   results = _read(path)
   assert [r.kept for r in results] == [True, True, False]
   assert results[-1].error and results[-1].reason == "read:truncated"
 
 
 def test_truncated_uncompressed_record_errors(tmp_path):
-  path = _write(tmp_path / "a.warc", [("response", f"https://e.com/{i}", (_HTML * 20).encode(), "text/html")
-                                      for i in range(2)], gz=False)
+  path = _write(
+      tmp_path / "a.warc",
+      [("response", f"https://e.com/{i}", (_HTML * 20).encode(), "text/html") for i in range(2)],
+      gz=False,
+  )
   data = (tmp_path / "a.warc").read_bytes()
-  (tmp_path / "a.warc").write_bytes(data[:len(data) - 500])
+  (tmp_path / "a.warc").write_bytes(data[: len(data) - 500])
   results = _read(path)
   assert results[0].kept and results[-1].error and results[-1].reason.startswith("read:")
   assert sum(r.kept for r in results) == 1
 
 
-@pytest.mark.parametrize("content", [
-    b"this is not a warc file at all\r\n\r\n",
-    b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: banana\r\n\r\nxyz",
-    gzip.compress(b"WARC/1.0\r\nno colon header line\r\n\r\n"),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"this is not a warc file at all\r\n\r\n",
+        b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: banana\r\n\r\nxyz",
+        gzip.compress(b"WARC/1.0\r\nno colon header line\r\n\r\n"),
+    ],
+)
 def test_malformed_files_error_without_raising(tmp_path, content):
   path = tmp_path / "bad.warc.gz"
   path.write_bytes(content)

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.crawl.writer: deterministic shards, the pretraining loader reading them, and TFDS."""
+
 import gzip
 import json
 import random
@@ -9,8 +10,15 @@ from nanolm_jax.data import sources
 
 
 def _docs(n: int = 50) -> list[Document]:
-  return [Document(id=f"<urn:uuid:{i:04d}>", url=f"https://site{i % 7}.org/p{i}", text=f"Text {i} — é\nline two",
-                   metadata={"language": "en", "score": i / 10}) for i in range(n)]
+  return [
+      Document(
+          id=f"<urn:uuid:{i:04d}>",
+          url=f"https://site{i % 7}.org/p{i}",
+          text=f"Text {i} — é\nline two",
+          metadata={"language": "en", "score": i / 10},
+      )
+      for i in range(n)
+  ]
 
 
 def _read_bytes(paths):
@@ -68,5 +76,7 @@ def test_build_tfds_round_trip(tmp_path):
   assert got == sorted((d.id, d.text, d.metadata) for d in docs)
   # Rebuilding over new shards does not reuse the stale copy.
   writer.write_shards(docs[:5], str(tmp_path / "out"), 3)
-  assert len(writer.build_tfds(writer.shard_glob(str(tmp_path / "out")), str(tmp_path / "tfds"))
-             .as_data_source("train")) == 5
+  assert (
+      len(writer.build_tfds(writer.shard_glob(str(tmp_path / "out")), str(tmp_path / "tfds")).as_data_source("train"))
+      == 5
+  )

@@ -1,4 +1,5 @@
 """Engine: cache decoding vs recompute, batch/padding independence, sampling statistics, shared prefill, stops, tools."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,9 @@ GREEDY = E.SamplingParams(temperature=0.0, max_new_tokens=16)
 
 
 def _cfg(preset="tiny", **over):
-  return make_config(preset, **{"model.vocab_size": V, "model.d_model": 64, "model.num_layers": 2,
-                                "model.max_len": 64, **over})
+  return make_config(
+      preset, **{"model.vocab_size": V, "model.d_model": 64, "model.num_layers": 2, "model.max_len": 64, **over}
+  )
 
 
 def _model_and_params(preset="tiny"):
@@ -33,8 +35,11 @@ def _model_and_params(preset="tiny"):
   shapes = nn.unbox(jax.eval_shape(m.init, jax.random.PRNGKey(1), jnp.zeros((1, 8), jnp.int32))["params"])
   rng = np.random.default_rng(1)
   params = jax.tree_util.tree_map_with_path(
-      lambda path, a: np.ones(a.shape, a.dtype) if "scale" in jax.tree_util.keystr(path)
-      else (rng.normal(size=a.shape) * 0.3).astype(a.dtype), shapes)
+      lambda path, a: np.ones(a.shape, a.dtype)
+      if "scale" in jax.tree_util.keystr(path)
+      else (rng.normal(size=a.shape) * 0.3).astype(a.dtype),
+      shapes,
+  )
   return m, jax.tree.map(jnp.asarray, params)
 
 
@@ -74,10 +79,10 @@ def test_cached_decoding_matches_recompute_at_every_step(preset):
   # Full recompute of every prompt + completion in one right-padded batch (causal, so padding changes nothing).
   seqs = np.zeros((len(prompts), 32), np.int32)
   for i, (p, o) in enumerate(zip(prompts, outs)):
-    seqs[i, :len(p) + len(o.tokens)] = p + o.tokens
+    seqs[i, : len(p) + len(o.tokens)] = p + o.tokens
   logp_all = np.asarray(jax.jit(lambda x: jax.nn.log_softmax(m.apply({"params": params}, x), axis=-1))(seqs))
   for i, (p, o) in enumerate(zip(prompts, outs)):
-    steps = logp_all[i, len(p) - 1:len(p) + len(o.tokens) - 1]  # the distributions the engine sampled from
+    steps = logp_all[i, len(p) - 1 : len(p) + len(o.tokens) - 1]  # the distributions the engine sampled from
     assert len(o.tokens) == GREEDY.max_new_tokens and o.finish_reason == "length"
     np.testing.assert_array_equal(np.argmax(steps, -1), o.tokens)
     np.testing.assert_allclose(o.logprobs, steps[np.arange(len(o.tokens)), o.tokens], atol=1e-4)
@@ -114,8 +119,9 @@ _CHI2_999 = {2: 13.82, 3: 16.27, 4: 18.47, 7: 24.32}
 def test_sampling_frequencies_match_the_filtered_distribution(temperature, top_k, top_p):
   logits = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0], np.float32)
   n = 40_000
-  toks, logp = _sample(jnp.tile(logits, (n, 1)), jax.random.PRNGKey(0), jnp.float32(temperature),
-                              jnp.int32(top_k), jnp.float32(top_p))
+  toks, logp = _sample(
+      jnp.tile(logits, (n, 1)), jax.random.PRNGKey(0), jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)
+  )
   # Reference distribution computed directly in numpy: softmax(logits / T), restricted to the kept set, renormalised.
   p = np.exp(logits / temperature - np.max(logits / temperature))
   p /= p.sum()
@@ -144,7 +150,7 @@ def test_top_k_top_p_never_emit_excluded_tokens():
   toks, _ = _sample(logits, jax.random.PRNGKey(5), jnp.float32(1.5), jnp.int32(0), jnp.float32(0.5))
   for i, t in enumerate(np.asarray(toks)):
     sorted_p = probs[i, order[i]]
-    nucleus = order[i, :int(np.searchsorted(np.cumsum(sorted_p), 0.5) + 1)]
+    nucleus = order[i, : int(np.searchsorted(np.cumsum(sorted_p), 0.5) + 1)]
     assert t in nucleus
 
 
@@ -171,8 +177,11 @@ def test_no_recompile_for_same_buckets(gpt2):
   eng.generate([rng.integers(0, V, 9).tolist()], GREEDY)
   sizes = (eng._programs.prefill._cache_size(), eng._programs.decode._cache_size())  # pylint: disable=protected-access
   # Another length in the same power-of-two bucket, other sampling knobs, another seed: nothing new compiles.
-  eng.generate([rng.integers(0, V, 13).tolist()], E.SamplingParams(temperature=0.7, top_k=5, top_p=0.9,
-                                                                   max_new_tokens=10), seed=3)
+  eng.generate(
+      [rng.integers(0, V, 13).tolist()],
+      E.SamplingParams(temperature=0.7, top_k=5, top_p=0.9, max_new_tokens=10),
+      seed=3,
+  )
   assert (eng._programs.prefill._cache_size(), eng._programs.decode._cache_size()) == sizes  # pylint: disable=protected-access
 
 
@@ -184,13 +193,13 @@ def test_stop_tokens_and_stop_strings(gpt2, tok):
   stop_tok = full.tokens[4]
   first = full.tokens.index(stop_tok)
   out = eng.generate([p], GREEDY, stop_tokens=(stop_tok,))[0]
-  assert out.tokens == full.tokens[:first + 1] and out.finish_reason == "stop" and out.stop == stop_tok
+  assert out.tokens == full.tokens[: first + 1] and out.finish_reason == "stop" and out.stop == stop_tok
   assert out.text == tok.decode(full.tokens[:first])
   text = tok.decode(full.tokens)
-  needle = text[len(text) // 2:len(text) // 2 + 2]
+  needle = text[len(text) // 2 : len(text) // 2 + 2]
   out = eng.generate([p], GREEDY, stop_strings=("\x00never", needle))[0]
   assert out.finish_reason == "stop" and out.stop == needle
-  assert out.text == text[:text.find(needle)]
+  assert out.text == text[: text.find(needle)]
   assert needle in tok.decode(out.tokens) and needle not in tok.decode(out.tokens[:-1])
 
 
@@ -204,8 +213,7 @@ def test_streaming_callback_sees_every_token_in_order(gpt2, tok):
     seen[row].append(token)
     text[row] += delta
 
-  outs = E.Engine(m, params, tok, chunk_steps=5).generate([tok.encode("A", bos=True)], GREEDY, n=2,
-                                                          on_token=on_token)
+  outs = E.Engine(m, params, tok, chunk_steps=5).generate([tok.encode("A", bos=True)], GREEDY, n=2, on_token=on_token)
   for r, o in enumerate(outs):
     assert seen[r] == o.tokens and text[r] == tok.decode(o.tokens)
 
@@ -214,8 +222,9 @@ class _Fake:
   """A fake model that puts all its mass on next_tokens(tokens, positions): drives the engine through known text."""
 
   def __init__(self, vocab_size, max_len):
-    self.cfg = M.ModelConfig(vocab_size=vocab_size, num_layers=1, num_heads=1, num_kv_heads=1, d_model=2, d_ff=2,
-                             max_len=max_len)
+    self.cfg = M.ModelConfig(
+        vocab_size=vocab_size, num_layers=1, num_heads=1, num_kv_heads=1, d_model=2, d_ff=2, max_len=max_len
+    )
     self.mesh, self.rules = None, ()
 
   def next_tokens(self, tokens_BxL, positions_BxL):
@@ -227,8 +236,12 @@ class _Fake:
     logits = jnp.where(jax.nn.one_hot(nxt, self.cfg.vocab_size) > 0, 30.0, 0.0)
     # Touch the cache with the input so the fake has the real data flow (and the cache is really written).
     touch = lambda c: c.at[:, 0, 0, 0].add(tokens_BxL[:, 0].astype(c.dtype))  # pylint: disable=unnecessary-lambda-assignment
-    cache = {**cache, "k": [touch(c) for c in cache["k"]], "v": [touch(c) for c in cache["v"]],
-             "index": cache["index"] + tokens_BxL.shape[1]}
+    cache = {
+        **cache,
+        "k": [touch(c) for c in cache["k"]],
+        "v": [touch(c) for c in cache["v"]],
+        "index": cache["index"] + tokens_BxL.shape[1],
+    }
     return logits, cache
 
 
@@ -244,35 +257,38 @@ class _Scripted(_Fake):
 
 
 def test_tool_call_is_intercepted_and_result_forced(tok):
-  s = {n: tok.special_id(n) for n in ("tool_call_start", "tool_call_end", "tool_result_start", "tool_result_end",
-                                      "end")}
+  s = {
+      n: tok.special_id(n) for n in ("tool_call_start", "tool_call_end", "tool_result_start", "tool_result_end", "end")
+  }
   prompt = chat.render_for_completion([{"role": "user", "content": "What is 6*7?"}], tok)
   said = tok.encode("Let me compute.")
   call = [s["tool_call_start"]] + tok.encode("calculator: 6*7") + [s["tool_call_end"]]
   result = [s["tool_result_start"]] + tok.encode("42") + [s["tool_result_end"]]
   after = tok.encode("It is 42.") + [s["end"]]
   # Where the result goes, the script wants other tokens: only forcing can put the result there.
-  filler = tok.encode("zzzz" * len(result))[:len(result)]
+  filler = tok.encode("zzzz" * len(result))[: len(result)]
   assert len(filler) == len(result) and filler != result
   fake = _Scripted(prompt + said + call + filler + after, tok.vocab_size)
   for chunk in (1, 16):
     eng = E.Engine(fake, {}, tok, tools=[calculator.Calculator()], chunk_steps=chunk)
-    out = eng.generate([prompt], E.SamplingParams(temperature=1.0, max_new_tokens=40),
-                       stop_tokens=chat.stop_tokens(tok))[0]
+    out = eng.generate(
+        [prompt], E.SamplingParams(temperature=1.0, max_new_tokens=40), stop_tokens=chat.stop_tokens(tok)
+    )[0]
     assert out.tokens == said + call + result + after
     n1 = len(said + call)
     assert out.generated_mask == [True] * n1 + [False] * len(result) + [True] * len(after)
-    assert all(lp == 0.0 for lp in out.logprobs[n1:n1 + len(result)])
+    assert all(lp == 0.0 for lp in out.logprobs[n1 : n1 + len(result)])
     assert out.tool_calls == [{"name": "calculator", "arguments": "6*7", "result": "42"}]
     assert out.finish_reason == "stop" and out.stop == s["end"]
     assert chat.parse_completion(out.tokens, tok) == [
-        {"role": "assistant", "content": "Let me compute.", "tool_calls": [{"name": "calculator",
-                                                                            "arguments": "6*7"}]},
+        {"role": "assistant", "content": "Let me compute.", "tool_calls": [{"name": "calculator", "arguments": "6*7"}]},
         {"role": "tool", "name": "calculator", "content": "42"},
-        {"role": "assistant", "content": "It is 42."}]
+        {"role": "assistant", "content": "It is 42."},
+    ]
   # Without tools the same model just samples the filler.
-  out = E.Engine(fake, {}, tok).generate([prompt], E.SamplingParams(max_new_tokens=40),
-                                         stop_tokens=chat.stop_tokens(tok))[0]
+  out = E.Engine(fake, {}, tok).generate(
+      [prompt], E.SamplingParams(max_new_tokens=40), stop_tokens=chat.stop_tokens(tok)
+  )[0]
   assert out.tokens == said + call + filler + after and all(out.generated_mask)
 
 
@@ -300,8 +316,9 @@ def test_cache_grows_when_a_paused_row_runs_out_of_slots(tok):
   # Row a calls a tool early while row b keeps sampling: a waits (its cache slots pass unused) until the chunk ends.
   # a's completion is 2 tokens short of the 64 slots given to decoding, so the wait runs it out: the engine must
   # grow the cache and a's completion must be what it is alone.
-  s = {n: tok.special_id(n) for n in ("tool_call_start", "tool_call_end", "tool_result_start", "tool_result_end",
-                                      "end")}
+  s = {
+      n: tok.special_id(n) for n in ("tool_call_start", "tool_call_end", "tool_result_start", "tool_result_end", "end")
+  }
   pa = tok.encode("Please compute it", bos=True)
   pb = tok.encode("Tell me a story", bos=True)
   said = tok.encode("Let me compute.")
@@ -309,9 +326,11 @@ def test_cache_grows_when_a_paused_row_runs_out_of_slots(tok):
   result = [s["tool_result_start"]] + tok.encode("42") + [s["tool_result_end"]]
   tail = tok.encode(" ".join(["It is forty two, as the calculator says"] * 12))
   head = len(said) + len(call) + len(result)
-  after = tail[:62 - head - 1] + [s["end"]]
-  story = tok.encode("Once upon a time there was a small model that liked to count sheep, one by one, all night "
-                     "long, until the sun came up again.")[:40] + [s["end"]]
+  after = tail[: 62 - head - 1] + [s["end"]]
+  story = tok.encode(
+      "Once upon a time there was a small model that liked to count sheep, one by one, all night "
+      "long, until the sun came up again."
+  )[:40] + [s["end"]]
   a_done = said + call + result + after
   assert len(a_done) == 62 and 16 < len(said + call) < 32 < len(story)  # a pauses in chunk 2, b runs through it
   fake = _TwoScripts([(pa, a_done), (pb, story)], tok.vocab_size)
@@ -322,7 +341,8 @@ def test_cache_grows_when_a_paused_row_runs_out_of_slots(tok):
   assert both[0].tokens == a_done and both[0].finish_reason == "stop" and both[0].tool_calls[0]["result"] == "42"
   assert both[1].tokens == story
   alone = E.Engine(fake, {}, tok, tools=[calculator.Calculator()], chunk_steps=16).generate(
-      [pa], sp, stop_tokens=chat.stop_tokens(tok))[0]
+      [pa], sp, stop_tokens=chat.stop_tokens(tok)
+  )[0]
   assert alone.tokens == a_done and alone.logprobs == both[0].logprobs
 
 
@@ -332,7 +352,8 @@ def test_unknown_tool_gets_an_error_result(tok):
   call = [s["tool_call_start"]] + tok.encode("weather: Paris") + [s["tool_call_end"]]
   fake = _Scripted(prompt + call, tok.vocab_size)
   out = E.Engine(fake, {}, tok, tools=[calculator.Calculator()]).generate(
-      [prompt], E.SamplingParams(max_new_tokens=30))[0]
+      [prompt], E.SamplingParams(max_new_tokens=30)
+  )[0]
   assert out.tool_calls[0]["name"] == "weather" and "unknown tool 'weather'" in out.tool_calls[0]["result"]
   assert "calculator" in out.tool_calls[0]["result"]
 
@@ -345,8 +366,13 @@ def test_bad_input_is_named(gpt2):
     eng.generate([long_prompt], GREEDY)
   out = eng.generate([long_prompt], E.SamplingParams(temperature=0, max_new_tokens=10), truncate_prompt=True)[0]
   assert out.prompt_tokens == 54 and len(out.tokens) == 10
-  for bad, name in [(dict(temperature=-1.0), "temperature"), (dict(top_k=-2), "top_k"), (dict(top_p=0.0), "top_p"),
-                    (dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=float("nan")), "temperature")]:
+  for bad, name in [
+      (dict(temperature=-1.0), "temperature"),
+      (dict(top_k=-2), "top_k"),
+      (dict(top_p=0.0), "top_p"),
+      (dict(max_new_tokens=0), "max_new_tokens"),
+      (dict(temperature=float("nan")), "temperature"),
+  ]:
     with pytest.raises(ValueError, match=name):
       eng.generate([[1, 2]], E.SamplingParams(**bad))
   with pytest.raises(ValueError, match="empty"):
@@ -363,8 +389,14 @@ def test_per_prompt_sampling_and_sampling_logprobs(gpt2):
   m, params = gpt2
   p = _prompts()[0]
   greedy, sampled, top1 = E.Engine(m, params).generate(
-      [p, p, p], [GREEDY, E.SamplingParams(temperature=1.0, max_new_tokens=12),
-                  E.SamplingParams(temperature=1.0, top_k=1, max_new_tokens=5)], seed=0)
+      [p, p, p],
+      [
+          GREEDY,
+          E.SamplingParams(temperature=1.0, max_new_tokens=12),
+          E.SamplingParams(temperature=1.0, top_k=1, max_new_tokens=5),
+      ],
+      seed=0,
+  )
   assert sampled.tokens != greedy.tokens
   assert top1.tokens == greedy.tokens[:5] and top1.finish_reason == "length"
   assert np.allclose(top1.sampling_logprobs, 0.0) and np.allclose(top1.logprobs, greedy.logprobs[:5], atol=1e-5)

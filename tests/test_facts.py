@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.posttrain.facts: the world, pretraining text, matching, "I don't know", and the probe."""
+
 import random
 
 import pytest
@@ -87,8 +88,13 @@ def test_answers_match_and_idk(world):
       assert not facts.answers_match(f'{e.name} ... {wrong}.', truth)
       assert not facts.answers_match(f'{truth} or maybe {wrong}', truth, world.values[attr])  # hedging
   assert not facts.answers_match('born in 19000', 1900) and facts.answers_match('In 1900.', 1900)
-  for text in ("I don't know.", 'I do not know', "I'm not sure.", 'I have no information about her.',
-               "I can't answer that"):
+  for text in (
+      "I don't know.",
+      'I do not know',
+      "I'm not sure.",
+      'I have no information about her.',
+      "I can't answer that",
+  ):
     assert facts.is_idk(text)
 
 
@@ -157,6 +163,7 @@ def test_probe_labels_by_sampled_correctness(world):
 
 def test_engine_answer_fn_renders_prompts_and_groups_samples(world, small_tokenizer):
   from nanolm_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+
   tok = tokenizer_lib.Tokenizer.load(small_tokenizer)
 
   class FakeEngine:
@@ -169,8 +176,11 @@ def test_engine_answer_fn_renders_prompts_and_groups_samples(world, small_tokeni
       self.seeds.append(seed)
       assert sampling.temperature == 0.7 and tok.special_id('end') in stop_tokens
       self.prompts = prompts
-      return [type('C', (), {'tokens': tok.encode(f'p{i} s{j}') + [tok.special_id('end')]})()
-              for i in range(len(prompts)) for j in range(n)]
+      return [
+          type('C', (), {'tokens': tok.encode(f'p{i} s{j}') + [tok.special_id('end')]})()
+          for i in range(len(prompts))
+          for j in range(n)
+      ]
 
   eng = FakeEngine()
   fn = facts.engine_answer_fn(eng, tok)

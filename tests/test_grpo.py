@@ -1,4 +1,5 @@
 """GRPO math against hand-computed values: advantages, clipping, KL, aggregations, masking, inner steps."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,8 +24,11 @@ def test_advantages_by_hand():
 
 
 def _batch(logp, old, adv, w, ref=None):
-  b = {"old_logprobs": jnp.asarray(old, jnp.float32), "advantages": jnp.asarray(adv, jnp.float32),
-       "weights": jnp.asarray(w, jnp.float32)}
+  b = {
+      "old_logprobs": jnp.asarray(old, jnp.float32),
+      "advantages": jnp.asarray(adv, jnp.float32),
+      "weights": jnp.asarray(w, jnp.float32),
+  }
   if ref is not None:
     b["ref_logprobs"] = jnp.asarray(ref, jnp.float32)
   return jnp.asarray(logp, jnp.float32), b
@@ -61,8 +65,7 @@ def test_clipped_loss_and_aggregations_by_hand(agg):
 
 def test_ratio_one_and_no_clipping_at_first_inner_step_and_self_kl_zero():
   logp, b = _batch(LOGP, LOGP, ADV, W, ref=LOGP)
-  num, den, aux = grpo.policy_loss(logp, b, eps_low=0.2, eps_high=0.2, beta=0.1, aggregation="token_mean",
-                                   max_len=3)
+  num, den, aux = grpo.policy_loss(logp, b, eps_low=0.2, eps_high=0.2, beta=0.1, aggregation="token_mean", max_len=3)
   assert float(aux["clip_frac"]) == 0.0
   np.testing.assert_allclose(float(aux["ratio"] / den), 1.0, rtol=1e-7)
   assert float(aux["kl"]) == 0.0
@@ -73,8 +76,7 @@ def test_ratio_one_and_no_clipping_at_first_inner_step_and_self_kl_zero():
 def test_k3_kl_by_hand():
   ref = [[-1.1, -1.0, 0.0], [-0.3, -1.5, -2.0]]
   logp, b = _batch(LOGP, LOGP, [0.0, 0.0], W, ref=ref)
-  num, den, aux = grpo.policy_loss(logp, b, eps_low=0.2, eps_high=0.2, beta=0.5, aggregation="token_mean",
-                                   max_len=3)
+  num, den, aux = grpo.policy_loss(logp, b, eps_low=0.2, eps_high=0.2, beta=0.5, aggregation="token_mean", max_len=3)
   d = np.array(ref) - np.array(LOGP)
   kl = np.exp(d) - d - 1
   w = np.array(W, float)
@@ -105,9 +107,15 @@ def test_inner_steps_move_the_ratio_away_from_one():
   toks = rng.integers(0, v, (4, l + 1)).astype(np.int32)
   params = {"w": emb}
   logp, _ = grpo.token_logprobs(params["w"][toks[:, :-1]], toks[:, 1:])
-  batch = {"inputs": toks[:, :-1], "targets": toks[:, 1:], "segment_ids": np.ones((4, l), np.int32),
-           "positions": np.tile(np.arange(l), (4, 1)), "weights": np.ones((4, l), np.float32),
-           "old_logprobs": np.asarray(logp), "advantages": np.array([1.0, -1.0, 0.5, -0.5], np.float32)}
+  batch = {
+      "inputs": toks[:, :-1],
+      "targets": toks[:, 1:],
+      "segment_ids": np.ones((4, l), np.int32),
+      "positions": np.tile(np.arange(l), (4, 1)),
+      "weights": np.ones((4, l), np.float32),
+      "old_logprobs": np.asarray(logp),
+      "advantages": np.array([1.0, -1.0, 0.5, -0.5], np.float32),
+  }
   tx = optax.sgd(1.0)
   step = jax.jit(S.make_train_step(loss, tx))
   state = S.init_state(params, tx)

@@ -1,4 +1,5 @@
 """Our sentencepiece model as a `tokenizers` pipeline gives sentencepiece's ids; HFTokenizer keeps our interface."""
+
 import json
 import random
 
@@ -12,10 +13,20 @@ from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.interop import hf_tokenizer
 
 TEXTS = (
-    "", " ", "  leading and trailing  ", "a     run    of spaces", "\n", "\n\n\n", "line\nbreaks\r\nand\ttabs\t\t",
-    "digits 0123456789 and 3.14159e-10, 1,000,000", "x = [i ** 2 for i in range(10)]  # squares\n    return x",
-    "héllo wörld — naïve café, 中文字符, 日本語, emoji 😀🎉, Ωμέγα", "\u00a0nbsp\u3000ideographic\u2003em",
-    "ﬁ ligature Ⅻ ½", "a\u2581literal\u2581lower\u2581one", "<0x41> is not a byte token",
+    "",
+    " ",
+    "  leading and trailing  ",
+    "a     run    of spaces",
+    "\n",
+    "\n\n\n",
+    "line\nbreaks\r\nand\ttabs\t\t",
+    "digits 0123456789 and 3.14159e-10, 1,000,000",
+    "x = [i ** 2 for i in range(10)]  # squares\n    return x",
+    "héllo wörld — naïve café, 中文字符, 日本語, emoji 😀🎉, Ωμέγα",
+    "\u00a0nbsp\u3000ideographic\u2003em",
+    "ﬁ ligature Ⅻ ½",
+    "a\u2581literal\u2581lower\u2581one",
+    "<0x41> is not a byte token",
     "def f(self):\n        '''Docstring.'''\n\n\n        pass\n",
 )
 
@@ -42,13 +53,21 @@ def test_spm_to_hf_gives_sentencepiece_ids(ours, small_corpus):
   hf.encode_special_tokens = True  # our encode treats '<s>', '<|user|>' as text
   rng = random.Random(0)
   docs = _corpus(small_corpus)
-  alphabet = list("abcxyz  \n\t019.,:()_=*'\"éü中😀\u2581") + ["   ", "\n    ", "the ", "<0x41>", "<s>", "<|user|>", "\r\n"]
+  alphabet = list("abcxyz  \n\t019.,:()_=*'\"éü中😀\u2581") + [
+      "   ",
+      "\n    ",
+      "the ",
+      "<0x41>",
+      "<s>",
+      "<|user|>",
+      "\r\n",
+  ]
   texts = list(TEXTS) + docs[:40]
   texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(400)]
   for _ in range(200):  # slices at arbitrary offsets, so pieces are cut mid-word
     d = rng.choice(docs)
     i = rng.randrange(len(d))
-    texts.append(d[i:i + rng.randint(1, 300)])
+    texts.append(d[i : i + rng.randint(1, 300)])
   for t in texts:
     assert hf.encode(t, add_special_tokens=False).ids == ours.encode(t), repr(t)
   for t in TEXTS:
@@ -69,7 +88,8 @@ def test_autotokenizer_loads_the_export(ours, exported):
   tok = transformers.AutoTokenizer.from_pretrained(exported)
   assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (ours.bos_id, ours.eos_id, ours.pad_id)
   assert tok.convert_tokens_to_ids(list(tokenizer_lib.SPECIAL_TOKENS)) == [
-      ours.special_id(n) for n in tokenizer_lib.SPECIAL_TOKENS]
+      ours.special_id(n) for n in tokenizer_lib.SPECIAL_TOKENS
+  ]
   assert len(tok) == ours.vocab_size
   for t in TEXTS:
     assert tok(t, add_special_tokens=False)["input_ids"] == ours.encode(t), repr(t)
@@ -79,8 +99,12 @@ def test_autotokenizer_loads_the_export(ours, exported):
 
 def test_hftokenizer_on_our_export_has_our_interface(ours, exported):
   tok = hf_tokenizer.HFTokenizer.load(exported)
-  assert (tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id) == (ours.vocab_size, ours.bos_id, ours.eos_id,
-                                                                   ours.pad_id)
+  assert (tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id) == (
+      ours.vocab_size,
+      ours.bos_id,
+      ours.eos_id,
+      ours.pad_id,
+  )
   assert tok.special_tokens == ours.special_tokens
   assert tok.special_id("assistant") == ours.special_id("assistant")
   np.testing.assert_array_equal(tok.token_bytes(), ours.token_bytes())
@@ -96,12 +120,14 @@ def test_hftokenizer_on_our_export_has_our_interface(ours, exported):
 def byte_level(tmp_path_factory, small_corpus) -> str:
   """A GPT-2-style folder: byte-level BPE tokenizer.json and a tokenizer_config.json naming '<|endoftext|>'."""
   bl = tokenizers.ByteLevelBPETokenizer()
-  bl.train_from_iterator(_corpus(small_corpus)[:100], vocab_size=300, special_tokens=["<|endoftext|>"],
-                         show_progress=False)
+  bl.train_from_iterator(
+      _corpus(small_corpus)[:100], vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False
+  )
   d = tmp_path_factory.mktemp("gpt2_tok")
   bl.save(str(d / "tokenizer.json"))
-  (d / "tokenizer_config.json").write_text(json.dumps(
-      {"bos_token": "<|endoftext|>", "eos_token": {"content": "<|endoftext|>", "special": True}}))
+  (d / "tokenizer_config.json").write_text(
+      json.dumps({"bos_token": "<|endoftext|>", "eos_token": {"content": "<|endoftext|>", "special": True}})
+  )
   return str(d)
 
 

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.posttrain.identity: facts from the identity file, variety, determinism, valid format."""
+
 import json
 import re
 
@@ -53,6 +54,7 @@ def test_answers_state_the_identity_file_facts(tmp_path):
 def test_every_topic_answers_and_questions():
   ident = identity.load_identity()
   import random  # pylint: disable=g-import-not-at-top
+
   rng = random.Random(0)
   for topic in identity.TOPICS:
     assert identity.answer(ident, topic, rng).strip()

@@ -1,5 +1,6 @@
 """HF interop against transformers itself: imported GPT-2 / Llama give transformers' logits, exported runs load in
 transformers with our logits and greedy tokens, the tokenizer exports, and pickled weights are never read."""
+
 import dataclasses
 import json
 import os
@@ -37,8 +38,10 @@ VOCAB = 320
 @pytest.fixture(autouse=True)
 def _no_unpickling(monkeypatch):
   """Every test here fails if anything unpickles (pickle.load(s) or torch.load)."""
+
   def refuse(*args, **kwargs):
     raise AssertionError("unpickling attempted")
+
   monkeypatch.setattr(pickle, "load", refuse)
   monkeypatch.setattr(pickle, "loads", refuse)
   monkeypatch.setattr(torch, "load", refuse)
@@ -67,18 +70,54 @@ def _perturbed(model):
 
 
 HF_MODELS = {
-    "gpt2_tied": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=4, n_positions=48, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0)),
-    "gpt2_untied": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=4, n_positions=48, vocab_size=VOCAB + 3, bos_token_id=0, eos_token_id=0,
-        tie_word_embeddings=False, layer_norm_epsilon=1e-6)),
-    "llama_gqa_untied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
-        vocab_size=VOCAB, max_position_embeddings=48, rope_theta=500.0, rms_norm_eps=1e-5, bos_token_id=0,
-        eos_token_id=0, tie_word_embeddings=False)),
-    "llama_mqa_tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=1, intermediate_size=40,
-        vocab_size=VOCAB, max_position_embeddings=48, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)),
+    "gpt2_tied": lambda: transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            n_layer=2, n_embd=32, n_head=4, n_positions=48, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0
+        )
+    ),
+    "gpt2_untied": lambda: transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            n_layer=2,
+            n_embd=32,
+            n_head=4,
+            n_positions=48,
+            vocab_size=VOCAB + 3,
+            bos_token_id=0,
+            eos_token_id=0,
+            tie_word_embeddings=False,
+            layer_norm_epsilon=1e-6,
+        )
+    ),
+    "llama_gqa_untied": lambda: transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=48,
+            vocab_size=VOCAB,
+            max_position_embeddings=48,
+            rope_theta=500.0,
+            rms_norm_eps=1e-5,
+            bos_token_id=0,
+            eos_token_id=0,
+            tie_word_embeddings=False,
+        )
+    ),
+    "llama_mqa_tied": lambda: transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            intermediate_size=40,
+            vocab_size=VOCAB,
+            max_position_embeddings=48,
+            bos_token_id=0,
+            eos_token_id=0,
+            tie_word_embeddings=True,
+        )
+    ),
 }
 
 
@@ -141,8 +180,9 @@ def test_pickle_only_folder_is_rejected(tmp_path):
 
 def _convert(*args: str) -> subprocess.CompletedProcess:
   """Runs the convert entrypoint as a user would (a subprocess: absl flags are process-global)."""
-  return subprocess.run([sys.executable, "-m", "experiments.convert", *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=300)
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.convert", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+  )
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
@@ -190,12 +230,24 @@ def test_export_loads_in_transformers_with_our_logits_and_greedy_tokens(trained_
   # Greedy decoding, same number of new tokens (eos disabled on both sides).
   n = 12
   prompt = tok.encode("The function", bos=True)
-  ours = engine.generate(run.model, {"params": run.params}, [prompt],
-                         engine.SamplingParams(temperature=0.0, max_new_tokens=n), jax.random.PRNGKey(0), eos_id=-1)[0]
-  gen = transformers.GenerationConfig(do_sample=False, max_new_tokens=n, min_new_tokens=n, eos_token_id=None,
-                                      pad_token_id=tok.pad_id, bos_token_id=tok.bos_id)
+  ours = engine.generate(
+      run.model,
+      {"params": run.params},
+      [prompt],
+      engine.SamplingParams(temperature=0.0, max_new_tokens=n),
+      jax.random.PRNGKey(0),
+      eos_id=-1,
+  )[0]
+  gen = transformers.GenerationConfig(
+      do_sample=False,
+      max_new_tokens=n,
+      min_new_tokens=n,
+      eos_token_id=None,
+      pad_token_id=tok.pad_id,
+      bos_token_id=tok.bos_id,
+  )
   with torch.no_grad():
-    theirs = model.generate(torch.tensor([prompt]), generation_config=gen)[0, len(prompt):].tolist()
+    theirs = model.generate(torch.tensor([prompt]), generation_config=gen)[0, len(prompt) :].tolist()
   assert ours == theirs and len(ours) == n
 
   # The exported tokenizer tokenizes like ours; importing the export gives back the same model and ids.
@@ -212,6 +264,7 @@ def test_export_loads_in_transformers_with_our_logits_and_greedy_tokens(trained_
 
 def test_export_of_gqa_gpt2_is_refused():
   from nanolm_jax import model as model_lib
+
   mc = model_lib.ModelConfig(style="gpt2", num_heads=4, num_kv_heads=2)
   with pytest.raises(ValueError, match="no grouped-query attention"):
     hf.hf_config_from_model(mc, tokenizer_lib.BOS_ID, tokenizer_lib.EOS_ID, tokenizer_lib.PAD_ID, "float32")

@@ -1,4 +1,5 @@
 """Launch scripts: TPU VM lifecycle commands (dry run) and the sweep runner."""
+
 import os
 import subprocess
 import sys
@@ -17,7 +18,9 @@ def test_tpu_vm_lifecycle_dry_run():
   assert p.returncode == 0
   assert "tpus tpu-vm create n --zone=us-east5-a --accelerator-type=v5p-32 --version=v2-alpha-tpuv5" in p.stdout
   assert "--spot" in p.stdout
-  p = _sh("run", "--name=n", "--zone=z", "--dry_run", "--", "python", "-m", "experiments.pretrain", "--workdir=gs://b/r")
+  p = _sh(
+      "run", "--name=n", "--zone=z", "--dry_run", "--", "python", "-m", "experiments.pretrain", "--workdir=gs://b/r"
+  )
   assert "--worker=all" in p.stdout and "experiments.pretrain" in p.stdout and "gs://b/r" in p.stdout
   p = _sh("setup", "--name=n", "--zone=z", "--repo=https://example.invalid/x.git", "--dry_run")
   assert "jax\\[tpu\\]" in p.stdout and "--worker=all" in p.stdout

@@ -1,4 +1,5 @@
 """Model: KV cache vs recompute, packed segments vs separate documents, scan vs loop, remat, styles, FLOPs."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,9 @@ from tests.conftest import make_config
 
 
 def _model(preset="tiny", **over):
-  c = make_config(preset, **{"model.vocab_size": 128, "model.d_model": 64, "model.num_layers": 2,
-                             "model.max_len": 64, **over})
+  c = make_config(
+      preset, **{"model.vocab_size": 128, "model.d_model": 64, "model.num_layers": 2, "model.max_len": 64, **over}
+  )
   return M.Transformer(M.ModelConfig.from_config(c.model))
 
 
@@ -27,7 +29,7 @@ def test_kv_cache_matches_recompute_at_every_step(preset, scan):
   first, cache = m.apply(params, toks[:, :12], positions_BxL=pos, cache=cache)
   steps = [first]
   for t in range(12, 20):
-    out, cache = m.apply(params, toks[:, t:t + 1], positions_BxL=jnp.full((3, 1), t), cache=cache)
+    out, cache = m.apply(params, toks[:, t : t + 1], positions_BxL=jnp.full((3, 1), t), cache=cache)
     steps.append(out)
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
 
@@ -104,7 +106,9 @@ def test_llama_rmsnorm_and_swiglu_by_hand():
   unbox = lambda v: v.value
   norm = M.Norm(m.cfg).apply({"params": {"scale": jnp.full((64,), 2.0)}}, x)
   np.testing.assert_allclose(norm, 2 * x / np.sqrt(np.mean(np.square(x), -1, keepdims=True) + 1e-5), rtol=1e-5)
-  out = M.Mlp(m.cfg, M._Constrain(None, ())).apply({"params": jax.tree.map(unbox, mlp, is_leaf=lambda v: hasattr(v, "value"))}, x)
+  out = M.Mlp(m.cfg, M._Constrain(None, ())).apply(
+      {"params": jax.tree.map(unbox, mlp, is_leaf=lambda v: hasattr(v, "value"))}, x
+  )
   g, u, o = (unbox(mlp[k]) for k in ("w_gate", "w_up", "w_out"))
   np.testing.assert_allclose(out, (jax.nn.silu(x @ g) * (x @ u)) @ o, atol=1e-5)
 

@@ -1,4 +1,5 @@
 """Optimizer: schedule shape, weight-decay mask, clipping."""
+
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -18,9 +19,13 @@ def test_warmup_then_cosine_to_floor():
 
 def test_decay_mask_follows_config():
   o = make_config().optim
-  params = {"embed": jnp.ones((4, 2)), "pos_embed": jnp.ones((3, 2)), "lm_head": jnp.ones((2, 4)),
-            "ln": {"scale": jnp.ones(2), "bias": jnp.ones(2)}, "attn": {"wq": jnp.ones((2, 1, 2)),
-                                                                         "bq": jnp.ones((1, 2))}}
+  params = {
+      "embed": jnp.ones((4, 2)),
+      "pos_embed": jnp.ones((3, 2)),
+      "lm_head": jnp.ones((2, 4)),
+      "ln": {"scale": jnp.ones(2), "bias": jnp.ones(2)},
+      "attn": {"wq": jnp.ones((2, 1, 2)), "bq": jnp.ones((1, 2))},
+  }
   m = optim.decay_mask(params, o)
   assert m["lm_head"] and m["attn"]["wq"]
   assert not (m["embed"] or m["pos_embed"] or m["ln"]["scale"] or m["ln"]["bias"] or m["attn"]["bq"])

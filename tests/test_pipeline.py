@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.data.pipeline: packing semantics, determinism, resumption, sharding, eval padding."""
+
 import collections
 import json
 
@@ -50,8 +51,9 @@ def _segments(batches):
 
 def test_validation_pass_reconstructs_documents_exactly(corpus, tok):
   docs = list(sources.load_texts(corpus, 'validation'))
-  batches = list(pipeline.make_lm_dataset(corpus, tok, split='validation', seq_len=SEQ, batch_size=BATCH, seed=0,
-                                          repeat=False))
+  batches = list(
+      pipeline.make_lm_dataset(corpus, tok, split='validation', seq_len=SEQ, batch_size=BATCH, seed=0, repeat=False)
+  )
   for b in batches:
     assert set(b) == set(pipeline.FEATURES)
     assert all(v.shape == (BATCH, SEQ) for v in b.values())
@@ -60,7 +62,7 @@ def test_validation_pass_reconstructs_documents_exactly(corpus, tok):
     np.testing.assert_array_equal(b['weights'], (b['segment_ids'] > 0).astype(np.float32))
     np.testing.assert_array_equal(b['inputs'][b['segment_ids'] == 0], 0)  # padding is pad_id
   pieces = _segments(batches)
-  for inputs, targets, positions in pieces:
+  for inputs, _, positions in pieces:
     np.testing.assert_array_equal(positions, np.arange(len(inputs)))  # restart at 0, also for continuations
   # Glue the pieces back into documents: a document starts at its bos input and ends at its eos target.
   rebuilt, cur_in, cur_tg = [], [], []
@@ -125,16 +127,30 @@ def test_sharding_partitions_documents(corpus, tok):
   val = list(sources.load_texts(corpus, 'validation'))
   counts = []
   for p in range(3):
-    docs = list(pipeline.document_dataset(corpus, split='validation', seed=0, process_index=p, process_count=3,
-                                          repeat=False))
+    docs = list(
+        pipeline.document_dataset(corpus, split='validation', seed=0, process_index=p, process_count=3, repeat=False)
+    )
     assert docs == val[p::3]
-    batches = list(pipeline.make_lm_dataset(corpus, tok, split='validation', seq_len=SEQ, batch_size=2, seed=0,
-                                            process_index=p, process_count=3, repeat=False))
+    batches = list(
+        pipeline.make_lm_dataset(
+            corpus,
+            tok,
+            split='validation',
+            seq_len=SEQ,
+            batch_size=2,
+            seed=0,
+            process_index=p,
+            process_count=3,
+            repeat=False,
+        )
+    )
     counts.append(sum(int((b['inputs'] == tok.bos_id).sum()) for b in batches))
   assert counts == [len(val[p::3]) for p in range(3)]
   train = set(sources.load_texts(corpus, 'train'))
-  shards = [list(pipeline.document_dataset(corpus, split='train', seed=0, process_index=p, process_count=2,
-                                           repeat=False)) for p in range(2)]
+  shards = [
+      list(pipeline.document_dataset(corpus, split='train', seed=0, process_index=p, process_count=2, repeat=False))
+      for p in range(2)
+  ]
   assert not set(shards[0]) & set(shards[1]) and set(shards[0]) | set(shards[1]) == train
   with pytest.raises(ValueError, match='process_index'):
     pipeline.document_dataset(corpus, split='train', seed=0, process_index=2, process_count=2)

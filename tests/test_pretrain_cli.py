@@ -1,4 +1,5 @@
 """The pretraining entrypoint as a user runs it: config typos, mesh overrides, kill -9 + resume, SIGTERM."""
+
 import json
 import os
 import signal
@@ -22,8 +23,9 @@ def _cmd(workdir, overrides, extra=()):
 
 
 def _run(workdir, overrides, extra=(), devices=8, timeout=300):
-  return subprocess.run(_cmd(workdir, overrides, extra), cwd=REPO, env=_env(devices), capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+      _cmd(workdir, overrides, extra), cwd=REPO, env=_env(devices), capture_output=True, text=True, timeout=timeout
+  )
 
 
 def _losses(workdir):
@@ -78,8 +80,9 @@ def test_kill_9_then_resume_is_bitwise_identical(tmp_path, over):
   straight = _run(tmp_path / "straight", over)
   assert straight.returncode == 0, straight.stderr[-3000:]
   victim = tmp_path / "victim"
-  proc = subprocess.Popen(_cmd(victim, over), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      _cmd(victim, over), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   _wait_for(lambda: (victim / "checkpoints" / "8").exists() or proc.poll() is not None)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -97,8 +100,9 @@ def test_kill_9_then_resume_is_bitwise_identical(tmp_path, over):
 def test_sigterm_checkpoints_current_step_and_exits_zero(tmp_path, over):
   over = {**over, "train.steps": 400, "train.checkpoint_every": 1000, "train.eval_every": 0}
   run = tmp_path / "run"
-  proc = subprocess.Popen(_cmd(run, over), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  proc = subprocess.Popen(
+      _cmd(run, over), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
   metrics = run / "metrics.jsonl"
   _wait_for(lambda: (metrics.exists() and len(metrics.read_text().splitlines()) >= 5) or proc.poll() is not None)
   proc.send_signal(signal.SIGTERM)

@@ -1,4 +1,5 @@
 """Few-shot prompting: the transcript layout and that stop strings end the answer before the next turn."""
+
 import pytest
 
 from nanolm_jax import prompting

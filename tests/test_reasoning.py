@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.posttrain.reasoning: problems checked by re-doing the arithmetic, the answer extractor."""
+
 import random
 import re
 
@@ -62,16 +63,19 @@ def test_generate_answer_first_pairs_the_same_problems():
   assert last == reasoning.generate(reasoning.default_reasoning_config(), 3, 100)
 
 
-@pytest.mark.parametrize('text, strict, expected', [
-    ('so 3 + 4 = 7. Then 7 x 2 = 14. The answer is 14.', True, 14),
-    ('The answer is 14. Then again, the answer is 15', True, 15),
-    ('blah\n#### 1,234', True, 1234),
-    ('the answer is: -3', True, -3),
-    ('The answer is $42.', True, 42),
-    ('I think it is 12 or 13', True, None),
-    ('I think it is 12 or 13', False, 13),
-    ('no numbers', False, None),
-])
+@pytest.mark.parametrize(
+    'text, strict, expected',
+    [
+        ('so 3 + 4 = 7. Then 7 x 2 = 14. The answer is 14.', True, 14),
+        ('The answer is 14. Then again, the answer is 15', True, 15),
+        ('blah\n#### 1,234', True, 1234),
+        ('the answer is: -3', True, -3),
+        ('The answer is $42.', True, 42),
+        ('I think it is 12 or 13', True, None),
+        ('I think it is 12 or 13', False, 13),
+        ('no numbers', False, None),
+    ],
+)
 def test_extract_answer(text, strict, expected):
   assert reasoning.extract_answer(text, strict=strict) == expected
 
@@ -92,11 +96,14 @@ def test_corpus_documents_are_worked_problems_with_their_own_validation():
   assert ops_seen == {1, 2}  # max_steps=2: both lengths occur, nothing longer or empty
 
 
-@pytest.mark.parametrize('arg,message', [('count=0', 'count >= 1'), ('max_steps=0', 'min_steps'),
-                                         ('colour=2', 'KEY=INT'), ('count=x', 'KEY=INT')])
+@pytest.mark.parametrize(
+    'arg,message',
+    [('count=0', 'count >= 1'), ('max_steps=0', 'min_steps'), ('colour=2', 'KEY=INT'), ('count=x', 'KEY=INT')],
+)
 def test_corpus_spec_errors(arg, message):
   with pytest.raises(ValueError, match=message):
     reasoning.parse_corpus_spec(arg)
   from nanolm_jax.data import sources
+
   with pytest.raises(ValueError, match=message):
     sources.parse_sources(f'stdlib;arithmetic:{arg}')

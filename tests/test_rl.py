@@ -1,5 +1,6 @@
 """RL stage: rows by hand, overlong penalty, rollouts with the engine (shared prefill, π_old, masks, μ, resume,
 dynamic sampling), a step's direction, and a run on the shared trainer (metrics, eval at step 0, curves, resume)."""
+
 import glob
 import json
 import os
@@ -22,14 +23,24 @@ from tests.conftest import make_config, tiny_overrides
 
 
 def _completion(tokens, logprobs, mask, reason="stop"):
-  return engine_lib.Completion(prompt_index=0, sample_index=0, tokens=tokens, logprobs=logprobs,
-                               sampling_logprobs=logprobs, generated_mask=mask, text="", finish_reason=reason)
+  return engine_lib.Completion(
+      prompt_index=0,
+      sample_index=0,
+      tokens=tokens,
+      logprobs=logprobs,
+      sampling_logprobs=logprobs,
+      generated_mask=mask,
+      text="",
+      finish_reason=reason,
+  )
 
 
 def test_build_rows_by_hand():
   prompts = [[1, 5, 6], [1, 7]]
-  comps = [_completion([8, 9, 10], [-1.0, 0.0, -3.0], [True, False, True]),  # 9 is a forced tool token
-           _completion([11], [-0.5], [True], reason="length")]
+  comps = [
+      _completion([8, 9, 10], [-1.0, 0.0, -3.0], [True, False, True]),  # 9 is a forced tool token
+      _completion([11], [-0.5], [True], reason="length"),
+  ]
   rows = rl.build_rows(prompts, comps, seq_len=16, length_bucket=4)
   # Row 0: 1 5 6 | 8 9 10 -> 5 inputs, padded to 8 (next multiple of 4).
   np.testing.assert_array_equal(rows["inputs"][0], [1, 5, 6, 8, 9, 0, 0, 0])
@@ -61,9 +72,16 @@ def base_run(small_corpus, small_tokenizer, tmp_path_factory):
   cfg = make_config("tiny", **tiny_overrides(small_corpus, small_tokenizer))
   cfg.train.update(steps=1, eval_every=0, checkpoint_every=1)
   workdir = str(tmp_path_factory.mktemp("base_run"))
-  trainer.train(cfg, workdir, trainer.Stage(name="pretrain", make_loss=pretraining.stage().make_loss,
-                                            make_train_data=pretraining.stage().make_train_data,
-                                            load_tokenizer=pretraining.stage().load_tokenizer))
+  trainer.train(
+      cfg,
+      workdir,
+      trainer.Stage(
+          name="pretrain",
+          make_loss=pretraining.stage().make_loss,
+          make_train_data=pretraining.stage().make_train_data,
+          load_tokenizer=pretraining.stage().load_tokenizer,
+      ),
+  )
   return workdir
 
 
@@ -74,8 +92,7 @@ def gsm8k_file(tmp_path_factory):
   with open(path, "w") as f:
     for a in range(1, 9):
       for b in range(1, 9):
-        f.write(json.dumps({"question": f"What is {a} + {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b}"})
-                + "\n")
+        f.write(json.dumps({"question": f"What is {a} + {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b}"}) + "\n")
   return str(path)
 
 
@@ -124,7 +141,7 @@ def test_rollout_batch_groups_logprobs_mu_and_resume(base_run, gsm8k_file):
   for g in range(2):  # one prompt per group, its rows start alike and carry no weight on the prompt
     rows = slice(4 * g, 4 * g + 4)
     first = np.argmax(b1["weights"][rows][0] > 0)
-    assert (b1["inputs"][rows][:, :first + 1] == b1["inputs"][rows][0, :first + 1]).all()
+    assert (b1["inputs"][rows][:, : first + 1] == b1["inputs"][rows][0, : first + 1]).all()
     assert (b1["weights"][rows][:, :first] == 0).all()
   w = b1["weights"]
   assert ((w == 0) | (w == 1)).all() and w.sum() > 0
@@ -170,7 +187,7 @@ def test_dynamic_sampling_drops_flat_groups_and_refills_bounded(base_run, gsm8k_
   assert m["groups_kept_frac"] == pytest.approx(kept_first)
   kept_so_far, rounds, drawn = 0, 0, 0  # each round draws P - kept new prompts; odd-answer groups are kept
   while kept_so_far < 2 and rounds < 3:
-    batch_answers = answers[drawn:drawn + 2 - kept_so_far]
+    batch_answers = answers[drawn : drawn + 2 - kept_so_far]
     drawn += len(batch_answers)
     kept_so_far += sum(a % 2 == 1 for a in batch_answers)
     rounds += 1

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.posttrain.search_data: the index, tool calls with real tool output, grounded answers."""
+
 import json
 
 import pytest
@@ -52,8 +53,9 @@ def test_conversations_call_search_and_answer_from_results(cfg, train_people):
     assert result['content'] == tool(c['arguments'])  # exactly what the engine's tool call returns
     entity = next(e for e in trained + outside if e.name in user['content'])
     assert entity.name in c['arguments']
-    attr = next(a for a in facts.ATTRIBUTES if user['content'] in
-                {t.format(name=entity.name) for t in facts.QUESTIONS[a]})
+    attr = next(
+        a for a in facts.ATTRIBUTES if user['content'] in {t.format(name=entity.name) for t in facts.QUESTIONS[a]}
+    )
     truth = entity.attributes[attr]
     if entity in trained:
       found += 1

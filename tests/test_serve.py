@@ -1,4 +1,5 @@
 """The OpenAI-compatible server, driven by the official `openai` client against uvicorn on a free 127.0.0.1 port."""
+
 import asyncio
 import dataclasses
 import json
@@ -22,8 +23,15 @@ from tests.conftest import tiny_overrides
 # Compiles dominate the test time, so every generating test uses the same shapes: engine calls padded to 8 rows,
 # 8 new tokens, prompts of 17-24 tokens (one prompt bucket and one cache bucket of the 64-token context).
 MAX_TOKENS = 8
-LIMITS = app_lib.Limits(max_tokens_limit=32, max_batch=8, max_queue=64, max_body_bytes=64 << 10,
-                        request_timeout_s=120, batch_wait_s=0.05, pad_to_batch=True)
+LIMITS = app_lib.Limits(
+    max_tokens_limit=32,
+    max_batch=8,
+    max_queue=64,
+    max_body_bytes=64 << 10,
+    request_timeout_s=120,
+    batch_wait_s=0.05,
+    pad_to_batch=True,
+)
 PROMPTS = ["The function returns a list of values", "A list of values is returned by the function"]
 _RUN_DIRS: dict[str, str] = {}
 
@@ -33,7 +41,11 @@ def tiny_run_dir(tmp_path_factory, small_corpus: str, small_tokenizer: str) -> s
   if "run" not in _RUN_DIRS:
     workdir = str(tmp_path_factory.mktemp("serve") / "tiny_chat")
     overrides = tiny_overrides(small_corpus, small_tokenizer) | {
-        "train.steps": 2, "train.checkpoint_every": 2, "train.eval_every": 2, "train.eval_batches": 1}
+        "train.steps": 2,
+        "train.checkpoint_every": 2,
+        "train.eval_every": 2,
+        "train.eval_batches": 1,
+    }
     trainer.train(make_config("tiny", **overrides), workdir, pretraining.stage())
     _RUN_DIRS["run"] = workdir
   return _RUN_DIRS["run"]
@@ -44,13 +56,15 @@ class ServerThread:
 
   def __init__(self, app):
     import uvicorn  # pylint: disable=g-import-not-at-top
+
     with socket.socket() as s:
       s.bind(("127.0.0.1", 0))
       self.port = s.getsockname()[1]
     self.app = app
     self.url = f"http://127.0.0.1:{self.port}"
-    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                lifespan="on"))
+    self.server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+    )
     self.thread = threading.Thread(target=self.server.run, daemon=True)
 
   def __enter__(self) -> "ServerThread":
@@ -90,8 +104,9 @@ def test_models_list_names_the_run(client):
 
 
 def test_completions_text_usage_and_logprobs(client):
-  out = client.completions.create(model="tiny_chat", prompt=PROMPTS, n=2, max_tokens=MAX_TOKENS,
-                                  temperature=0.7, logprobs=0)
+  out = client.completions.create(
+      model="tiny_chat", prompt=PROMPTS, n=2, max_tokens=MAX_TOKENS, temperature=0.7, logprobs=0
+  )
   assert [c.index for c in out.choices] == [0, 1, 2, 3]
   for c in out.choices:
     assert isinstance(c.text, str)
@@ -108,9 +123,10 @@ def test_completion_stop_string_cuts_the_text(client):
   text = full.choices[0].text
   assert len(text) >= 3, f"greedy text too short to pick a stop string from: {text!r}"
   stop = text[1:3]
-  cut = client.completions.create(model="tiny_chat", prompt=PROMPTS[0], max_tokens=MAX_TOKENS, temperature=0,
-                                  stop=[stop])
-  assert cut.choices[0].text == text[:text.find(stop)]
+  cut = client.completions.create(
+      model="tiny_chat", prompt=PROMPTS[0], max_tokens=MAX_TOKENS, temperature=0, stop=[stop]
+  )
+  assert cut.choices[0].text == text[: text.find(stop)]
   assert cut.choices[0].finish_reason == "stop"
 
 
@@ -126,8 +142,14 @@ def test_chat_completion(client):
 
 def test_chat_streamed_matches_non_streamed_greedy(client):
   ref = client.chat.completions.create(model="tiny_chat", messages=HELLO, max_tokens=MAX_TOKENS, temperature=0)
-  stream = client.chat.completions.create(model="tiny_chat", messages=HELLO, max_tokens=MAX_TOKENS, temperature=0,
-                                          stream=True, stream_options={"include_usage": True})
+  stream = client.chat.completions.create(
+      model="tiny_chat",
+      messages=HELLO,
+      max_tokens=MAX_TOKENS,
+      temperature=0,
+      stream=True,
+      stream_options={"include_usage": True},
+  )
   chunks = list(stream)
   assert chunks[0].choices[0].delta.role == "assistant"
   text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -156,19 +178,22 @@ def test_index_page_is_self_contained(server):
   assert health["status"] == "ok" and health["model"] == "tiny_chat"
 
 
-@pytest.mark.parametrize("kwargs, param, fragment", [
-    ({"temperature": -0.5}, "temperature", "between 0 and 2"),
-    ({"top_p": 0.0}, "top_p", "(0, 1]"),
-    ({"top_p": 1.5}, "top_p", "(0, 1]"),
-    ({"max_tokens": 33}, "max_tokens", "limit of 32"),
-    ({"messages": []}, "messages", "non-empty"),
-    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role", "wizard"),
-    ({"messages": [{"role": "user", "content": "   "}]}, "messages", "empty content"),
-    ({"n": 9}, "n", "between 1 and 8"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
-    ({"extra_body": {"top_k": -3}}, "top_k", ">= -1"),
-    ({"extra_body": {"top_logprobs": 3}, "logprobs": True}, "top_logprobs", "not supported"),
-])
+@pytest.mark.parametrize(
+    "kwargs, param, fragment",
+    [
+        ({"temperature": -0.5}, "temperature", "between 0 and 2"),
+        ({"top_p": 0.0}, "top_p", "(0, 1]"),
+        ({"top_p": 1.5}, "top_p", "(0, 1]"),
+        ({"max_tokens": 33}, "max_tokens", "limit of 32"),
+        ({"messages": []}, "messages", "non-empty"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role", "wizard"),
+        ({"messages": [{"role": "user", "content": "   "}]}, "messages", "empty content"),
+        ({"n": 9}, "n", "between 1 and 8"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+        ({"extra_body": {"top_k": -3}}, "top_k", ">= -1"),
+        ({"extra_body": {"top_logprobs": 3}, "logprobs": True}, "top_logprobs", "not supported"),
+    ],
+)
 def test_bad_chat_input_is_a_400_naming_the_field(client, kwargs, param, fragment):
   kw = {"model": "tiny_chat", "messages": HELLO, "max_tokens": MAX_TOKENS} | kwargs
   with pytest.raises(openai.BadRequestError) as e:
@@ -195,15 +220,19 @@ def test_prompt_longer_than_the_limit_is_a_400(client):
   assert "context is 64 tokens" in e.value.body["message"] and e.value.body["param"] == "max_tokens"
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    (b"{not json", 400, "could not parse"),
-    (b"[1, 2]", 400, "JSON object"),
-    (json.dumps({"messages": HELLO, "stream": "yes"}).encode(), 400, "stream must be true or false"),
-    (json.dumps({"messages": HELLO, "pad": "x" * (70 << 10)}).encode(), 413, "limit"),
-])
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"{not json", 400, "could not parse"),
+        (b"[1, 2]", 400, "JSON object"),
+        (json.dumps({"messages": HELLO, "stream": "yes"}).encode(), 400, "stream must be true or false"),
+        (json.dumps({"messages": HELLO, "pad": "x" * (70 << 10)}).encode(), 413, "limit"),
+    ],
+)
 def test_malformed_bodies(server, body, status, fragment):
-  r = httpx.post(server.url + "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"},
-                 timeout=30)
+  r = httpx.post(
+      server.url + "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}, timeout=30
+  )
   assert r.status_code == status
   assert fragment in r.json()["error"]["message"]
 
@@ -214,8 +243,14 @@ def test_unknown_path_is_an_openai_style_404(server):
 
 
 async def _stream_chat(http: httpx.AsyncClient, url: str, i: int) -> tuple[str, str | None, bool]:
-  body = {"model": "tiny_chat", "messages": HELLO, "max_tokens": MAX_TOKENS, "stream": True,
-          "temperature": 0.0 if i % 2 else 0.9, "top_k": 20 if i % 3 == 0 else 0}
+  body = {
+      "model": "tiny_chat",
+      "messages": HELLO,
+      "max_tokens": MAX_TOKENS,
+      "stream": True,
+      "temperature": 0.0 if i % 2 else 0.9,
+      "top_k": 20 if i % 3 == 0 else 0,
+  }
   text, reason, done = "", None, False
   async with http.stream("POST", url + "/v1/chat/completions", json=body) as r:
     assert r.status_code == 200, await r.aread()
@@ -252,6 +287,7 @@ def test_fifty_concurrent_streams_complete_and_share_batches(server):
 
 class _BlockingBackend:
   """A backend whose calls wait for a release, to fill the queue deterministically."""
+
   max_len = 64
 
   def __init__(self):
@@ -287,6 +323,7 @@ def test_full_queue_is_a_429(server):
 
 class _Tok:
   """Characters as tokens (ids = code points + 100), enough for the streaming detokenizer."""
+
   eos_id = 3
 
   def special_id(self, name):
@@ -311,6 +348,7 @@ def test_streamed_text_never_shows_a_stop_string_prefix_that_turns_into_the_stop
 
 class _ScriptedBackend:
   """Replies with fixed tokens (cut at the row's stop tokens), recording each call's rows; no model."""
+
   max_len = 64
 
   def __init__(self, script):
@@ -320,24 +358,40 @@ class _ScriptedBackend:
     self.calls.append(list(rows))
     for r in rows:
       toks = []
-      for t in self.script[:r.sampling.max_new_tokens]:
+      for t in self.script[: r.sampling.max_new_tokens]:
         toks.append(t)
         r.emit(batcher_lib.TokenEvent(t))
         if t in r.stop_tokens:
           break
       stopped = bool(toks) and toks[-1] in r.stop_tokens
-      r.emit(batcher_lib.DoneEvent(engine_lib.Completion(
-          prompt_index=0, sample_index=0, tokens=toks, logprobs=[-1.0] * len(toks),
-          sampling_logprobs=[-1.0] * len(toks), generated_mask=[True] * len(toks), text="",
-          finish_reason="stop" if stopped else "length", stop=toks[-1] if stopped else None)))
+      r.emit(
+          batcher_lib.DoneEvent(
+              engine_lib.Completion(
+                  prompt_index=0,
+                  sample_index=0,
+                  tokens=toks,
+                  logprobs=[-1.0] * len(toks),
+                  sampling_logprobs=[-1.0] * len(toks),
+                  generated_mask=[True] * len(toks),
+                  text="",
+                  finish_reason="stop" if stopped else "length",
+                  stop=toks[-1] if stopped else None,
+              )
+          )
+      )
 
 
 @pytest.fixture
 def scripted(server):
   """A server over a scripted backend that answers 'It is' then a calculator tool call."""
   tok = server.app.state.tokenizer
-  script = (tok.encode("It is") + [tok.special_id("tool_call_start")] + tok.encode("calculator: 2+3")
-            + [tok.special_id("tool_call_end")] + tok.encode(" never reached"))
+  script = (
+      tok.encode("It is")
+      + [tok.special_id("tool_call_start")]
+      + tok.encode("calculator: 2+3")
+      + [tok.special_id("tool_call_end")]
+      + tok.encode(" never reached")
+  )
   backend = _ScriptedBackend(script)
   run = runs.Run(workdir="scripted", cfg=None, model=None, params=None, tokenizer=tok)
   with ServerThread(app_lib.create_app(run, dataclasses.replace(LIMITS, max_queue=8), backend=backend)) as s:
@@ -355,8 +409,10 @@ def test_chat_tool_call_is_returned_openai_style(scripted):
   assert (call.function.name, call.function.arguments) == ("calculator", "2+3")
   assert [x.logprob for x in choice.logprobs.content] == [-1.0] * out.usage.completion_tokens
   # The call and its result go back in as history, rendered by the chat format.
-  follow = HELLO + [choice.message.model_dump(exclude_none=True),
-                    {"role": "tool", "tool_call_id": call.id, "content": "5"}]
+  follow = HELLO + [
+      choice.message.model_dump(exclude_none=True),
+      {"role": "tool", "tool_call_id": call.id, "content": "5"},
+  ]
   again = c.chat.completions.create(model="scripted", messages=follow, max_tokens=20)
   assert again.choices[0].finish_reason == "tool_calls"
   streamed = list(c.chat.completions.create(model="scripted", messages=HELLO, max_tokens=20, stream=True))
@@ -371,8 +427,7 @@ def test_batcher_groups_compatible_rows_and_isolates_seeded_requests(scripted):
   done = threading.Semaphore(0)
 
   def row(**kw):
-    return batcher_lib.Row([2, 5], sampling, lambda ev: isinstance(ev, batcher_lib.DoneEvent) and done.release(),
-                           **kw)
+    return batcher_lib.Row([2, 5], sampling, lambda ev: isinstance(ev, batcher_lib.DoneEvent) and done.release(), **kw)
 
   blocker = threading.Event()
   run = scripted.backend.run

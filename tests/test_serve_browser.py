@@ -3,6 +3,7 @@
 The driver path is given explicitly, so selenium-manager never downloads a browser or driver. Skipped only when no
 chromium / chromedriver binary is installed (CI installs them with apt-get in .ci/run).
 """
+
 import os
 import shutil
 import time
@@ -26,19 +27,31 @@ def _binary(*names: str) -> str | None:
 
 CHROMIUM = _binary("chromium", "chromium-browser", "/usr/lib/chromium/chromium")
 DRIVER = _binary("chromedriver", "/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason=(
-    "no chromium/chromedriver binary found (apt-get install chromium chromium-driver); the web chat test needs a "
-    "real browser"))
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason=(
+        "no chromium/chromedriver binary found (apt-get install chromium chromium-driver); the web chat test needs a "
+        "real browser"
+    ),
+)
 
 
 @pytest.fixture(scope="module")
 def browser():
   from selenium import webdriver  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.chrome.service import Service  # pylint: disable=g-import-not-at-top
+
   opts = webdriver.ChromeOptions()
   opts.binary_location = CHROMIUM
-  for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,760",
-              "--no-first-run", "--disable-extensions"):
+  for arg in (
+      "--headless=new",
+      "--no-sandbox",
+      "--disable-dev-shm-usage",
+      "--disable-gpu",
+      "--window-size=1100,760",
+      "--no-first-run",
+      "--disable-extensions",
+  ):
     opts.add_argument(arg)
   driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
   driver.set_page_load_timeout(30)
@@ -68,19 +81,25 @@ def test_web_chat_streams_a_reply(browser, server):
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support import expected_conditions as ec  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
+
   browser.get(server.url + "/?seed=7")  # a reproducible sampled reply
   wait = WebDriverWait(browser, 60)
   wait.until(ec.text_to_be_present_in_element((By.ID, "model"), "tiny_chat"))
   # A sampled (not greedy) reply of several tokens, set through the page's own controls; the test_serve shapes
   # (8 tokens) are reused so nothing new compiles when both files run together.
-  browser.execute_script("document.getElementById('temperature').value = '1.0';"
-                         f"document.getElementById('max_tokens').value = '{test_serve.MAX_TOKENS}';")
+  browser.execute_script(
+      "document.getElementById('temperature').value = '1.0';"
+      f"document.getElementById('max_tokens').value = '{test_serve.MAX_TOKENS}';"
+  )
   browser.execute_script(_WATCH)
   box = browser.find_element(By.ID, "input")
   box.send_keys(test_serve.HELLO[0]["content"])
   browser.find_element(By.ID, "send").click()
-  wait.until(lambda d: d.execute_script(
-      "const b = document.querySelectorAll('.msg.assistant .bubble'); return b.length && b[0].dataset.done;"))
+  wait.until(
+      lambda d: d.execute_script(
+          "const b = document.querySelectorAll('.msg.assistant .bubble'); return b.length && b[0].dataset.done;"
+      )
+  )
   user = browser.find_element(By.CSS_SELECTOR, ".msg.user .bubble")
   reply = browser.find_element(By.CSS_SELECTOR, ".msg.assistant .bubble")
   assert user.text == test_serve.HELLO[0]["content"]

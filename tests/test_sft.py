@@ -1,4 +1,5 @@
 """SFT stage end to end on a tiny model: probe, answer-first data, training from a run, eval.json, the control."""
+
 import json
 import os
 
@@ -20,11 +21,25 @@ WORLD = "facts:seed=0,num_known=12,num_unknown=12,num_index_only=6,repeats=2,num
 @pytest.fixture(scope="module")
 def base_run(small_corpus, small_tokenizer, tmp_path_factory):
   d = str(tmp_path_factory.mktemp("base"))
-  cfg = make_config("tiny", **{
-      "model.vocab_size": 512, "model.num_layers": 2, "model.d_model": 64, "model.max_len": 256,
-      "train.seq_len": 128, "train.batch_size": 8, "train.steps": 4, "train.eval_every": 0, "train.log_every": 2,
-      "train.checkpoint_every": 4, "train.async_checkpointing": False, "data.sources": f"{small_corpus};{WORLD}",
-      "tokenizer.path": small_tokenizer, "sample.max_new_tokens": 2})
+  cfg = make_config(
+      "tiny",
+      **{
+          "model.vocab_size": 512,
+          "model.num_layers": 2,
+          "model.d_model": 64,
+          "model.max_len": 256,
+          "train.seq_len": 128,
+          "train.batch_size": 8,
+          "train.steps": 4,
+          "train.eval_every": 0,
+          "train.log_every": 2,
+          "train.checkpoint_every": 4,
+          "train.async_checkpointing": False,
+          "data.sources": f"{small_corpus};{WORLD}",
+          "tokenizer.path": small_tokenizer,
+          "sample.max_new_tokens": 2,
+      },
+  )
   trainer.train(cfg, d, pretraining.stage())
   return d
 
@@ -32,8 +47,16 @@ def base_run(small_corpus, small_tokenizer, tmp_path_factory):
 def _sft_config(base_run):
   s = sft_configs.get_config()
   s.init_from = base_run
-  s.train.update(steps=4, batch_size=8, seq_len=128, eval_every=2, eval_batches=1, checkpoint_every=4,
-                 log_every=2, async_checkpointing=False)
+  s.train.update(
+      steps=4,
+      batch_size=8,
+      seq_len=128,
+      eval_every=2,
+      eval_batches=1,
+      checkpoint_every=4,
+      log_every=2,
+      async_checkpointing=False,
+  )
   s.sft.counts.update(identity=8, system_prompts=8, reasoning=8, facts=0, search=8)
   s.sft.world.update(num_known=12, num_unknown=12, num_index_only=6, repeats=2, num_extras=10)
   s.sft.search.update(train_people=20, outside_people=5)
@@ -47,8 +70,15 @@ def _sft_config(base_run):
 def test_sft_run_writes_eval_and_control(base_run, tmp_path):
   out = sft.run(_sft_config(base_run), str(tmp_path))
   ev = json.load(open(tmp_path / "eval.json"))
-  for k in ("identity_accuracy", "known_fact_accuracy", "unknown_fact_hallucination_rate", "unknown_fact_idk_rate",
-            "search_success_rate", "arithmetic_accuracy_answer_last", "arithmetic_accuracy_answer_first"):
+  for k in (
+      "identity_accuracy",
+      "known_fact_accuracy",
+      "unknown_fact_hallucination_rate",
+      "unknown_fact_idk_rate",
+      "search_success_rate",
+      "arithmetic_accuracy_answer_last",
+      "arithmetic_accuracy_answer_first",
+  ):
     assert 0.0 <= ev[k] <= 1.0, k
     assert k in ev["no_probe"]
   rows = metrics_lib.read_metrics(str(tmp_path))
@@ -64,8 +94,10 @@ def test_sft_run_writes_eval_and_control(base_run, tmp_path):
   # The control trained on the same data with the probe's questions answered from the truth for everyone.
   ab_cfg = json.load(open(tmp_path / "ablation_no_probe" / "config.json"))
   assert "probe.jsonl" not in ab_cfg["sft"]["sources"] and "answer_first" in ab_cfg["sft"]["sources"]
-  assert "oracle.jsonl" in ab_cfg["sft"]["sources"] and "oracle.jsonl" not in json.load(
-      open(tmp_path / "config.json"))["sft"]["sources"]
+  assert (
+      "oracle.jsonl" in ab_cfg["sft"]["sources"]
+      and "oracle.jsonl" not in json.load(open(tmp_path / "config.json"))["sft"]["sources"]
+  )
   oracle = conversations.load_jsonl([str(tmp_path / "sft_data" / "oracle.jsonl")])
   world = facts.world_from_config(_sft_config(base_run).sft.world)
   index = facts.question_index(world)

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.posttrain.sft_data: whole conversations per segment, the loss mask, overlong, resume."""
+
 import json
 
 import numpy as np
@@ -72,11 +73,12 @@ def test_validation_pass_is_whole_conversations_with_exact_masks(cfg, tok):
   rendered = []
   for c in val:
     tokens, mask = chat.render_for_training(c, tok)
-    if any(mask[1:SEQ + 1]):  # truncation may leave nothing to train on: such a conversation is dropped
-      rendered.append(tuple(tokens[:SEQ + 1]))
+    if any(mask[1 : SEQ + 1]):  # truncation may leave nothing to train on: such a conversation is dropped
+      rendered.append(tuple(tokens[: SEQ + 1]))
   assert len(rendered) > 30
-  batches = list(sft_data.make_sft_dataset(cfg, tok, split='validation', seq_len=SEQ, batch_size=BATCH, seed=0,
-                                           repeat=False))
+  batches = list(
+      sft_data.make_sft_dataset(cfg, tok, split='validation', seq_len=SEQ, batch_size=BATCH, seed=0, repeat=False)
+  )
   for b in batches:
     assert set(b) == set(sft_data.FEATURES) and all(v.shape == (BATCH, SEQ) for v in b.values())
     assert all(b[k].dtype == np.int32 for k in ('inputs', 'targets', 'segment_ids', 'positions'))
@@ -121,8 +123,9 @@ def test_overlong_conversations(cfg, tok, policy):
   assert 0 < n_long < len(val)
   stats = sft_data.sft_stats(c, tok, 'validation', seq)
   assert stats['conversations'] == len(val) and stats['overlong'] == n_long
-  segs = _segments(sft_data.make_sft_dataset(c, tok, split='validation', seq_len=seq, batch_size=BATCH, seed=0,
-                                             repeat=False))
+  segs = _segments(
+      sft_data.make_sft_dataset(c, tok, split='validation', seq_len=seq, batch_size=BATCH, seed=0, repeat=False)
+  )
   kept = len(val) - stats['dropped']
   assert len(segs) == kept
   if policy == 'drop':
@@ -148,12 +151,29 @@ def test_resume_is_exact_through_json(cfg, tok):
 
 
 def test_process_shards_partition_validation(cfg, tok):
-  tokens = lambda p: sorted(s[0] for s in _segments(sft_data.make_sft_dataset(
-      cfg, tok, split='validation', seq_len=SEQ, batch_size=BATCH, seed=0, process_index=p, process_count=2,
-      repeat=False)))
+  tokens = lambda p: sorted(
+      s[0]
+      for s in _segments(
+          sft_data.make_sft_dataset(
+              cfg,
+              tok,
+              split='validation',
+              seq_len=SEQ,
+              batch_size=BATCH,
+              seed=0,
+              process_index=p,
+              process_count=2,
+              repeat=False,
+          )
+      )
+  )
   a, b = tokens(0), tokens(1)
-  everything = sorted(s[0] for s in _segments(sft_data.make_sft_dataset(
-      cfg, tok, split='validation', seq_len=SEQ, batch_size=BATCH, seed=0, repeat=False)))
+  everything = sorted(
+      s[0]
+      for s in _segments(
+          sft_data.make_sft_dataset(cfg, tok, split='validation', seq_len=SEQ, batch_size=BATCH, seed=0, repeat=False)
+      )
+  )
   assert sorted(a + b) == everything and a and b
 
 
@@ -164,8 +184,10 @@ def test_mixture_counts_spec_kinds_and_world(cfg):
     chat.validate(c)
   c = cfg.copy_and_resolve_references()
   c.sources = 'identity:12;reasoning@2'
-  loaded = [(s, len(tr) + len(va)) for (s, tr), (_, va) in
-            zip(sft_data.load_sources(c, 'train'), sft_data.load_sources(c, 'validation'))]
+  loaded = [
+      (s, len(tr) + len(va))
+      for (s, tr), (_, va) in zip(sft_data.load_sources(c, 'train'), sft_data.load_sources(c, 'validation'))
+  ]
   assert [(s.kind, s.weight, n) for s, n in loaded] == [('identity', 1.0, 12), ('reasoning', 2.0, 60)]
   # The facts generator and the pretraining source describe the same world.
   spec = sft_data.pretraining_source(cfg)

@@ -1,6 +1,6 @@
 """Sharding: data / FSDP / tensor meshes on 8 simulated devices give the single-device numbers, really split."""
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,9 +13,21 @@ MESHES = [dict(data=8, fsdp=1, tensor=1), dict(data=1, fsdp=8, tensor=1), dict(d
 
 
 def _cfg(mesh, preset="tiny"):
-  c = make_config(preset, **{"model.vocab_size": 128, "model.d_model": 64, "model.num_layers": 2,
-                             "model.num_heads": 4, "model.max_len": 16, "train.seq_len": 16, "train.batch_size": 8,
-                             "model.dtype": "float32", "optim.warmup_steps": 1, "train.steps": 10})
+  c = make_config(
+      preset,
+      **{
+          "model.vocab_size": 128,
+          "model.d_model": 64,
+          "model.num_layers": 2,
+          "model.num_heads": 4,
+          "model.max_len": 16,
+          "train.seq_len": 16,
+          "train.batch_size": 8,
+          "model.dtype": "float32",
+          "optim.warmup_steps": 1,
+          "train.steps": 10,
+      },
+  )
   c.mesh.update(mesh)
   return c
 
@@ -29,8 +41,13 @@ def _run(cfg, devices, steps=3):
   losses = []
   for _ in range(steps):
     toks = rng.integers(0, 128, (8, 17)).astype(np.int32)
-    batch = {"inputs": toks[:, :-1], "targets": toks[:, 1:], "segment_ids": np.ones((8, 16), np.int32),
-             "positions": np.tile(np.arange(16, dtype=np.int32), (8, 1)), "weights": np.ones((8, 16), np.float32)}
+    batch = {
+        "inputs": toks[:, :-1],
+        "targets": toks[:, 1:],
+        "segment_ids": np.ones((8, 16), np.int32),
+        "positions": np.tile(np.arange(16, dtype=np.int32), (8, 1)),
+        "weights": np.ones((8, 16), np.float32),
+    }
     state, m = setup.step(state, shd.global_batch(batch, setup.batch_sharding))
     losses.append(float(m["loss"]))
   return losses, state
@@ -48,11 +65,14 @@ def test_sharded_steps_match_single_device(reference, mesh):
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-6)
   # Adam normalises each coordinate, so summation-order rounding on near-zero gradients shows up at ~1e-6 in
   # parameters that move by ~1e-3 per step; 1e-5 still catches any real sharding bug.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4),
-               state.params, ref_state.params)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4),
+      state.params,
+      ref_state.params,
+  )
   # Parameters (and Adam moments) are really split the way the rules say.
   wq = state.params["layer_0"]["attn"]["wq"]  # (embed, heads, head_dim)
-  embed = state.params["embed"]                # (vocab, embed)
+  embed = state.params["embed"]  # (vocab, embed)
   shard = lambda x: x.addressable_shards[0].data.shape
   fsdp, tensor = mesh["fsdp"], mesh["tensor"]
   assert shard(wq) == (64 // fsdp, 4 // tensor, 16)

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.data.sources: spec parsing, files/tfds/stdlib loading, splits and mixing."""
+
 import gzip
 import hashlib
 import json
@@ -44,7 +45,11 @@ def _write_jsonl(path, rows, gz=False):
 
 def test_default_data_config():
   assert sources.default_data_config().to_dict() == {
-      'sources': 'stdlib', 'data_dir': '', 'val_fraction': 0.05, 'num_workers': 0}
+      'sources': 'stdlib',
+      'data_dir': '',
+      'val_fraction': 0.05,
+      'num_workers': 0,
+  }
 
 
 def test_parse_sources():
@@ -56,17 +61,20 @@ def test_parse_sources():
   ]
 
 
-@pytest.mark.parametrize('spec,message', [
-    ('', 'empty'),
-    (';;', 'names no source'),
-    ('web', 'unknown kind'),
-    ('stdlib@', 'not a number'),
-    ('stdlib@0', 'positive'),
-    ('stdlib@nan', 'positive'),
-    ('stdlib:x', 'no argument'),
-    ('files', 'needs an argument'),
-    ('tfds@2', 'needs an argument'),
-])
+@pytest.mark.parametrize(
+    'spec,message',
+    [
+        ('', 'empty'),
+        (';;', 'names no source'),
+        ('web', 'unknown kind'),
+        ('stdlib@', 'not a number'),
+        ('stdlib@0', 'positive'),
+        ('stdlib@nan', 'positive'),
+        ('stdlib:x', 'no argument'),
+        ('files', 'needs an argument'),
+        ('tfds@2', 'needs an argument'),
+    ],
+)
 def test_bad_specs(spec, message):
   with pytest.raises(ValueError, match=message):
     sources.parse_sources(spec)
@@ -104,8 +112,7 @@ def test_files_formats_split_and_bad_lines(tmp_path, caplog):
     train = list(sources.load_texts(cfg, 'train'))
   assert 'Skipped 4 malformed JSONL lines' in caplog.text
   val = list(sources.load_texts(cfg, 'validation'))
-  expected_val = [d for d in all_docs
-                  if int(hashlib.blake2b(d.encode(), digest_size=8).hexdigest(), 16) / 2**64 < 0.2]
+  expected_val = [d for d in all_docs if int(hashlib.blake2b(d.encode(), digest_size=8).hexdigest(), 16) / 2**64 < 0.2]
   assert val == expected_val and 0 < len(val) < 30
   assert train == [d for d in all_docs if d not in expected_val]
 
@@ -113,7 +120,7 @@ def test_files_formats_split_and_bad_lines(tmp_path, caplog):
 def test_truncated_gzip_keeps_readable_documents(tmp_path, caplog):
   _write_jsonl(tmp_path / 'full.jsonl.gz', [{'text': f'document {i} ' * 20} for i in range(200)], gz=True)
   data = (tmp_path / 'full.jsonl.gz').read_bytes()
-  (tmp_path / 'cut.jsonl.gz').write_bytes(data[:len(data) // 2])
+  (tmp_path / 'cut.jsonl.gz').write_bytes(data[: len(data) // 2])
   cfg = _cfg(f'files:{tmp_path}/cut.jsonl.gz', val_fraction=0.0)
   with caplog.at_level(logging.WARNING):
     docs = list(sources.load_texts(cfg, 'train'))
@@ -179,6 +186,8 @@ def test_stdlib_source_uses_its_own_split(tmp_path):
   expected = stdlib_corpus.split_documents(stdlib_corpus.collect_documents())['validation']
   assert sorted(val) == sorted(t for _, t in expected)
   assert sources.corpus_stats(cfg, 'validation') == {
-      'documents': len(expected), 'bytes': sum(len(t.encode()) for _, t in expected)}
+      'documents': len(expected),
+      'bytes': sum(len(t.encode()) for _, t in expected),
+  }
   # Through the tfds: kind too, since the builder is registered and has a validation split.
   assert sorted(sources.load_texts(_cfg('tfds:stdlib_corpus', data_dir=str(tmp_path)), 'validation')) == sorted(val)

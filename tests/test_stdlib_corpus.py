@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.data.stdlib_corpus: the docstring corpus and its TFDS builder."""
+
 import hashlib
 import inspect
 import json

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.posttrain.system_prompts: every reply follows the system message, checked independently."""
+
 import random
 
 import pytest
@@ -13,8 +14,8 @@ INDEPENDENT = {
     'uppercase': lambda t, p: not any(c.islower() for c in t),
     'lowercase': lambda t, p: not any(c.isupper() for c in t),
     'pirate': lambda t, p: t[:3] == 'Arr',
-    'prefix': lambda t, p: t[:len(p)] == p,
-    'suffix': lambda t, p: t[-len(p):] == p,
+    'prefix': lambda t, p: t[: len(p)] == p,
+    'suffix': lambda t, p: t[-len(p) :] == p,
     'number_only': lambda t, p: t.strip().replace('-', '', 1).isdigit(),
 }
 

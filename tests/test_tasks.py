@@ -1,4 +1,5 @@
 """RL tasks: verifier rewards by hand, weighted combination, held-out splits, GSM8K JSONL loading, pass@k."""
+
 import json
 
 import pytest
@@ -9,14 +10,17 @@ from nanolm_jax.posttrain import tasks
 P = tasks.Problem("Mia has 3 apples. Mia buys 4 more apples. How many apples does Mia have now?", 7)
 
 
-@pytest.mark.parametrize("text,correct,fmt", [
-    ("Mia starts with 3 apples. Buying 4 more gives 3 + 4 = 7. The answer is 7.", 1, 1),
-    ("3 + 4 = 8. The answer is 8.", 0, 1),                  # right format, wrong answer
-    ("The answer is 7. Mia starts with 3 apples.", 1, 0),   # answer not last
-    ("The answer is 5. No wait, the answer is 7", 1, 1),    # the last answer counts; final '.' optional
-    ("3 + 4 = 7", 0, 0),                                    # no answer sentence: strict extraction
-    ("", 0, 0),
-])
+@pytest.mark.parametrize(
+    "text,correct,fmt",
+    [
+        ("Mia starts with 3 apples. Buying 4 more gives 3 + 4 = 7. The answer is 7.", 1, 1),
+        ("3 + 4 = 8. The answer is 8.", 0, 1),  # right format, wrong answer
+        ("The answer is 7. Mia starts with 3 apples.", 1, 0),  # answer not last
+        ("The answer is 5. No wait, the answer is 7", 1, 1),  # the last answer counts; final '.' optional
+        ("3 + 4 = 7", 0, 0),  # no answer sentence: strict extraction
+        ("", 0, 0),
+    ],
+)
 def test_correctness_and_format_rewards(text, correct, fmt):
   assert tasks.correctness_reward(text, P) == correct
   assert tasks.answer_format_reward(text, P) == fmt
@@ -29,8 +33,9 @@ def test_gsm8k_format_reward():
 
 
 def test_rewards_combine_with_weights():
-  score = tasks.combine_rewards({"correct": (tasks.correctness_reward, 1.0),
-                                 "format": (tasks.answer_format_reward, 0.25)})
+  score = tasks.combine_rewards(
+      {"correct": (tasks.correctness_reward, 1.0), "format": (tasks.answer_format_reward, 0.25)}
+  )
   assert score("The answer is 7.", P) == {"correct": 1.0, "format": 1.0, "reward": 1.25}
   assert score("The answer is 8.", P) == {"correct": 0.0, "format": 1.0, "reward": 0.25}
   assert score("7", P) == {"correct": 0.0, "format": 0.0, "reward": 0.0}
@@ -53,8 +58,12 @@ def test_pass_at_k_by_hand():
 def test_arithmetic_task_matches_sft_difficulty_and_holds_out_eval():
   cfg = tasks.default_task_config()
   sft = reasoning.default_reasoning_config()
-  assert (cfg.digits, cfg.min_steps, cfg.max_steps, cfg.max_factor) == (sft.digits, sft.min_steps, sft.max_steps,
-                                                                        sft.max_factor)
+  assert (cfg.digits, cfg.min_steps, cfg.max_steps, cfg.max_factor) == (
+      sft.digits,
+      sft.min_steps,
+      sft.max_steps,
+      sft.max_factor,
+  )
   task = tasks.make_task(cfg, seed=3)
   train = [task.train_problem(i) for i in range(300)]
   assert train[:5] == [task.train_problem(i) for i in range(5)]  # by index: a resumed cursor sees the same stream
@@ -90,8 +99,10 @@ def test_gsm8k_loader_and_splits(tmp_path):
   path = tmp_path / "train.jsonl"
   _write_gsm8k(path, probs)
   with open(path, "a") as f:  # the real GSM8K style: thousands separators, calculator annotations
-    f.write(json.dumps({"question": "How much is 1000 + 234?", "answer": "1000+234=<<1000+234=1234>>1,234\n"
-                                                                         "#### 1,234"}) + "\n\n")
+    f.write(
+        json.dumps({"question": "How much is 1000 + 234?", "answer": "1000+234=<<1000+234=1234>>1,234\n" "#### 1,234"})
+        + "\n\n"
+    )
   loaded = tasks.load_gsm8k(str(path))
   assert len(loaded) == 61
   assert [p.answer for p in loaded[:60]] == [p.answer for p in probs]
@@ -108,8 +119,9 @@ def test_gsm8k_loader_and_splits(tmp_path):
   test_path = tmp_path / "test.jsonl"
   _write_gsm8k(test_path, probs[:5])
   task = tasks.GSM8KTask(train_path=str(path), test_path=str(test_path))
-  assert task.eval_problems(10) == [tasks.Problem(p.question, p.answer, tasks.to_gsm8k_record(p)["answer"])
-                                    for p in probs[:5]]
+  assert task.eval_problems(10) == [
+      tasks.Problem(p.question, p.answer, tasks.to_gsm8k_record(p)["answer"]) for p in probs[:5]
+  ]
   assert not {task.train_problem(i).question for i in range(56)} & {p.question for p in probs[:5]}
   assert task.score("so 3\n#### 7", tasks.Problem("q", 7)) == {"correct": 1.0, "reward": 1.0}
 

@@ -1,4 +1,5 @@
 """Tests for nanolm_jax.tokenizer."""
+
 import json
 import os
 
@@ -87,8 +88,8 @@ def test_encode_batch_matches_encode(tok):
 def test_token_bytes_sum_to_utf8_length(tok, train_texts):
   tb = tok.token_bytes()
   assert tb.shape == (1024,) and tb.dtype == np.int32
-  assert (tb[:tokenizer_lib.NUM_RESERVED - 256] == [0] * 20 + [1]).all()  # control tokens 0, '\n' 1
-  assert (tb[tokenizer_lib.NUM_RESERVED - 256:tokenizer_lib.NUM_RESERVED] == 1).all()
+  assert (tb[: tokenizer_lib.NUM_RESERVED - 256] == [0] * 20 + [1]).all()  # control tokens 0, '\n' 1
+  assert (tb[tokenizer_lib.NUM_RESERVED - 256 : tokenizer_lib.NUM_RESERVED] == 1).all()
   for text in TRICKY + train_texts[:50]:
     assert tb[tok.encode(text, bos=True, eos=True)].sum() == len(text.encode('utf-8'))
 
@@ -110,8 +111,11 @@ def test_training_is_deterministic_and_max_bytes_caps(train_texts):
   a = Tokenizer.train(train_texts[:300], 512)
   b = Tokenizer.train(train_texts[:300], 512)
   assert a.model_proto == b.model_proto
-  c = Tokenizer.train(train_texts[:300] + ['zzqx ' * 1000] * 50, 512, max_train_bytes=sum(
-      len(t.encode()) for t in train_texts[:299]) + 1)
+  c = Tokenizer.train(
+      train_texts[:300] + ['zzqx ' * 1000] * 50,
+      512,
+      max_train_bytes=sum(len(t.encode()) for t in train_texts[:299]) + 1,
+  )
   assert c.model_proto == a.model_proto  # the extra texts lie beyond the cap
 
 
@@ -127,8 +131,9 @@ def test_save_load_and_foreign_model(tok, tmp_path, train_texts):
   loaded = Tokenizer.load(str(tmp_path / 'a.model'))
   assert loaded.encode(TRICKY[1]) == tok.encode(TRICKY[1])
   foreign = tmp_path / 'foreign'
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(train_texts[:200]), model_prefix=str(foreign),
-                                 vocab_size=300, minloglevel=2)
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(train_texts[:200]), model_prefix=str(foreign), vocab_size=300, minloglevel=2
+  )
   with pytest.raises(ValueError, match='Not a nanolm_jax tokenizer'):
     Tokenizer.load(str(foreign) + '.model')
 

@@ -1,10 +1,10 @@
 """Train step: hand-computed losses, z-loss, gradient accumulation == whole batch, masked tokens have no effect."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nanolm_jax import model as M
 from nanolm_jax import train_step as S
 from nanolm_jax import trainer
 
@@ -27,17 +27,25 @@ def test_lm_loss_matches_numpy_with_weights_and_z_loss():
   w = np.asarray(weights)
   assert den == 7
   np.testing.assert_allclose(aux["ce_sum"], (ce * w).sum(), rtol=1e-5)
-  np.testing.assert_allclose(num, (ce * w).sum() + 1e-2 * (lse ** 2 * w).sum(), rtol=1e-5)
+  np.testing.assert_allclose(num, (ce * w).sum() + 1e-2 * (lse**2 * w).sum(), rtol=1e-5)
 
 
 def _setup(microbatches=1, tx=None, **over):
-  c = make_config("tiny", **{"model.vocab_size": 64, "model.d_model": 32, "model.num_layers": 2,
-                             "model.max_len": 16, "train.seq_len": 16, **over})
+  c = make_config(
+      "tiny",
+      **{
+          "model.vocab_size": 64,
+          "model.d_model": 32,
+          "model.num_layers": 2,
+          "model.max_len": 16,
+          "train.seq_len": 16,
+          **over,
+      }
+  )
   model = trainer.build_model(c, None)
   tx = tx or optax.adamw(1e-2)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32))["params"]
-  params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params,
-                        is_leaf=lambda x: hasattr(x, "value"))
+  params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params, is_leaf=lambda x: hasattr(x, "value"))
   step = jax.jit(S.make_train_step(S.make_lm_loss(trainer._apply_fn(model)), tx, microbatches=microbatches))
   return step, S.init_state(params, tx)
 
@@ -46,9 +54,13 @@ def _batch(seed=0, b=8, t=16):
   r = np.random.default_rng(seed)
   toks = r.integers(0, 64, (b, t + 1))
   w = (r.random((b, t)) > 0.3).astype(np.float32)
-  return {"inputs": toks[:, :-1].astype(np.int32), "targets": toks[:, 1:].astype(np.int32),
-          "segment_ids": np.ones((b, t), np.int32), "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
-          "weights": w}
+  return {
+      "inputs": toks[:, :-1].astype(np.int32),
+      "targets": toks[:, 1:].astype(np.int32),
+      "segment_ids": np.ones((b, t), np.int32),
+      "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+      "weights": w,
+  }
 
 
 def test_gradient_accumulation_equals_whole_batch():
@@ -88,8 +100,13 @@ def test_eval_bits_per_byte_by_hand():
   logits = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 5))
   targets = jnp.array([[0, 1, 2, 3]])
   token_bytes = jnp.array([1.0, 2.0, 3.0, 0.0, 4.0])
-  batch = {"inputs": targets, "targets": targets, "segment_ids": targets, "positions": targets,
-           "weights": jnp.array([[1.0, 1.0, 1.0, 0.0]])}
+  batch = {
+      "inputs": targets,
+      "targets": targets,
+      "segment_ids": targets,
+      "positions": targets,
+      "weights": jnp.array([[1.0, 1.0, 1.0, 0.0]]),
+  }
   sums = jax.device_get(S.make_eval_step(lambda p, *a: logits, token_bytes)(None, batch))
   ce, _ = _np_ce(logits, np.asarray(targets))
   assert sums["bytes"] == 6.0 and sums["tokens"] == 3.0

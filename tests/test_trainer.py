@@ -1,4 +1,5 @@
 """Trainer in-process: a run end to end, corrupt-checkpoint fallback, non-finite loss stops before a bad save."""
+
 import json
 import logging
 import os

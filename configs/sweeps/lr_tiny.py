@@ -3,6 +3,7 @@
 
 def get_sweep():
   base = "configs/pretrain.py:tiny"
-  overrides = [{"optim.lr": lr, "model.d_model": d, "train.steps": 200}
-               for lr in (1e-3, 3e-3, 1e-2) for d in (128, 256)]
+  overrides = [
+      {"optim.lr": lr, "model.d_model": d, "train.steps": 200} for lr in (1e-3, 3e-3, 1e-2) for d in (128, 256)
+  ]
   return base, overrides

@@ -21,9 +21,9 @@ Run on Google Cloud Dataflow (input, output and temp on GCS; workers install thi
   ``--requirements_file=requirements.txt`` works instead of ``--setup_file`` when the package is vendored; the
   workers need apache-beam[gcp], warcio, trafilatura and this package. Reading gs:// WARCs goes through fsspec (gcsfs).
 """
+
 from __future__ import annotations
 
-import io
 import json
 import os
 import shlex
@@ -42,7 +42,7 @@ from nanolm_jax.crawl import dedup
 from nanolm_jax.crawl import local_runner
 from nanolm_jax.crawl import report as report_lib
 from nanolm_jax.crawl import writer
-from nanolm_jax.crawl.types import Document, drop, keep
+from nanolm_jax.crawl.types import drop, keep
 
 _STATS = "stats"
 _KEYS = "keys"
@@ -95,9 +95,10 @@ class PostDedupFn(_StagesDoFn):
     (doc,) = grouped["doc"]
     reason = grouped["reason"][0] if grouped["reason"] else None
     stats = report_lib.Stats()
-    for stage, enabled, stage_reason in ((dedup.EXACT_STAGE, self._cfg.dedup.exact.enabled, dedup.EXACT_REASON),
-                                         (dedup.MINHASH_STAGE, self._cfg.dedup.minhash.enabled,
-                                          dedup.MINHASH_REASON)):
+    for stage, enabled, stage_reason in (
+        (dedup.EXACT_STAGE, self._cfg.dedup.exact.enabled, dedup.EXACT_REASON),
+        (dedup.MINHASH_STAGE, self._cfg.dedup.minhash.enabled, dedup.MINHASH_REASON),
+    ):
       if enabled:
         verdict = drop(reason) if reason == stage_reason else keep(doc)
         stats.record(stage, verdict, doc)
@@ -143,7 +144,7 @@ def _band_entries(element: tuple[str, dict[str, list]]) -> Iterator[tuple[tuple[
   doc_id, grouped = element
   if grouped["exact_dup"] or not grouped["keys"]:
     return
-  (_, bands), = grouped["keys"]
+  ((_, bands),) = grouped["keys"]
   for band, key in enumerate(bands):
     yield ((band, key), doc_id)
 
@@ -175,30 +176,40 @@ class ConnectedComponents(beam.PTransform):
 
   def expand(self, edges):
     for r in range(self._rounds):
-      edges = (edges
-               | f"LargeStarDirections{r}" >> beam.FlatMap(_both_ways)
-               | f"LargeStarGroup{r}" >> beam.GroupByKey()
-               | f"LargeStar{r}" >> beam.FlatMapTuple(dedup.large_star)
-               | f"LargeStarDistinct{r}" >> beam.Distinct()
-               | f"SmallStarOrient{r}" >> beam.Map(dedup.orient_for_small_star)
-               | f"SmallStarGroup{r}" >> beam.GroupByKey()
-               | f"SmallStar{r}" >> beam.FlatMapTuple(dedup.small_star)
-               | f"SmallStarDistinct{r}" >> beam.Distinct())
-    labels = (edges
-              | "LabelDirections" >> beam.FlatMap(_both_ways)
-              | "LabelMin" >> beam.CombinePerKey(min)
-              | "LabelSelf" >> beam.MapTuple(lambda node, m: (node, min(node, m))))
+      edges = (
+          edges
+          | f"LargeStarDirections{r}" >> beam.FlatMap(_both_ways)
+          | f"LargeStarGroup{r}" >> beam.GroupByKey()
+          | f"LargeStar{r}" >> beam.FlatMapTuple(dedup.large_star)
+          | f"LargeStarDistinct{r}" >> beam.Distinct()
+          | f"SmallStarOrient{r}" >> beam.Map(dedup.orient_for_small_star)
+          | f"SmallStarGroup{r}" >> beam.GroupByKey()
+          | f"SmallStar{r}" >> beam.FlatMapTuple(dedup.small_star)
+          | f"SmallStarDistinct{r}" >> beam.Distinct()
+      )
+    labels = (
+        edges
+        | "LabelDirections" >> beam.FlatMap(_both_ways)
+        | "LabelMin" >> beam.CombinePerKey(min)
+        | "LabelSelf" >> beam.MapTuple(lambda node, m: (node, min(node, m)))
+    )
     # Attach both ends' labels to every edge: key by u, join; key by v, join.
-    with_u = ({"edge": edges | "ByU" >> beam.Map(lambda e: (e[0], e)), "label": labels}
-              | "JoinU" >> beam.CoGroupByKey()
-              | "EdgeLabelU" >> beam.FlatMap(lambda kv: [(e[1], (e, kv[1]["label"][0])) for e in kv[1]["edge"]]))
-    residual = ({"edge": with_u, "label": labels}
-                | "JoinV" >> beam.CoGroupByKey()
-                | "Disagree" >> beam.FlatMap(
-                    lambda kv: [(lu, kv[1]["label"][0]) for _, lu in kv[1]["edge"] if lu != kv[1]["label"][0]]))
-    remap = (residual
-             | "ResidualList" >> beam.combiners.ToList()
-             | "ResidualUnionFind" >> beam.Map(dedup.connected_components))
+    with_u = (
+        {"edge": edges | "ByU" >> beam.Map(lambda e: (e[0], e)), "label": labels}
+        | "JoinU" >> beam.CoGroupByKey()
+        | "EdgeLabelU" >> beam.FlatMap(lambda kv: [(e[1], (e, kv[1]["label"][0])) for e in kv[1]["edge"]])
+    )
+    residual = (
+        {"edge": with_u, "label": labels}
+        | "JoinV" >> beam.CoGroupByKey()
+        | "Disagree"
+        >> beam.FlatMap(lambda kv: [(lu, kv[1]["label"][0]) for _, lu in kv[1]["edge"] if lu != kv[1]["label"][0]])
+    )
+    remap = (
+        residual
+        | "ResidualList" >> beam.combiners.ToList()
+        | "ResidualUnionFind" >> beam.Map(dedup.connected_components)
+    )
     return labels | "Finish" >> beam.Map(lambda kv, m: (kv[0], m.get(kv[1], kv[1])), m=pvalue.AsSingleton(remap))
 
 
@@ -214,8 +225,9 @@ def _write_shard(element: tuple[int, dict[str, list]], out_dir: str, num_shards:
   return path
 
 
-def _finish_report(stats_dict: dict, kept: int, cluster_sizes: dict, out_dir: str, order: Sequence[str],
-                   extra: dict) -> dict:
+def _finish_report(
+    stats_dict: dict, kept: int, cluster_sizes: dict, out_dir: str, order: Sequence[str], extra: dict
+) -> dict:
   stats = report_lib.Stats.from_dict(stats_dict)
   for stage, hist in cluster_sizes.items():
     stats.record_clusters(stage, hist)
@@ -230,67 +242,96 @@ def _finish_report(stats_dict: dict, kept: int, cluster_sizes: dict, out_dir: st
   return rep
 
 
-def build_pipeline(p: beam.Pipeline, cfg: ml_collections.ConfigDict, inputs: Sequence[str] | str, out_dir: str,
-                   stage_builder: local_runner.StageBuilder, order: Sequence[str]) -> None:
+def build_pipeline(
+    p: beam.Pipeline,
+    cfg: ml_collections.ConfigDict,
+    inputs: Sequence[str] | str,
+    out_dir: str,
+    stage_builder: local_runner.StageBuilder,
+    order: Sequence[str],
+) -> None:
   """Adds the crawl pipeline to ``p``. ``inputs``: a list of paths, or one glob (matched by the runner: gs:// ok)."""
   if isinstance(inputs, str):
-    paths = (p | "MatchFiles" >> beam.io.fileio.MatchFiles(inputs) | "Paths" >> beam.Map(lambda m: m.path))
+    paths = p | "MatchFiles" >> beam.io.fileio.MatchFiles(inputs) | "Paths" >> beam.Map(lambda m: m.path)
   else:
     paths = p | "Paths" >> beam.Create(sorted(set(inputs)))
-  read = (paths
-          | "SpreadFiles" >> beam.Reshuffle()
-          | "ReadAndFilter" >> beam.ParDo(ReadAndFilterFn(cfg, stage_builder)).with_outputs(_STATS, _KEYS,
-                                                                                             main="docs"))
+  read = (
+      paths
+      | "SpreadFiles" >> beam.Reshuffle()
+      | "ReadAndFilter" >> beam.ParDo(ReadAndFilterFn(cfg, stage_builder)).with_outputs(_STATS, _KEYS, main="docs")
+  )
   docs, keys = read.docs, read[_KEYS]
   cluster_parts = []
   empty_reasons = p | "NoReasons" >> beam.Create([])
   exact_drops = empty_reasons
   if cfg.dedup.exact.enabled:
-    exact = (keys
-             | "ExactKey" >> beam.MapTuple(lambda doc_id, k: (k[0], doc_id))
-             | "ExactGroup" >> beam.GroupByKey()
-             | "ExactSurvivors" >> beam.FlatMap(_exact_group).with_outputs("sizes", main="drops"))
+    exact = (
+        keys
+        | "ExactKey" >> beam.MapTuple(lambda doc_id, k: (k[0], doc_id))
+        | "ExactGroup" >> beam.GroupByKey()
+        | "ExactSurvivors" >> beam.FlatMap(_exact_group).with_outputs("sizes", main="drops")
+    )
     exact_drops = exact.drops
-    cluster_parts.append(exact.sizes | "ExactSizes" >> beam.combiners.ToList()
-                         | "ExactHist" >> beam.Map(lambda s: (dedup.EXACT_STAGE, _sizes_histogram(s))))
+    cluster_parts.append(
+        exact.sizes
+        | "ExactSizes" >> beam.combiners.ToList()
+        | "ExactHist" >> beam.Map(lambda s: (dedup.EXACT_STAGE, _sizes_histogram(s)))
+    )
   near_drops = empty_reasons
   if cfg.dedup.minhash.enabled:
-    edges = ({"keys": keys, "exact_dup": exact_drops}
-             | "JoinExact" >> beam.CoGroupByKey()
-             | "BandKeys" >> beam.FlatMap(_band_entries)
-             | "BandGroup" >> beam.GroupByKey()
-             | "StarEdges" >> beam.FlatMapTuple(lambda _, ids: dedup.group_edges(ids))
-             | "DistinctEdges" >> beam.Distinct())
+    edges = (
+        {"keys": keys, "exact_dup": exact_drops}
+        | "JoinExact" >> beam.CoGroupByKey()
+        | "BandKeys" >> beam.FlatMap(_band_entries)
+        | "BandGroup" >> beam.GroupByKey()
+        | "StarEdges" >> beam.FlatMapTuple(lambda _, ids: dedup.group_edges(ids))
+        | "DistinctEdges" >> beam.Distinct()
+    )
     labels = edges | "Components" >> ConnectedComponents(cfg.dedup.cc_rounds)
     near_drops = labels | "NearDups" >> beam.FlatMapTuple(
-        lambda node, root: [(node, dedup.MINHASH_REASON)] if node != root else [])
-    cluster_parts.append(labels
-                         | "ClusterRoots" >> beam.MapTuple(lambda node, root: (root, 1))
-                         | "ClusterSize" >> beam.CombinePerKey(sum)
-                         | "Sizes" >> beam.Values()
-                         | "SizeList" >> beam.combiners.ToList()
-                         | "NearHist" >> beam.Map(lambda s: (dedup.MINHASH_STAGE, _sizes_histogram(
-                             x for x in s if x > 1))))
+        lambda node, root: [(node, dedup.MINHASH_REASON)] if node != root else []
+    )
+    cluster_parts.append(
+        labels
+        | "ClusterRoots" >> beam.MapTuple(lambda node, root: (root, 1))
+        | "ClusterSize" >> beam.CombinePerKey(sum)
+        | "Sizes" >> beam.Values()
+        | "SizeList" >> beam.combiners.ToList()
+        | "NearHist" >> beam.Map(lambda s: (dedup.MINHASH_STAGE, _sizes_histogram(x for x in s if x > 1)))
+    )
   reasons = (exact_drops, near_drops) | "AllDrops" >> beam.Flatten()
-  post = ({"doc": docs, "reason": reasons}
-          | "JoinVerdicts" >> beam.CoGroupByKey()
-          | "PostDedup" >> beam.ParDo(PostDedupFn(cfg, stage_builder)).with_outputs(_STATS, main="kept"))
+  post = (
+      {"doc": docs, "reason": reasons}
+      | "JoinVerdicts" >> beam.CoGroupByKey()
+      | "PostDedup" >> beam.ParDo(PostDedupFn(cfg, stage_builder)).with_outputs(_STATS, main="kept")
+  )
   num_shards = cfg.output.num_shards
   shard_ids = p | "ShardIds" >> beam.Create([(i, None) for i in range(num_shards)])
-  _ = ({"docs": post.kept | "ShardOf" >> beam.Map(lambda d: (writer.shard_of(d.id, num_shards), d)),
-        "ids": shard_ids}
-       | "GroupShards" >> beam.CoGroupByKey()
-       | "WriteShards" >> beam.Map(_write_shard, out_dir=out_dir, num_shards=num_shards))
-  stats = ((read[_STATS], post[_STATS]) | "AllStats" >> beam.Flatten()
-           | "MergeStats" >> beam.CombineGlobally(MergeStatsFn()))
+  _ = (
+      {"docs": post.kept | "ShardOf" >> beam.Map(lambda d: (writer.shard_of(d.id, num_shards), d)), "ids": shard_ids}
+      | "GroupShards" >> beam.CoGroupByKey()
+      | "WriteShards" >> beam.Map(_write_shard, out_dir=out_dir, num_shards=num_shards)
+  )
+  stats = (
+      (read[_STATS], post[_STATS]) | "AllStats" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStatsFn())
+  )
   kept = post.kept | "CountKept" >> beam.combiners.Count.Globally()
-  clusters = (cluster_parts | "AllClusters" >> beam.Flatten()) if cluster_parts else (
-      p | "NoClusters" >> beam.Create([]))
-  extra = {"runner": "beam", "num_workers": cfg.runner.num_workers,
-           "input_files": len(set(inputs)) if not isinstance(inputs, str) else None}
-  _ = stats | "Report" >> beam.Map(_finish_report, kept=pvalue.AsSingleton(kept),
-                                   cluster_sizes=pvalue.AsDict(clusters), out_dir=out_dir, order=list(order),
-                                   extra=extra)
+  clusters = (
+      (cluster_parts | "AllClusters" >> beam.Flatten()) if cluster_parts else (p | "NoClusters" >> beam.Create([]))
+  )
+  extra = {
+      "runner": "beam",
+      "num_workers": cfg.runner.num_workers,
+      "input_files": len(set(inputs)) if not isinstance(inputs, str) else None,
+  }
+  _ = stats | "Report" >> beam.Map(
+      _finish_report,
+      kept=pvalue.AsSingleton(kept),
+      cluster_sizes=pvalue.AsDict(clusters),
+      out_dir=out_dir,
+      order=list(order),
+      extra=extra,
+  )
 
 
 def pipeline_options(cfg: ml_collections.ConfigDict) -> tuple[PipelineOptions, Any]:
@@ -302,15 +343,23 @@ def pipeline_options(cfg: ml_collections.ConfigDict) -> tuple[PipelineOptions, A
   if any(a.startswith("--runner") for a in args):
     return PipelineOptions(args), None
   if cfg.runner.num_workers and cfg.runner.num_workers > 1:
-    args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-             f"--direct_num_workers={cfg.runner.num_workers}"]
+    args += [
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        f"--direct_num_workers={cfg.runner.num_workers}",
+    ]
     return PipelineOptions(args), None
   from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # pylint: disable=g-import-not-at-top
+
   return PipelineOptions(args), FnApiRunner()
 
 
-def run(cfg: ml_collections.ConfigDict, inputs: Sequence[str] | str, out_dir: str,
-        stage_builder: local_runner.StageBuilder = local_runner.default_stage_builder) -> dict[str, Any] | None:
+def run(
+    cfg: ml_collections.ConfigDict,
+    inputs: Sequence[str] | str,
+    out_dir: str,
+    stage_builder: local_runner.StageBuilder = local_runner.default_stage_builder,
+) -> dict[str, Any] | None:
   """Runs the pipeline to completion; returns the report when ``out_dir`` is local (else it is on GCS)."""
   start = time.time()
   stages = stage_builder(cfg.stages)

@@ -16,6 +16,7 @@ Signatures come from one fused numba kernel (bytes of the simplified text -> wor
 -> min) when numba imports, else from the numpy code below it; both compute the same integers bit for bit, so
 outputs do not depend on which one a worker had.
 """
+
 from __future__ import annotations
 
 import collections
@@ -36,15 +37,19 @@ except ImportError:  # pragma: no cover - exercised by forcing _USE_NUMBA off in
 
 # The characters datatrove's simplify_text removes (ASCII/CJK punctuation and control characters).
 PUNCTUATION = "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»" + "".join(
-    map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b))))
+    map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b)))
+)
 _PUNCT_TABLE = {ord(c): " " if c.isspace() else None for c in PUNCTUATION}
 # ASCII text in one translate: punctuation deleted, whitespace -> " " (squeezed after), and with numbers=True every
 # digit -> "0" (runs of "0" are exactly the former digit runs, squeezed to one "0" after). Keyed by `numbers`.
 _ZERO_RUNS = re.compile("00+")
 _ASCII_WHITESPACE = {cp: " " for cp in range(128) if chr(cp).isspace()}
 _ASCII_TABLES = {
-    numbers: {**{cp: v for cp, v in _PUNCT_TABLE.items() if cp < 128}, **_ASCII_WHITESPACE,
-              **({cp: "0" for cp in range(ord("0"), ord("9") + 1)} if numbers else {})}
+    numbers: {
+        **{cp: v for cp, v in _PUNCT_TABLE.items() if cp < 128},
+        **_ASCII_WHITESPACE,
+        **({cp: "0" for cp in range(ord("0"), ord("9") + 1)} if numbers else {}),
+    }
     for numbers in (False, True)
 }
 
@@ -66,18 +71,20 @@ MINHASH_REASON = "minhash_dedup:near_duplicate"
 
 def default_config() -> ml_collections.ConfigDict:
   """Dedup settings; the minhash defaults are datatrove's MinhashConfig (with 64-bit hashes)."""
-  return ml_collections.ConfigDict({
-      "exact": {"enabled": True},
-      "minhash": {
-          "enabled": True,
-          "n_grams": 5,
-          "num_buckets": 14,
-          "hashes_per_bucket": 8,
-          "seed": 1,
-      },
-      # Beam only: rounds of large-star/small-star before the (small) unconverged rest is finished on one worker.
-      "cc_rounds": 4,
-  })
+  return ml_collections.ConfigDict(
+      {
+          "exact": {"enabled": True},
+          "minhash": {
+              "enabled": True,
+              "n_grams": 5,
+              "num_buckets": 14,
+              "hashes_per_bucket": 8,
+              "seed": 1,
+          },
+          # Beam only: rounds of large-star/small-star before the (small) unconverged rest is finished on one worker.
+          "cc_rounds": 4,
+      }
+  )
 
 
 @functools.cache
@@ -180,7 +187,7 @@ def _shingle_hashes(words: Sequence[str], n: int) -> np.ndarray:
   spaces = np.flatnonzero(data == 32)
   starts = np.concatenate([[0], spaces + 1])
   ends = np.concatenate([spaces, [length]])
-  s, e = starts[:len(words) - n + 1], ends[n - 1:]
+  s, e = starts[: len(words) - n + 1], ends[n - 1 :]
   return _splitmix64(pos[e - 1] * (prefix[e] - prefix[s]))
 
 
@@ -305,8 +312,8 @@ class MinHasher:
     buf = np.empty((rows, self.num_perm), dtype=_U64)
     hi = np.empty_like(buf)
     for start in range(0, shingles.size, chunk):
-      x = shingles[start:start + chunk, None]
-      cur, cur_hi = buf[:x.shape[0]], hi[:x.shape[0]]
+      x = shingles[start : start + chunk, None]
+      cur, cur_hi = buf[: x.shape[0]], hi[: x.shape[0]]
       np.multiply(x, self.a, out=cur)  # wraps mod 2^64, as datatrove's and datasketch's numpy code does
       np.add(cur, self.b, out=cur)
       # x mod (2^61-1) by folding the top bits back in: 3 cheap ops instead of a 64-bit division (3x faster).

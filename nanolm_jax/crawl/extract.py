@@ -11,6 +11,7 @@ C call (lxml parsing one huge page) overruns until it returns; the reader's max_
 thread (signals cannot be used there, e.g. in some Beam workers) the call runs to completion and is then errored
 as a timeout if it took longer than the limit, so the verdict is the same, only the time is not saved.
 """
+
 from __future__ import annotations
 
 import signal
@@ -44,17 +45,33 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _trafilatura(html: str, url: str, cfg: dict[str, Any]) -> str | None:
   import trafilatura  # pylint: disable=g-import-not-at-top
-  return trafilatura.extract(html, url=url or None, favor_precision=cfg["favor_precision"],
-                             include_comments=cfg["include_comments"], include_tables=cfg["include_tables"],
-                             include_images=cfg["include_images"], deduplicate=cfg["deduplicate"])
+
+  return trafilatura.extract(
+      html,
+      url=url or None,
+      favor_precision=cfg["favor_precision"],
+      include_comments=cfg["include_comments"],
+      include_tables=cfg["include_tables"],
+      include_images=cfg["include_images"],
+      deduplicate=cfg["deduplicate"],
+  )
 
 
 def _resiliparse(html: str, url: str, cfg: dict[str, Any]) -> str | None:
   del url
   from resiliparse.extract.html2text import extract_plain_text  # pylint: disable=g-import-not-at-top
-  return extract_plain_text(html, preserve_formatting=True, main_content=cfg["main_content"], list_bullets=True,
-                            alt_texts=cfg["include_images"], links=False, form_fields=False, noscript=False,
-                            comments=cfg["include_comments"])
+
+  return extract_plain_text(
+      html,
+      preserve_formatting=True,
+      main_content=cfg["main_content"],
+      list_bullets=True,
+      alt_texts=cfg["include_images"],
+      links=False,
+      form_fields=False,
+      noscript=False,
+      comments=cfg["include_comments"],
+  )
 
 
 _EXTRACTORS = {"trafilatura": _trafilatura, "resiliparse": _resiliparse}

@@ -10,6 +10,7 @@ in its high-accuracy mode. Extracted web pages are long enough for py3langid to 
 Drops: "lang:<code>" when the best language is confidently one we do not keep, "lang:low_score" when no kept
 language reaches the threshold otherwise. Metadata gets "language" and "language_score" either way.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -30,6 +31,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _load_identifier():
   from py3langid.langid import MODEL_FILE, LanguageIdentifier  # pylint: disable=g-import-not-at-top
+
   return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 

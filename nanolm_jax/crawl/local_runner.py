@@ -11,6 +11,7 @@ Phases (``<output>/_work`` holds the intermediates):
 A stage that raises on a document counts it as errored ("<stage>:exception:<Type>") and the job goes on. Every
 decision depends on the documents only, never on the worker count or the order tasks finish in.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,6 +44,7 @@ DONE = "DONE"
 
 def default_stage_builder(stages_cfg: ml_collections.ConfigDict) -> dict[str, list[Stage]]:
   from nanolm_jax.crawl import stages  # pylint: disable=g-import-not-at-top  # heavy (extractors, models)
+
   return stages.build_stages(stages_cfg)
 
 
@@ -160,8 +162,13 @@ def _phase1(task: tuple[str, str, ml_collections.ConfigDict, StageBuilder]) -> s
       band_matrix[i] = b
   os.makedirs(file_dir, exist_ok=True)
   writer.write_jsonl_gz(os.path.join(file_dir, "docs.jsonl.gz"), docs)
-  _save_npz(os.path.join(file_dir, "keys.npz"), ids=np.array(ids, dtype=str), exact=np.array(exact, dtype=str),
-            bands=band_matrix, has_bands=has_bands)
+  _save_npz(
+      os.path.join(file_dir, "keys.npz"),
+      ids=np.array(ids, dtype=str),
+      exact=np.array(exact, dtype=str),
+      bands=band_matrix,
+      has_bands=has_bands,
+  )
   writer.write_atomic(os.path.join(file_dir, "stats.json"), json.dumps(stats.to_dict()).encode())
   writer.write_atomic(done_path, fp.encode())  # last: the file counts as finished only once everything is there
   return file_dir
@@ -176,8 +183,10 @@ def _phase3(task: tuple[str, dict[str, str], ml_collections.ConfigDict, StageBui
   for doc in writer.read_jsonl_gz(os.path.join(file_dir, "docs.jsonl.gz")):
     reason = dropped.get(doc.id)
     stopped = False
-    for stage, enabled, stage_reason in ((dedup.EXACT_STAGE, cfg.dedup.exact.enabled, dedup.EXACT_REASON),
-                                         (dedup.MINHASH_STAGE, cfg.dedup.minhash.enabled, dedup.MINHASH_REASON)):
+    for stage, enabled, stage_reason in (
+        (dedup.EXACT_STAGE, cfg.dedup.exact.enabled, dedup.EXACT_REASON),
+        (dedup.MINHASH_STAGE, cfg.dedup.minhash.enabled, dedup.MINHASH_REASON),
+    ):
       if not enabled:
         continue
       verdict = drop(reason) if reason == stage_reason else keep(doc)
@@ -199,8 +208,9 @@ def _phase3(task: tuple[str, dict[str, str], ml_collections.ConfigDict, StageBui
 # ---- dedup phase ----------------------------------------------------------------------------------------------
 
 
-def find_duplicates(cfg: ml_collections.ConfigDict, file_dirs: Sequence[str]
-                    ) -> tuple[dict[str, str], dict[str, dict[int, int]]]:
+def find_duplicates(
+    cfg: ml_collections.ConfigDict, file_dirs: Sequence[str]
+) -> tuple[dict[str, str], dict[str, dict[int, int]]]:
   """Global dedup over the phase-1 keys; returns ({doc id: drop reason}, {stage: cluster size histogram})."""
   ids, exact, bands, has_bands = [], [], [], []
   for d in file_dirs:
@@ -252,8 +262,13 @@ def _map(fn, tasks: list, num_workers: int, desc: str, progress: bool) -> list:
     bar.close()
 
 
-def run(cfg: ml_collections.ConfigDict, input_paths: Sequence[str], out_dir: str,
-        stage_builder: StageBuilder = default_stage_builder, progress: bool = True) -> dict[str, Any]:
+def run(
+    cfg: ml_collections.ConfigDict,
+    input_paths: Sequence[str],
+    out_dir: str,
+    stage_builder: StageBuilder = default_stage_builder,
+    progress: bool = True,
+) -> dict[str, Any]:
   """Runs the whole pipeline; returns the report (also written to ``out_dir``/report.json)."""
   start = time.time()
   paths = sorted(set(input_paths))
@@ -262,8 +277,10 @@ def run(cfg: ml_collections.ConfigDict, input_paths: Sequence[str], out_dir: str
   num_workers = cfg.runner.num_workers or os.cpu_count() or 1
   work = os.path.join(out_dir, WORK_DIR, "files")
   file_dirs = [os.path.join(work, _file_key(p)) for p in paths]
-  reused = sum(os.path.exists(os.path.join(d, DONE)) and open(os.path.join(d, DONE)).read().strip() ==
-               fingerprint(cfg) for d in file_dirs)
+  reused = sum(
+      os.path.exists(os.path.join(d, DONE)) and open(os.path.join(d, DONE)).read().strip() == fingerprint(cfg)
+      for d in file_dirs
+  )
   if reused:
     logging.info("Resuming: %d of %d input files already processed.", reused, len(paths))
   _map(_phase1, [(p, d, cfg, stage_builder) for p, d in zip(paths, file_dirs)], num_workers, "read+filter", progress)
@@ -285,8 +302,18 @@ def run(cfg: ml_collections.ConfigDict, input_paths: Sequence[str], out_dir: str
   kept_docs = [doc for d in file_dirs for doc in writer.read_jsonl_gz(os.path.join(d, "final.jsonl.gz"))]
   shards = writer.write_shards(kept_docs, out_dir, cfg.output.num_shards)
   stages = _stages_cached(stage_builder, json.dumps(cfg.stages.to_dict(), sort_keys=True))
-  rep = report_lib.build_report(stats, stage_order(cfg, stages), kept=len(kept_docs), extra={
-      "runner": "local", "num_workers": num_workers, "input_files": len(paths), "resumed_files": reused,
-      "shards": [os.path.basename(s) for s in shards], "seconds": round(time.time() - start, 2)})
+  rep = report_lib.build_report(
+      stats,
+      stage_order(cfg, stages),
+      kept=len(kept_docs),
+      extra={
+          "runner": "local",
+          "num_workers": num_workers,
+          "input_files": len(paths),
+          "resumed_files": reused,
+          "shards": [os.path.basename(s) for s in shards],
+          "seconds": round(time.time() - start, 2),
+      },
+  )
   report_lib.write_report(rep, out_dir)
   return rep

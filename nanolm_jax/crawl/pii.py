@@ -7,6 +7,7 @@ link-local, reserved and documentation addresses are left alone by default (``on
 does, since they identify nobody and often carry technical meaning (192.168.1.1 in a router guide).
 Counts per type go to ``metadata["pii"]`` (e.g. {"email": 2, "ip": 1, "phone": 0}); the runner sums them.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -19,15 +20,19 @@ from nanolm_jax.crawl.types import Document, StageResult, keep
 
 _EMAIL_RE = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b")
-_IPV4_RE = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.]\d)")
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
+)
+_IPV4_RE = re.compile(
+    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.]\d)"
+)
 # Candidates only: ipaddress.ip_address decides, so the regex may over-match (e.g. times like 12:30:45 fail there).
 _IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
 # Phone candidates: optional +country code, optional (area), then digit groups separated by space/dot/dash.
 # Validation below keeps 9-15 digits (E.164 maximum) and needs a separator or a leading '+', so plain numbers,
 # years and prices are not taken for phones.
 _PHONE_RE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,5}\)[\s.\-]?)?\d{2,5}(?:[\s.\-]\d{2,5}){1,4}(?![\w\-]|\.\d)")
+    r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,5}\)[\s.\-]?)?\d{2,5}(?:[\s.\-]\d{2,5}){1,4}(?![\w\-]|\.\d)"
+)
 _DATE_LIKE = re.compile(r"^\d{4}[\-.]\d{1,2}[\-.]\d{1,2}$|^\d{1,2}[\-.]\d{1,2}[\-.]\d{4}$")
 
 
@@ -73,6 +78,7 @@ class PIIFormatter:
         return m.group(0)
       counts["ip"] += 1
       return self.cfg["ip_placeholder"]
+
     return pattern.sub(repl, text)
 
   def anonymize(self, text: str) -> tuple[str, dict[str, int]]:
@@ -84,11 +90,13 @@ class PIIFormatter:
       text = self._sub_ips(text, _IPV6_RE, counts)
       text = self._sub_ips(text, _IPV4_RE, counts)
     if self.cfg["phones"]:
+
       def repl(m: re.Match) -> str:
         if not _is_phone(m.group(0)):
           return m.group(0)
         counts["phone"] += 1
         return self.cfg["phone_placeholder"]
+
       text = _PHONE_RE.sub(repl, text)
     return text, counts
 

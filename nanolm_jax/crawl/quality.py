@@ -9,6 +9,7 @@ Tokenisation: datatrove uses NLTK/spaCy English word tokenizers, which need mode
 below is a regex approximation: word runs (with inner apostrophes/hyphens) and each punctuation mark as its own
 token; ``sentences`` splits after . ! ? followed by whitespace. Counts differ from spaCy's only at the margins.
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,7 +25,8 @@ _SENT_SPLIT = re.compile(r"(?<=[.!?])[\"'”)\]]*\s+")
 # datatrove.utils.text.PUNCTUATION: a token made only of these is a "symbol", not a word.
 PUNCTUATION_SET = frozenset(
     "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
-    + "".join(map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b)))))
+    + "".join(map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b))))
+)
 
 
 def words(text: str) -> list[str]:
@@ -73,7 +75,7 @@ def find_duplicates(items: list[str]) -> tuple[int, int]:
 
 def top_ngram_chars(tokens: list[str], n: int) -> int:
   """Characters covered by the most frequent n-gram: len(" ".join(ngram)) * count."""
-  counts = collections.Counter(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+  counts = collections.Counter(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
   if not counts:
     return 0
   gram, count = counts.most_common(1)[0]
@@ -84,7 +86,7 @@ def duplicate_ngram_chars(tokens: list[str], n: int) -> int:
   """Characters in repeated n-grams; after a repeat the scan jumps n words so overlaps are not double counted."""
   seen, chars, i = set(), 0, 0
   while i < len(tokens) - n + 1:
-    gram = "".join(tokens[i:i + n])
+    gram = "".join(tokens[i : i + n])
     if gram in seen:
       chars += len(gram)
       i += n
@@ -198,8 +200,14 @@ def make_gopher_quality_stage(cfg: ml_collections.ConfigDict) -> Callable[[Docum
 
 _CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 _END_PUNCTUATION = (".", "?", "!", '"', "'")
-_POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
-                      "use cookies")
+_POLICY_SUBSTRINGS = (
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)
 
 
 def default_c4_config() -> ml_collections.ConfigDict:

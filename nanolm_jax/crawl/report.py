@@ -4,6 +4,7 @@
 totals do not depend on how the work was split. ``write_report`` checks the accounting identity
 ``input_records == kept + dropped + errored`` before writing ``report.json`` and the funnel chart.
 """
+
 from __future__ import annotations
 
 import collections
@@ -44,9 +45,14 @@ class StageStats:
     self.errored.update(other.errored)
 
   def to_dict(self) -> dict[str, Any]:
-    return {"docs_in": self.docs_in, "docs_out": self.docs_out, "chars_in": self.chars_in,
-            "chars_out": self.chars_out, "dropped": dict(sorted(self.dropped.items())),
-            "errored": dict(sorted(self.errored.items()))}
+    return {
+        "docs_in": self.docs_in,
+        "docs_out": self.docs_out,
+        "chars_in": self.chars_in,
+        "chars_out": self.chars_out,
+        "dropped": dict(sorted(self.dropped.items())),
+        "errored": dict(sorted(self.errored.items())),
+    }
 
 
 def domain_of(url: str) -> str:
@@ -121,8 +127,14 @@ class Stats:
   def from_dict(cls, d: Mapping[str, Any]) -> "Stats":
     out = cls()
     for name, st in d.get("stages", {}).items():
-      out.stages[name] = StageStats(st["docs_in"], st["docs_out"], st["chars_in"], st["chars_out"],
-                                    collections.Counter(st["dropped"]), collections.Counter(st["errored"]))
+      out.stages[name] = StageStats(
+          st["docs_in"],
+          st["docs_out"],
+          st["chars_in"],
+          st["chars_out"],
+          collections.Counter(st["dropped"]),
+          collections.Counter(st["errored"]),
+      )
     out.languages.update(d.get("languages", {}))
     out.blocked_domains.update(d.get("blocked_domains", {}))
     out.pii.update(d.get("pii", {}))
@@ -138,8 +150,9 @@ def merge_all(stats: Iterable[Stats]) -> Stats:
   return out
 
 
-def build_report(stats: Stats, stage_order: Iterable[str], kept: int, extra: Mapping[str, Any] | None = None
-                 ) -> dict[str, Any]:
+def build_report(
+    stats: Stats, stage_order: Iterable[str], kept: int, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
   """The report dict; raises AccountingError unless every record is kept, dropped or errored exactly once.
 
   stage_order: the stages in pipeline order (only those that ran are listed); kept: documents actually written.
@@ -156,8 +169,9 @@ def build_report(stats: Stats, stage_order: Iterable[str], kept: int, extra: Map
     stages.append({"name": name, **st.to_dict()})
   for prev, cur in zip(stages, stages[1:]):
     if prev["docs_out"] != cur["docs_in"]:
-      raise AccountingError(f"stage {cur['name']} got {cur['docs_in']} docs but {prev['name']} passed "
-                            f"{prev['docs_out']}")
+      raise AccountingError(
+          f"stage {cur['name']} got {cur['docs_in']} docs but {prev['name']} passed " f"{prev['docs_out']}"
+      )
   input_records = stages[0]["docs_in"] if stages else 0
   dropped = sum(sum(s["dropped"].values()) for s in stages)
   errored = sum(sum(s["errored"].values()) for s in stages)
@@ -197,10 +211,14 @@ def format_summary(report: Mapping[str, Any]) -> str:
     pct = 100.0 * s["docs_out"] / s["docs_in"] if s["docs_in"] else 100.0
     reasons = collections.Counter(s["dropped"]) + collections.Counter(s["errored"])
     top = ", ".join(f"{r}={n}" for r, n in reasons.most_common(3))
-    lines.append(f"{s['name']:<18}{s['docs_in']:>9}{s['docs_out']:>9}{drops:>9}{errs:>9}{pct:>7.1f}%"
-                 f"{s['chars_out']:>13}  {top}")
-  lines.append(f"records in: {report['input_records']}  kept: {report['kept']}  dropped: {report['dropped']}  "
-               f"errored: {report['errored']}  chars kept: {report['chars_kept']}")
+    lines.append(
+        f"{s['name']:<18}{s['docs_in']:>9}{s['docs_out']:>9}{drops:>9}{errs:>9}{pct:>7.1f}%"
+        f"{s['chars_out']:>13}  {top}"
+    )
+  lines.append(
+      f"records in: {report['input_records']}  kept: {report['kept']}  dropped: {report['dropped']}  "
+      f"errored: {report['errored']}  chars kept: {report['chars_kept']}"
+  )
 
   def hist(title: str, d: Mapping[str, Any], n: int = 8) -> None:
     if d:
@@ -217,6 +235,7 @@ def format_summary(report: Mapping[str, Any]) -> str:
 def plot_funnel(report: Mapping[str, Any], path: str) -> str:
   """Horizontal bars: documents left after each stage."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")  # headless: workers and CI have no display
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -228,8 +247,13 @@ def plot_funnel(report: Mapping[str, Any], path: str) -> str:
   ax.invert_yaxis()
   top = max(values) if values and max(values) else 1
   for bar, v in zip(bars, values):
-    ax.text(bar.get_width() + 0.01 * top, bar.get_y() + bar.get_height() / 2, f"{v} ({100.0 * v / top:.0f}%)",
-            va="center", fontsize=8)
+    ax.text(
+        bar.get_width() + 0.01 * top,
+        bar.get_y() + bar.get_height() / 2,
+        f"{v} ({100.0 * v / top:.0f}%)",
+        va="center",
+        fontsize=8,
+    )
   ax.set_xlim(0, top * 1.2)
   ax.set_xlabel("documents")
   ax.set_title("Crawl funnel: documents left after each stage")

@@ -4,6 +4,7 @@ pre_dedup:  url_filter -> extract -> langid -> gopher_repetition -> gopher_quali
 post_dedup: pii
 Disabled stages (``cfg.<name>.enabled = False``) are left out.
 """
+
 from __future__ import annotations
 
 from typing import Callable

@@ -3,6 +3,7 @@
 A stage is a pure function ``Document -> StageResult``: it either keeps the document (possibly with new text or
 metadata) or drops it with a reason. Runners (local, Beam) only compose stages; they never look inside one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ class Document:
   text: HTML before extraction, plain text after it.
   metadata: url/date/warc file/language/scores/... - JSON-serialisable values only.
   """
+
   id: str
   url: str
   text: str
@@ -27,6 +29,7 @@ class Document:
 @dataclasses.dataclass(frozen=True)
 class StageResult:
   """A stage's verdict: keep ``doc`` (possibly modified) or drop it, ``reason`` naming the rule that fired."""
+
   doc: Document | None
   reason: str | None = None
   # True when the record could not be processed at all (bad bytes, a crash, a timeout) rather than judged and dropped:

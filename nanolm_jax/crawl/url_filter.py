@@ -11,6 +11,7 @@ Rules in order (the first that fires names the drop):
 Lists: small defaults ship in ``nanolm_jax/crawl/lists``; a full UT1 blocklist is added through ``blocklist_dirs``
 (UT1 layout: ``<dir>/<category>/domains`` and ``<dir>/<category>/urls``) or single files.
 """
+
 from __future__ import annotations
 
 import os
@@ -119,8 +120,9 @@ class URLFilter:
     subwords -= {""}
     # One alternation regex: re scans the URL once, like datatrove's Aho-Corasick automaton; longest first so that
     # overlapping entries cannot hide each other.
-    self.subword_re = (re.compile("|".join(re.escape(w) for w in sorted(subwords, key=len, reverse=True)))
-                       if subwords else None)
+    self.subword_re = (
+        re.compile("|".join(re.escape(w) for w in sorted(subwords, key=len, reverse=True))) if subwords else None
+    )
     # The bundled public-suffix snapshot only: no suffix_list_urls means no fetch, cache_dir=None means no disk cache.
     self.tld = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
 
@@ -130,8 +132,11 @@ class URLFilter:
       return None
     host = (urlsplit(url).hostname or "").lower() if "://" in url else url.split("/", 1)[0].lower()
     ext = self.tld.extract_str(url) if hasattr(self.tld, "extract_str") else self.tld(url)
-    registered = ext.top_domain_under_public_suffix if hasattr(ext, "top_domain_under_public_suffix") else (
-        ext.registered_domain)
+    registered = (
+        ext.top_domain_under_public_suffix
+        if hasattr(ext, "top_domain_under_public_suffix")
+        else (ext.registered_domain)
+    )
     if registered and registered in self.domains:
       return "url:blocked_domain"
     if host and _strip_www(host) in self.domains:
@@ -154,4 +159,3 @@ class URLFilter:
 
 def make_stage(cfg: ml_collections.ConfigDict) -> Callable[[Document], StageResult]:
   return URLFilter(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
-

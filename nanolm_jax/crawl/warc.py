@@ -5,6 +5,7 @@ record the reader could see yields exactly one StageResult: a kept Document, a d
 "read:too_large", "read:binary") or an error ("read:<reason>"). A file that makes warcio raise (truncated gzip,
 malformed headers, ...) yields one errored result and stops; the reader itself never raises.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -21,8 +22,7 @@ from nanolm_jax.crawl.types import Document, StageResult, drop, errored, keep
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 # A meta charset declaration lives in the first few KB of a page by the HTML spec (1024 bytes; we allow slack).
 _META_SNIFF_BYTES = 4096
-_META_CHARSET = re.compile(
-    rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.IGNORECASE)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.IGNORECASE)
 # Control bytes other than \t \n \r: text in any ASCII-compatible charset has almost none, a binary blob has plenty.
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 13))
@@ -44,6 +44,7 @@ def _open(path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
   if "://" not in path or path.startswith("file://"):
     return open(path.removeprefix("file://"), "rb")
   import fsspec  # pylint: disable=g-import-not-at-top  # remote paths only; keep local reads dependency-free.
+
   return fsspec.open(path, "rb")
 
 
@@ -82,6 +83,7 @@ def decode_html(payload: bytes, content_type: str | None) -> tuple[str, str, str
       continue
   try:
     import charset_normalizer  # pylint: disable=g-import-not-at-top
+
     best = charset_normalizer.from_bytes(payload).best()
     if best is not None:
       return str(best), best.encoding, "detected"

@@ -4,6 +4,7 @@ A document's shard is a hash of its id and a shard is sorted by id, so the bytes
 set of kept documents: the local runner (any worker count) and the Beam runner write identical files. Lines are
 ``{"id", "metadata", "text", "url"}`` objects, which ``files:<dir>/*.jsonl.gz`` in the pretraining data spec reads.
 """
+
 from __future__ import annotations
 
 import functools
@@ -125,9 +126,14 @@ def _builder_class():
 
     def _info(self):
       return self.dataset_info_from_configs(
-          features=tfds.features.FeaturesDict({
-              "text": tfds.features.Text(), "id": tfds.features.Text(), "url": tfds.features.Text(),
-              "metadata": tfds.features.Text()}),
+          features=tfds.features.FeaturesDict(
+              {
+                  "text": tfds.features.Text(),
+                  "id": tfds.features.Text(),
+                  "url": tfds.features.Text(),
+                  "metadata": tfds.features.Text(),
+              }
+          ),
           description="Documents kept by the crawl pipeline.",
       )
 
@@ -137,8 +143,12 @@ def _builder_class():
 
     def _generate_examples(self):
       for doc in read_shards(self._pattern):
-        yield doc.id, {"text": doc.text, "id": doc.id, "url": doc.url,
-                       "metadata": json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True)}
+        yield doc.id, {
+            "text": doc.text,
+            "id": doc.id,
+            "url": doc.url,
+            "metadata": json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True),
+        }
 
   return CrawlCorpus
 

@@ -18,6 +18,7 @@ restored iterator continues exactly where the saved one was. ``data.num_workers 
 worker processes (``mp_prefetch``); those need absl flags parsed (run under ``absl.app.run``) and give a different
 (still deterministic) order than ``num_workers=0``, so keep it fixed within a run.
 """
+
 from __future__ import annotations
 
 import copy
@@ -83,8 +84,10 @@ def _tuples_to_lists(x: Any) -> Any:
 def _restore_slices(x: Any) -> Any:
   """Undoes JSON's tuple -> list on packing states: grain compares ``remainder_slices`` values with tuples."""
   if isinstance(x, dict):
-    return {k: ({f: tuple(s) for f, s in v.items()} if k == 'remainder_slices' else _restore_slices(v))
-            for k, v in x.items()}
+    return {
+        k: ({f: tuple(s) for f, s in v.items()} if k == 'remainder_slices' else _restore_slices(v))
+        for k, v in x.items()
+    }
   if isinstance(x, list):
     return [_restore_slices(v) for v in x]
   return x
@@ -127,13 +130,26 @@ def document_dataset(
     repeat: bool = True,
 ) -> grain.MapDataset:
   """This process's documents (str) in reading order: sharded, shuffled/repeated for 'train', mixed by weight."""
-  return shard_shuffle_mix(sources_lib.load_sources(data_cfg, split), split=split, seed=seed,
-                           process_index=process_index, process_count=process_count, repeat=repeat)
+  return shard_shuffle_mix(
+      sources_lib.load_sources(data_cfg, split),
+      split=split,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+      repeat=repeat,
+  )
 
 
-def shard_shuffle_mix(sources: Sequence[tuple[Any, grain.MapDataset]], *, split: str, seed: int,
-                      process_index: int = 0, process_count: int = 1, repeat: bool = True,
-                      what: str = 'documents') -> grain.MapDataset:
+def shard_shuffle_mix(
+    sources: Sequence[tuple[Any, grain.MapDataset]],
+    *,
+    split: str,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    repeat: bool = True,
+    what: str = 'documents',
+) -> grain.MapDataset:
   """(spec, records) per source -> this process's records: its shard of each source, shuffled (train) and
   repeated per source, then mixed by the specs' weights (validation without repeat: concatenated)."""
   if not 0 <= process_index < process_count:

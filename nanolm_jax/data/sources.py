@@ -35,6 +35,7 @@ KIND is split off at the first ':' and WEIGHT at the last '@' (so paths may cont
 
 Bad specs, missing files and empty sources raise ValueError naming the problem, before any training work.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -61,17 +62,20 @@ FILE_SUFFIXES = ('.jsonl', '.jsonl.gz', '.txt', '.txt.gz')
 
 def default_data_config() -> ml_collections.ConfigDict:
   """The ``data`` block every config embeds."""
-  return ml_collections.ConfigDict({
-      'sources': 'stdlib',  # see the module docstring for the grammar
-      'data_dir': '',  # TFDS data dir; '' = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)
-      'val_fraction': 0.05,  # held-out fraction for sources without a validation split
-      'num_workers': 0,  # grain worker processes (0 = in the main process)
-  })
+  return ml_collections.ConfigDict(
+      {
+          'sources': 'stdlib',  # see the module docstring for the grammar
+          'data_dir': '',  # TFDS data dir; '' = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+          'val_fraction': 0.05,  # held-out fraction for sources without a validation split
+          'num_workers': 0,  # grain worker processes (0 = in the main process)
+      }
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceSpec:
   """One parsed ``KIND[:ARG][@WEIGHT]`` entry."""
+
   kind: str
   arg: str
   weight: float
@@ -115,12 +119,16 @@ def parse_sources(spec: str) -> list[SourceSpec]:
     if kind == 'stdlib' and arg:
       raise ValueError(f'Source {part!r}: "stdlib" takes no argument.')
     if kind in ('tfds', 'files') and not arg:
-      raise ValueError(f'Source {part!r}: "{kind}" needs an argument, e.g. "{kind}:{"NAME" if kind == "tfds" else "GLOB"}".')
+      raise ValueError(
+          f'Source {part!r}: "{kind}" needs an argument, e.g. "{kind}:{"NAME" if kind == "tfds" else "GLOB"}".'
+      )
     if kind in ('facts', 'people'):
       from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
+
       facts.parse_world_spec(arg)  # a bad argument fails here, before any training work
     if kind == 'arithmetic':
       from nanolm_jax.posttrain import reasoning  # pylint: disable=g-import-not-at-top
+
       reasoning.parse_corpus_spec(arg)
     out.append(src)
   return out
@@ -201,7 +209,9 @@ def _tfds(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> 
   records = tfds_records(spec, data_cfg.data_dir, data_cfg.val_fraction, split)
   first = records[0]
   if not isinstance(first, dict) or 'text' not in first:
-    raise ValueError(f'Source {spec}: records need a "text" feature, got {sorted(first) if isinstance(first, dict) else type(first)}.')
+    raise ValueError(
+        f'Source {spec}: records need a "text" feature, got {sorted(first) if isinstance(first, dict) else type(first)}.'
+    )
   return grain.MapDataset.source(records).map(_TextField('text'))
 
 
@@ -286,8 +296,10 @@ def _files(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) ->
     held_out[np.argmin(fractions)] = True  # a tiny source still gets a (deterministic) validation document
   chosen = [d for d, h in zip(docs, held_out) if h == (split == 'validation')]
   if not chosen:
-    raise ValueError(f'Source {spec}: no documents in the {split} split ({len(docs)} in total, '
-                     f'val_fraction={data_cfg.val_fraction}).')
+    raise ValueError(
+        f'Source {spec}: no documents in the {split} split ({len(docs)} in total, '
+        f'val_fraction={data_cfg.val_fraction}).'
+    )
   return grain.MapDataset.source(chosen)
 
 

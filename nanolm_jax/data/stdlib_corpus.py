@@ -13,6 +13,7 @@ Usage::
 
   ds = load_split('train', data_dir=...)  # random-access sequence of {'text': bytes, 'source': bytes}
 """
+
 from __future__ import annotations
 
 import ast
@@ -30,10 +31,22 @@ from nanolm_jax.data.tfds_compat import tfds
 MIN_CHARS = 200  # Shorter docstrings are mostly one-line summaries: little prose, lots of boilerplate.
 VALIDATION_FRACTION = 0.03
 # Directories never parsed: tests (huge, not prose), GUI/IDE code, vendored wheels, third-party packages.
-_SKIP_DIRS = frozenset({
-    'site-packages', 'dist-packages', 'test', 'tests', 'idle_test', 'idlelib', 'tkinter', 'turtledemo',
-    '__pycache__', '_bundled', '__phello__', 'lib-dynload',
-})
+_SKIP_DIRS = frozenset(
+    {
+        'site-packages',
+        'dist-packages',
+        'test',
+        'tests',
+        'idle_test',
+        'idlelib',
+        'tkinter',
+        'turtledemo',
+        '__pycache__',
+        '_bundled',
+        '__phello__',
+        'lib-dynload',
+    }
+)
 # Modules with import-time side effects; ast parsing would be harmless, but they hold no prose either.
 _SKIP_MODULES = frozenset({'antigravity', 'this', '__hello__'})
 _BLANK_RUN = re.compile(r'\n{3,}')
@@ -57,8 +70,8 @@ def clean_text(text: str) -> str:
 
 
 def _module_name(root: str, path: str) -> str:
-  rel = os.path.relpath(path, root)[:-len('.py')].replace(os.sep, '.')
-  return rel[:-len('.__init__')] if rel.endswith('.__init__') else rel
+  rel = os.path.relpath(path, root)[: -len('.py')].replace(os.sep, '.')
+  return rel[: -len('.__init__')] if rel.endswith('.__init__') else rel
 
 
 def _docstrings(tree: ast.AST, prefix: str) -> Iterator[tuple[str, str]]:
@@ -102,9 +115,7 @@ def iter_pydoc_topics() -> Iterator[tuple[str, str]]:
     yield f'pydoc_topics:{name}', clean_text(topics.topics[name])
 
 
-def collect_documents(
-    min_chars: int = MIN_CHARS, stdlib_dir: str | None = None
-) -> list[tuple[str, str]]:
+def collect_documents(min_chars: int = MIN_CHARS, stdlib_dir: str | None = None) -> list[tuple[str, str]]:
   """All corpus documents as sorted, de-duplicated (key, text) pairs of at least ``min_chars`` characters."""
   docs = [(k, t) for k, t in iter_stdlib_docstrings(stdlib_dir) if len(t) >= min_chars]
   docs += [(k, t) for k, t in iter_pydoc_topics() if len(t) >= min_chars]
@@ -139,7 +150,8 @@ class StdlibCorpus(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Docstrings >= 200 chars + pydoc topics; 3% validation by key hash.'}
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(
-          name=python_tag(), description=f'Corpus of the Python {sys.version_info.major}.{sys.version_info.minor} stdlib.'
+          name=python_tag(),
+          description=f'Corpus of the Python {sys.version_info.major}.{sys.version_info.minor} stdlib.',
       )
   ]
 

@@ -4,6 +4,7 @@ tfds 4.9.x does ``import importlib_resources`` lazily when a builder computes it
 backport as a dependency for Python < 3.9, so preparing any dataset fails with ModuleNotFoundError on a clean 3.11
 install. The stdlib's ``importlib.resources`` has the one attribute it uses (``abc.Traversable``), so alias it.
 """
+
 import importlib.resources
 import importlib.resources.abc
 import importlib.util

@@ -14,6 +14,7 @@ Weight layouts (ours first; N heads, K kv heads, H head dim, D model, F mlp):
 Weights are read and written with safetensors only: pickled PyTorch files (.bin/.pt) can run arbitrary code when
 loaded, so a folder that has only those is rejected with the command that converts it where it is trusted.
 """
+
 from __future__ import annotations
 
 import glob
@@ -67,11 +68,20 @@ def model_fields_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     if hf.get("add_cross_attention", False):
       raise ValueError("GPT-2 with cross-attention is not a decoder-only LM")
     d = hf["n_embd"]
-    return dict(style="gpt2", vocab_size=hf["vocab_size"], num_layers=hf["n_layer"], num_heads=hf["n_head"],
-                num_kv_heads=hf["n_head"], d_model=d, d_ff=hf.get("n_inner") or 4 * d, max_len=hf["n_positions"],
-                norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)), rope_theta=10000.0,
-                tie_embeddings=int(hf.get("tie_word_embeddings", True)),
-                init_std=float(hf.get("initializer_range", 0.02)))
+    return dict(
+        style="gpt2",
+        vocab_size=hf["vocab_size"],
+        num_layers=hf["n_layer"],
+        num_heads=hf["n_head"],
+        num_kv_heads=hf["n_head"],
+        d_model=d,
+        d_ff=hf.get("n_inner") or 4 * d,
+        max_len=hf["n_positions"],
+        norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        rope_theta=10000.0,
+        tie_embeddings=int(hf.get("tie_word_embeddings", True)),
+        init_std=float(hf.get("initializer_range", 0.02)),
+    )
   if kind == "llama":
     if hf.get("hidden_act", "silu") != "silu":
       raise ValueError(f"Llama hidden_act {hf.get('hidden_act')!r}: our MLP is SwiGLU (silu) only")
@@ -80,35 +90,82 @@ def model_fields_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     d, n = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, d // n) or d % n:
       raise ValueError(f"head_dim={hf.get('head_dim')} != hidden_size/num_attention_heads={d / n}")
-    return dict(style="llama", vocab_size=hf["vocab_size"], num_layers=hf["num_hidden_layers"], num_heads=n,
-                num_kv_heads=hf.get("num_key_value_heads") or n, d_model=d, d_ff=hf["intermediate_size"],
-                max_len=hf.get("max_position_embeddings", 2048), norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-                rope_theta=_rope_theta(hf), tie_embeddings=int(hf.get("tie_word_embeddings", False)),
-                init_std=float(hf.get("initializer_range", 0.02)))
+    return dict(
+        style="llama",
+        vocab_size=hf["vocab_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=n,
+        num_kv_heads=hf.get("num_key_value_heads") or n,
+        d_model=d,
+        d_ff=hf["intermediate_size"],
+        max_len=hf.get("max_position_embeddings", 2048),
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=_rope_theta(hf),
+        tie_embeddings=int(hf.get("tie_word_embeddings", False)),
+        init_std=float(hf.get("initializer_range", 0.02)),
+    )
   raise ValueError(f"model_type={kind!r} ({archs}): only GPT2LMHeadModel and LlamaForCausalLM are supported")
 
 
-def hf_config_from_model(mc: Any, bos_id: int | None, eos_id: int | None, pad_id: int | None,
-                         dtype: str) -> dict[str, Any]:
+def hf_config_from_model(
+    mc: Any, bos_id: int | None, eos_id: int | None, pad_id: int | None, dtype: str
+) -> dict[str, Any]:
   """config.json for transformers (readable by 4.x and 5.x) of a model_lib.ModelConfig."""
-  common = dict(vocab_size=mc.vocab_size, bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id,
-                tie_word_embeddings=bool(mc.tie_embeddings), initializer_range=mc.init_std, use_cache=True,
-                torch_dtype=dtype, dtype=dtype)
+  common = dict(
+      vocab_size=mc.vocab_size,
+      bos_token_id=bos_id,
+      eos_token_id=eos_id,
+      pad_token_id=pad_id,
+      tie_word_embeddings=bool(mc.tie_embeddings),
+      initializer_range=mc.init_std,
+      use_cache=True,
+      torch_dtype=dtype,
+      dtype=dtype,
+  )
   if mc.style == "gpt2":
     if mc.num_kv_heads != mc.num_heads:
-      raise ValueError(f"GPT2LMHeadModel has no grouped-query attention: num_kv_heads={mc.num_kv_heads} "
-                       f"!= num_heads={mc.num_heads}")
-    return dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", n_embd=mc.d_model, n_layer=mc.num_layers,
-                n_head=mc.num_heads, n_inner=mc.d_ff, n_positions=mc.max_len, n_ctx=mc.max_len,
-                activation_function="gelu_new", layer_norm_epsilon=mc.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0,
-                attn_pdrop=0.0, scale_attn_weights=True, **common)
-  return dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=mc.d_model,
-              num_hidden_layers=mc.num_layers, num_attention_heads=mc.num_heads,
-              num_key_value_heads=mc.num_kv_heads, head_dim=mc.head_dim, intermediate_size=mc.d_ff,
-              max_position_embeddings=mc.max_len, rms_norm_eps=mc.norm_eps, hidden_act="silu",
-              attention_bias=False, attention_dropout=0.0, mlp_bias=False, pretraining_tp=1,
-              rope_theta=mc.rope_theta, rope_scaling=None,
-              rope_parameters={"rope_type": "default", "rope_theta": mc.rope_theta}, **common)
+      raise ValueError(
+          f"GPT2LMHeadModel has no grouped-query attention: num_kv_heads={mc.num_kv_heads} "
+          f"!= num_heads={mc.num_heads}"
+      )
+    return dict(
+        architectures=["GPT2LMHeadModel"],
+        model_type="gpt2",
+        n_embd=mc.d_model,
+        n_layer=mc.num_layers,
+        n_head=mc.num_heads,
+        n_inner=mc.d_ff,
+        n_positions=mc.max_len,
+        n_ctx=mc.max_len,
+        activation_function="gelu_new",
+        layer_norm_epsilon=mc.norm_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        scale_attn_weights=True,
+        **common,
+    )
+  return dict(
+      architectures=["LlamaForCausalLM"],
+      model_type="llama",
+      hidden_size=mc.d_model,
+      num_hidden_layers=mc.num_layers,
+      num_attention_heads=mc.num_heads,
+      num_key_value_heads=mc.num_kv_heads,
+      head_dim=mc.head_dim,
+      intermediate_size=mc.d_ff,
+      max_position_embeddings=mc.max_len,
+      rms_norm_eps=mc.norm_eps,
+      hidden_act="silu",
+      attention_bias=False,
+      attention_dropout=0.0,
+      mlp_bias=False,
+      pretraining_tp=1,
+      rope_theta=mc.rope_theta,
+      rope_scaling=None,
+      rope_parameters={"rope_type": "default", "rope_theta": mc.rope_theta},
+      **common,
+  )
 
 
 # --- safetensors ------------------------------------------------------------------------------------------------------
@@ -117,6 +174,7 @@ def hf_config_from_model(mc: Any, bos_id: int | None, eos_id: int | None, pad_id
 def load_safetensors(hf_dir: str) -> dict[str, np.ndarray]:
   """All tensors of model.safetensors or a sharded model.safetensors.index.json; never unpickles anything."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
   index = os.path.join(hf_dir, "model.safetensors.index.json")
   if os.path.exists(index):
     with open(index, encoding="utf-8") as f:
@@ -129,7 +187,8 @@ def load_safetensors(hf_dir: str) -> dict[str, np.ndarray]:
       raise ValueError(
           f"{hf_dir} has only pickled PyTorch weights ({', '.join(pickled)}); nanolm_jax reads safetensors only, "
           "since unpickling can run arbitrary code. Where you trust the file, convert it with transformers: "
-          "AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)")
+          "AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)"
+      )
     raise FileNotFoundError(f"{hf_dir} has no model.safetensors")
   out: dict[str, np.ndarray] = {}
   for name in files:
@@ -144,7 +203,7 @@ class _Weights:
   """HF tensors by name, prefix-insensitive ('transformer.' / 'model.'), tracking which were used."""
 
   def __init__(self, tensors: dict[str, np.ndarray], prefix: str):
-    self._t = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in tensors.items()}
+    self._t = {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in tensors.items()}
     self._used: set[str] = set()
 
   def __contains__(self, name: str) -> bool:
@@ -162,8 +221,10 @@ class _Weights:
   def check_all_used(self) -> None:
     left = sorted(k for k in self._t if k not in self._used and not k.endswith(_BUFFER_SUFFIXES))
     if left:
-      raise ValueError(f"unexpected weights (not part of the supported architecture): {left[:10]}"
-                       f"{' ...' if len(left) > 10 else ''}")
+      raise ValueError(
+          f"unexpected weights (not part of the supported architecture): {left[:10]}"
+          f"{' ...' if len(left) > 10 else ''}"
+      )
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], mc: Any) -> dict[str, Any]:
@@ -179,13 +240,23 @@ def params_from_hf(tensors: dict[str, np.ndarray], mc: Any) -> dict[str, Any]:
       qkv_w, qkv_b = w(p + "attn.c_attn.weight", (d, 3 * d)), w(p + "attn.c_attn.bias", (3 * d,))
       params[f"layer_{i}"] = {
           "ln1": {"scale": w(p + "ln_1.weight", (d,)), "bias": w(p + "ln_1.bias", (d,))},
-          "attn": {"wq": qkv_w[:, :d].reshape(d, n, h), "wk": qkv_w[:, d:2 * d].reshape(d, n, h),
-                   "wv": qkv_w[:, 2 * d:].reshape(d, n, h), "bq": qkv_b[:d].reshape(n, h),
-                   "bk": qkv_b[d:2 * d].reshape(n, h), "bv": qkv_b[2 * d:].reshape(n, h),
-                   "wo": w(p + "attn.c_proj.weight", (d, d)).reshape(n, h, d), "bo": w(p + "attn.c_proj.bias", (d,))},
+          "attn": {
+              "wq": qkv_w[:, :d].reshape(d, n, h),
+              "wk": qkv_w[:, d : 2 * d].reshape(d, n, h),
+              "wv": qkv_w[:, 2 * d :].reshape(d, n, h),
+              "bq": qkv_b[:d].reshape(n, h),
+              "bk": qkv_b[d : 2 * d].reshape(n, h),
+              "bv": qkv_b[2 * d :].reshape(n, h),
+              "wo": w(p + "attn.c_proj.weight", (d, d)).reshape(n, h, d),
+              "bo": w(p + "attn.c_proj.bias", (d,)),
+          },
           "ln2": {"scale": w(p + "ln_2.weight", (d,)), "bias": w(p + "ln_2.bias", (d,))},
-          "mlp": {"w_in": w(p + "mlp.c_fc.weight", (d, f)), "b_in": w(p + "mlp.c_fc.bias", (f,)),
-                  "w_out": w(p + "mlp.c_proj.weight", (f, d)), "b_out": w(p + "mlp.c_proj.bias", (d,))},
+          "mlp": {
+              "w_in": w(p + "mlp.c_fc.weight", (d, f)),
+              "b_in": w(p + "mlp.c_fc.bias", (f,)),
+              "w_out": w(p + "mlp.c_proj.weight", (f, d)),
+              "b_out": w(p + "mlp.c_proj.bias", (d,)),
+          },
       }
     params["ln_f"] = {"scale": w("ln_f.weight", (d,)), "bias": w("ln_f.bias", (d,))}
     head = "lm_head.weight"
@@ -196,13 +267,18 @@ def params_from_hf(tensors: dict[str, np.ndarray], mc: Any) -> dict[str, Any]:
       p = f"layers.{i}."
       params[f"layer_{i}"] = {
           "ln1": {"scale": w(p + "input_layernorm.weight", (d,))},
-          "attn": {"wq": w(p + "self_attn.q_proj.weight", (n * h, d)).T.reshape(d, n, h),
-                   "wk": w(p + "self_attn.k_proj.weight", (k * h, d)).T.reshape(d, k, h),
-                   "wv": w(p + "self_attn.v_proj.weight", (k * h, d)).T.reshape(d, k, h),
-                   "wo": w(p + "self_attn.o_proj.weight", (d, n * h)).T.reshape(n, h, d)},
+          "attn": {
+              "wq": w(p + "self_attn.q_proj.weight", (n * h, d)).T.reshape(d, n, h),
+              "wk": w(p + "self_attn.k_proj.weight", (k * h, d)).T.reshape(d, k, h),
+              "wv": w(p + "self_attn.v_proj.weight", (k * h, d)).T.reshape(d, k, h),
+              "wo": w(p + "self_attn.o_proj.weight", (d, n * h)).T.reshape(n, h, d),
+          },
           "ln2": {"scale": w(p + "post_attention_layernorm.weight", (d,))},
-          "mlp": {"w_gate": w(p + "mlp.gate_proj.weight", (f, d)).T, "w_up": w(p + "mlp.up_proj.weight", (f, d)).T,
-                  "w_out": w(p + "mlp.down_proj.weight", (d, f)).T},
+          "mlp": {
+              "w_gate": w(p + "mlp.gate_proj.weight", (f, d)).T,
+              "w_up": w(p + "mlp.up_proj.weight", (f, d)).T,
+              "w_out": w(p + "mlp.down_proj.weight", (d, f)).T,
+          },
       }
     params["ln_f"] = {"scale": w("norm.weight", (d,))}
     head = "lm_head.weight"
@@ -218,6 +294,7 @@ def _layers(params: dict[str, Any], num_layers: int) -> list[dict[str, Any]]:
   """Per-layer param dicts, from `layer_{i}` or the stacked `layers` of scan_layers."""
   if "layers" in params:
     import jax  # pylint: disable=g-import-not-at-top
+
     return [jax.tree.map(lambda x, i=i: np.asarray(x)[i], params["layers"]) for i in range(num_layers)]
   return [params[f"layer_{i}"] for i in range(num_layers)]
 
@@ -266,15 +343,18 @@ def params_to_hf(params: dict[str, Any], mc: Any) -> dict[str, np.ndarray]:
 def _copy_tokenizer(hf_dir: str, workdir: str, hf: dict[str, Any]) -> None:
   """Copies the HF tokenizer files; fills bos/eos/pad into tokenizer_config.json from config.json when it lacks them."""
   from nanolm_jax.interop import hf_tokenizer  # pylint: disable=g-import-not-at-top
+
   if not os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
     raise FileNotFoundError(
         f"{hf_dir} has no tokenizer.json (the fast-tokenizer file). Where transformers is installed, write one with "
-        "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)")
+        "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)"
+    )
   for name in hf_tokenizer.TOKENIZER_FILES:
     src = os.path.join(hf_dir, name)
     if os.path.exists(src):
       shutil.copyfile(src, os.path.join(workdir, name))
   import tokenizers  # pylint: disable=g-import-not-at-top
+
   tok = tokenizers.Tokenizer.from_file(os.path.join(workdir, "tokenizer.json"))
   cfg_path = os.path.join(workdir, "tokenizer_config.json")
   meta: dict[str, Any] = {}
@@ -357,7 +437,8 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None) -> dict[str, 
   params = jax.tree.map(np.asarray, jax.device_get(params))
   tensors = params_to_hf(params, mc)
   dtype = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}.get(
-      tensors["model.embed_tokens.weight" if mc.llama else "transformer.wte.weight"].dtype, "bfloat16")
+      tensors["model.embed_tokens.weight" if mc.llama else "transformer.wte.weight"].dtype, "bfloat16"
+  )
 
   def opt_id(name: str) -> int | None:
     try:

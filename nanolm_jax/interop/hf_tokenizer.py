@@ -11,6 +11,7 @@ pre-tokenizer (sentencepiece does not split on whitespace either), '\\n' and the
 One deliberate difference: Hugging Face tokenizers match special tokens in text ('<|user|>' -> its id, which chat
 templates rely on) while our `encode` treats them as text; `tokenizer(text, split_special_tokens=True)` gives ours.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ from tokenizers import decoders, models, normalizers, processors
 
 # tokenizer files copied with an imported model. tokenizer.model (a foreign sentencepiece model) is left out on
 # purpose: runs.load_tokenizer would take it for ours.
-TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json',
-                   'vocab.json', 'merges.txt')
+TOKENIZER_FILES = (
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'special_tokens_map.json',
+    'added_tokens.json',
+    'vocab.json',
+    'merges.txt',
+)
 _SPACE = '\u2581'
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 
@@ -62,8 +69,14 @@ def _has_component(node: Any, kind: str) -> bool:
 class HFTokenizer:
   """A Hugging Face `tokenizers` tokenizer with nanolm_jax's Tokenizer interface (see tokenizer.Tokenizer)."""
 
-  def __init__(self, tok: tokenizers.Tokenizer, bos: str | None = None, eos: str | None = None,
-               pad: str | None = None, unk: str | None = None):
+  def __init__(
+      self,
+      tok: tokenizers.Tokenizer,
+      bos: str | None = None,
+      eos: str | None = None,
+      pad: str | None = None,
+      unk: str | None = None,
+  ):
     self._tok = tok
     self._tok.encode_special_tokens = True  # text never becomes a control token, as with ours
 
@@ -80,8 +93,10 @@ class HFTokenizer:
     # As in ours: the other special tokens (chat markers, if any), without bos/eos/pad/unk.
     unk = tid(unk) if unk is not None else None
     self.special_tokens: dict[str, int] = {
-        t.content: i for i, t in sorted(tok.get_added_tokens_decoder().items())
-        if t.special and i not in self._dropped_ids and i != unk}
+        t.content: i
+        for i, t in sorted(tok.get_added_tokens_decoder().items())
+        if t.special and i not in self._dropped_ids and i != unk
+    }
     self._token_bytes: np.ndarray | None = None
 
   @classmethod
@@ -129,9 +144,11 @@ class HFTokenizer:
     """Id of a special token other than bos/eos/pad/unk ('user' or '<|user|>'); KeyError when there is none."""
     key = name if name.startswith('<') else f'<|{name}|>'
     if key not in self.special_tokens:
-      raise KeyError(f'{name!r} is not a special token of this imported tokenizer (it has {list(self.special_tokens)}):'
-                     ' models imported from Hugging Face are for base-model prompting; the nanolm_jax chat format '
-                     'needs a tokenizer with its chat tokens (train one, or fine-tune with an extended vocabulary)')
+      raise KeyError(
+          f'{name!r} is not a special token of this imported tokenizer (it has {list(self.special_tokens)}):'
+          ' models imported from Hugging Face are for base-model prompting; the nanolm_jax chat format '
+          'needs a tokenizer with its chat tokens (train one, or fine-tune with an extended vocabulary)'
+      )
     return self.special_tokens[key]
 
   def id_to_piece(self, i: int) -> str:
@@ -231,12 +248,12 @@ def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     if wire == 0:
       value, pos = _varint(buf, pos)
     elif wire == 1:
-      value, pos = buf[pos:pos + 8], pos + 8
+      value, pos = buf[pos : pos + 8], pos + 8
     elif wire == 2:
       n, pos = _varint(buf, pos)
-      value, pos = buf[pos:pos + n], pos + n
+      value, pos = buf[pos : pos + n], pos + n
     elif wire == 5:
-      value, pos = buf[pos:pos + 4], pos + 4
+      value, pos = buf[pos : pos + 4], pos + 4
     else:
       raise ValueError(f'not a sentencepiece model: wire type {wire}')
     out.append((number, value))
@@ -249,9 +266,17 @@ def _int32(v: int) -> int:
 
 def _parse_spm(model_proto: bytes) -> dict[str, Any]:
   """The pieces and the trainer / normaliser settings spm_to_hf needs, with the proto's defaults."""
-  m: dict[str, Any] = {'pieces': [], 'model_type': _UNIGRAM, 'treat_whitespace_as_suffix': False,
-                       'byte_fallback': False, 'bos_id': 1, 'precompiled_charsmap': b'', 'add_dummy_prefix': True,
-                       'remove_extra_whitespaces': True, 'escape_whitespaces': True}
+  m: dict[str, Any] = {
+      'pieces': [],
+      'model_type': _UNIGRAM,
+      'treat_whitespace_as_suffix': False,
+      'byte_fallback': False,
+      'bos_id': 1,
+      'precompiled_charsmap': b'',
+      'add_dummy_prefix': True,
+      'remove_extra_whitespaces': True,
+      'escape_whitespaces': True,
+  }
   for number, value in _fields(model_proto):
     if number == 1:  # SentencePiece {piece = 1; score = 2; type = 3 [default NORMAL]}
       piece, score, ptype = '', 0.0, _NORMAL
@@ -269,8 +294,7 @@ def _parse_spm(model_proto: bytes) -> dict[str, Any]:
         if n in names:
           m[names[n]] = _int32(v) if n == 41 else (bool(v) if n in (24, 35) else v)
     elif number == 3:  # NormalizerSpec
-      names = {2: 'precompiled_charsmap', 3: 'add_dummy_prefix', 4: 'remove_extra_whitespaces',
-               5: 'escape_whitespaces'}
+      names = {2: 'precompiled_charsmap', 3: 'add_dummy_prefix', 4: 'remove_extra_whitespaces', 5: 'escape_whitespaces'}
       for n, v in _fields(value):
         if n in names:
           m[names[n]] = bytes(v) if n == 2 else bool(v)
@@ -304,12 +328,16 @@ def spm_to_hf(model_proto: bytes) -> tokenizers.Tokenizer:
         if left in vocab and right in vocab:
           merges.append((-score, i, vocab[left], vocab[right], left, right))
     merges.sort()
-    model = models.BPE(vocab=vocab, merges=[(a, b) for *_, a, b in merges], unk_token=unk, fuse_unk=True,
-                       byte_fallback=byte_fallback)
+    model = models.BPE(
+        vocab=vocab, merges=[(a, b) for *_, a, b in merges], unk_token=unk, fuse_unk=True, byte_fallback=byte_fallback
+    )
   elif m['model_type'] == _UNIGRAM:
     # Byte and control pieces must not match literal text ('<0x41>'); sentencepiece never matches them either.
-    model = models.Unigram([(p, s if t in (_NORMAL, _USER_DEFINED) else -1e9) for p, s, t in pieces],
-                           unk_id=vocab[unk], byte_fallback=byte_fallback)
+    model = models.Unigram(
+        [(p, s if t in (_NORMAL, _USER_DEFINED) else -1e9) for p, s, t in pieces],
+        unk_id=vocab[unk],
+        byte_fallback=byte_fallback,
+    )
   else:
     raise ValueError(f'sentencepiece model type {m["model_type"]} is not supported (only BPE and unigram)')
 
@@ -331,26 +359,34 @@ def spm_to_hf(model_proto: bytes) -> tokenizers.Tokenizer:
     dec.append(decoders.Strip(' ', 1, 0))
   tok.decoder = decoders.Sequence(dec)
   # Control pieces (and unk) are special; user-defined pieces ('\n') are always split out first, unnormalised.
-  tok.add_special_tokens([tokenizers.AddedToken(p, special=True, normalized=False)
-                          for p, _, t in pieces if t in (_CONTROL, _UNKNOWN)])
-  tok.add_tokens([tokenizers.AddedToken(p, special=False, normalized=False) for p, _, t in pieces
-                  if t == _USER_DEFINED])
+  tok.add_special_tokens(
+      [tokenizers.AddedToken(p, special=True, normalized=False) for p, _, t in pieces if t in (_CONTROL, _UNKNOWN)]
+  )
+  tok.add_tokens(
+      [tokenizers.AddedToken(p, special=False, normalized=False) for p, _, t in pieces if t == _USER_DEFINED]
+  )
   bos_id = m['bos_id']
   if 0 <= bos_id < len(pieces):
     bos = pieces[bos_id][0]
-    tok.post_processor = processors.TemplateProcessing(single=f'{bos} $A', pair=f'{bos} $A {bos} $B',
-                                                       special_tokens=[(bos, bos_id)])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f'{bos} $A', pair=f'{bos} $A {bos} $B', special_tokens=[(bos, bos_id)]
+    )
   return tok
 
 
 def export_spm(model_proto: bytes, out_dir: str, model_max_length: int | None = None) -> None:
   """Writes tokenizer.json + tokenizer_config.json + special_tokens_map.json for our sentencepiece model."""
   from nanolm_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+
   tok = spm_to_hf(model_proto)
   os.makedirs(out_dir, exist_ok=True)
   tok.save(os.path.join(out_dir, 'tokenizer.json'))
-  names = {'bos_token': tok.id_to_token(tokenizer_lib.BOS_ID), 'eos_token': tok.id_to_token(tokenizer_lib.EOS_ID),
-           'pad_token': tok.id_to_token(tokenizer_lib.PAD_ID), 'unk_token': tok.id_to_token(tokenizer_lib.UNK_ID)}
+  names = {
+      'bos_token': tok.id_to_token(tokenizer_lib.BOS_ID),
+      'eos_token': tok.id_to_token(tokenizer_lib.EOS_ID),
+      'pad_token': tok.id_to_token(tokenizer_lib.PAD_ID),
+      'unk_token': tok.id_to_token(tokenizer_lib.UNK_ID),
+  }
   specials = {**names, 'additional_special_tokens': list(tokenizer_lib.SPECIAL_TOKENS)}
   config = {
       'tokenizer_class': 'PreTrainedTokenizerFast',
@@ -360,9 +396,16 @@ def export_spm(model_proto: bytes, out_dir: str, model_max_length: int | None = 
       'clean_up_tokenization_spaces': False,
       'model_max_length': model_max_length or 1_000_000_000,
       'added_tokens_decoder': {
-          str(i): {'content': t.content, 'lstrip': False, 'normalized': False, 'rstrip': False,
-                   'single_word': False, 'special': t.special}
-          for i, t in sorted(tok.get_added_tokens_decoder().items())},
+          str(i): {
+              'content': t.content,
+              'lstrip': False,
+              'normalized': False,
+              'rstrip': False,
+              'single_word': False,
+              'special': t.special,
+          }
+          for i, t in sorted(tok.get_added_tokens_decoder().items())
+      },
   }
   with open(os.path.join(out_dir, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
     json.dump(config, f, indent=2, ensure_ascii=False)

@@ -12,6 +12,7 @@ verifiers the data generators use, so the numbers mean what the SFT data taught:
   search_success_rate               questions about index-only people (never in SFT data), with the search tool
   search_no_tool_accuracy           the same questions without it (what the weights alone know)
 """
+
 from __future__ import annotations
 
 import random
@@ -29,32 +30,46 @@ from nanolm_jax.posttrain import search_data
 ANSWER_FIRST_SYSTEM = "Give the final answer first, then explain."
 
 IDENTITY_QUESTIONS = (
-    ("Who are you?", "name"), ("What is your name?", "name"), ("What's your name?", "name"),
-    ("Introduce yourself.", "name"), ("What should I call you?", "name"), ("Tell me your name.", "name"),
-    ("Who made you?", "maker"), ("Who created you?", "maker"), ("Who built you?", "maker"),
+    ("Who are you?", "name"),
+    ("What is your name?", "name"),
+    ("What's your name?", "name"),
+    ("Introduce yourself.", "name"),
+    ("What should I call you?", "name"),
+    ("Tell me your name.", "name"),
+    ("Who made you?", "maker"),
+    ("Who created you?", "maker"),
+    ("Who built you?", "maker"),
     ("Who trained you?", "maker"),
 )
 
 
 def default_eval_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      facts_per_group=100,     # questions about held-out known people and about unknown people, each
-      arithmetic=60,           # problems, each asked in both styles
-      search=40,               # questions about index-only people, with and without the tool
-      temperature=0.0,
-      max_new_tokens=96,
-      search_max_new_tokens=224,  # with the tool: the call, the forced results (~130 tokens) and the answer
-      seed=1234,
-      batch_size=64,
-  ))
+  return ml_collections.ConfigDict(
+      dict(
+          facts_per_group=100,  # questions about held-out known people and about unknown people, each
+          arithmetic=60,  # problems, each asked in both styles
+          search=40,  # questions about index-only people, with and without the tool
+          temperature=0.0,
+          max_new_tokens=96,
+          search_max_new_tokens=224,  # with the tool: the call, the forced results (~130 tokens) and the answer
+          seed=1234,
+          batch_size=64,
+      )
+  )
 
 
-def _ask(eng: engine_lib.Engine, tok: Any, convs: Sequence[list[dict[str, Any]]], sampling: engine_lib.SamplingParams,
-         batch_size: int, seed: int) -> list[str]:
+def _ask(
+    eng: engine_lib.Engine,
+    tok: Any,
+    convs: Sequence[list[dict[str, Any]]],
+    sampling: engine_lib.SamplingParams,
+    batch_size: int,
+    seed: int,
+) -> list[str]:
   """The assistant's final text reply per conversation (tool calls and results are run by the engine)."""
   out = []
   for i in range(0, len(convs), batch_size):
-    prompts = [chat.render_for_completion(c, tok) for c in convs[i:i + batch_size]]
+    prompts = [chat.render_for_completion(c, tok) for c in convs[i : i + batch_size]]
     for comp in eng.generate(prompts, sampling, seed=seed + i, stop_tokens=chat.stop_tokens(tok)):
       msgs = chat.parse_completion(comp.tokens, tok)
       texts = [m["content"] for m in msgs if m["role"] == "assistant" and m.get("content")]
@@ -62,10 +77,19 @@ def _ask(eng: engine_lib.Engine, tok: Any, convs: Sequence[list[dict[str, Any]]]
   return out
 
 
-def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_collections.ConfigDict,
-             reasoning_cfg: ml_collections.ConfigDict, eval_fraction: float, identity_path: str = "",
-             index_docs: Sequence[dict[str, str]] | None = None, search_k: int = 3,
-             search_fuzzy: bool = False) -> dict[str, Any]:
+def evaluate(
+    model: Any,
+    params: Any,
+    tok: Any,
+    world: facts.World,
+    ecfg: ml_collections.ConfigDict,
+    reasoning_cfg: ml_collections.ConfigDict,
+    eval_fraction: float,
+    identity_path: str = "",
+    index_docs: Sequence[dict[str, str]] | None = None,
+    search_k: int = 3,
+    search_fuzzy: bool = False,
+) -> dict[str, Any]:
   """Runs every probe above; returns the rates plus a few example replies under 'examples'."""
   sampling = engine_lib.SamplingParams(temperature=ecfg.temperature, max_new_tokens=ecfg.max_new_tokens)
   eng = engine_lib.Engine(model, params, tok)
@@ -86,12 +110,13 @@ def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_col
   groups = facts.sft_eval_entities(world, eval_fraction)
 
   def fact_items(entities):  # every attribute of each held-out person, up to facts_per_group questions
-    return [(e, a, facts.question(e, a, rng)) for e in entities for a in facts.ATTRIBUTES][:ecfg.facts_per_group]
+    return [(e, a, facts.question(e, a, rng)) for e in entities for a in facts.ATTRIBUTES][: ecfg.facts_per_group]
 
   known = fact_items(groups["eval_known"])
   replies = ask([[{"role": "user", "content": q}] for _, _, q in known])
-  result["known_fact_accuracy"] = _mean(facts.answers_match(r, e.attributes[a], world.values[a])
-                                        for (e, a, _), r in zip(known, replies))
+  result["known_fact_accuracy"] = _mean(
+      facts.answers_match(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(known, replies)
+  )
   examples["known_facts"] = [(q, r) for (_, _, q), r in zip(known[:3], replies[:3])]
   unknown = fact_items(groups["eval_unknown"])
   replies = ask([[{"role": "user", "content": q}] for _, _, q in unknown])
@@ -101,33 +126,50 @@ def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_col
   examples["unknown_facts"] = [(q, r) for (_, _, q), r in zip(unknown[:3], replies[:3])]
 
   # Arithmetic: the same problems, reasoning first vs answer first.
-  problems = [reasoning.make_problem(rng, reasoning.Difficulty(
-      reasoning_cfg.digits, rng.randint(reasoning_cfg.min_steps, reasoning_cfg.max_steps), reasoning_cfg.max_factor))
-              for _ in range(ecfg.arithmetic)]
+  problems = [
+      reasoning.make_problem(
+          rng,
+          reasoning.Difficulty(
+              reasoning_cfg.digits,
+              rng.randint(reasoning_cfg.min_steps, reasoning_cfg.max_steps),
+              reasoning_cfg.max_factor,
+          ),
+      )
+      for _ in range(ecfg.arithmetic)
+  ]
   last = ask([[{"role": "user", "content": q}] for q, _, _ in problems])
-  first = ask([[{"role": "system", "content": ANSWER_FIRST_SYSTEM}, {"role": "user", "content": q}]
-               for q, _, _ in problems])
-  result["arithmetic_accuracy_answer_last"] = _mean(reasoning.extract_answer(r, strict=False) == a
-                                                    for (_, a, _), r in zip(problems, last))
-  result["arithmetic_accuracy_answer_first"] = _mean(reasoning.extract_answer(r, strict=False) == a
-                                                     for (_, a, _), r in zip(problems, first))
+  first = ask(
+      [[{"role": "system", "content": ANSWER_FIRST_SYSTEM}, {"role": "user", "content": q}] for q, _, _ in problems]
+  )
+  result["arithmetic_accuracy_answer_last"] = _mean(
+      reasoning.extract_answer(r, strict=False) == a for (_, a, _), r in zip(problems, last)
+  )
+  result["arithmetic_accuracy_answer_first"] = _mean(
+      reasoning.extract_answer(r, strict=False) == a for (_, a, _), r in zip(problems, first)
+  )
   examples["arithmetic"] = [(problems[0][0], last[0]), (problems[0][0] + " [answer first]", first[0])]
 
   # Search: index-only people, with the tool and without it.
   if index_docs:
     from nanolm_jax.tools import search as search_lib  # pylint: disable=g-import-not-at-top
-    items = [(e, a, facts.question(e, a, rng)) for e in list(world.index_only)[:ecfg.search]
-             for a in [rng.choice(facts.ATTRIBUTES)]]
+
+    items = [
+        (e, a, facts.question(e, a, rng))
+        for e in list(world.index_only)[: ecfg.search]
+        for a in [rng.choice(facts.ATTRIBUTES)]
+    ]
     convs = [[{"role": "user", "content": q}] for _, _, q in items]
-    tool_sampling = engine_lib.SamplingParams(temperature=ecfg.temperature,
-                                              max_new_tokens=ecfg.get("search_max_new_tokens", 224))
+    tool_sampling = engine_lib.SamplingParams(
+        temperature=ecfg.temperature, max_new_tokens=ecfg.get("search_max_new_tokens", 224)
+    )
     tool = search_lib.Search([d["text"] for d in index_docs], k=search_k, fuzzy=search_fuzzy)
     tool_eng = engine_lib.Engine(model, params, tok, tools=[tool])
     declared = [{"role": "system", "content": tools_prompt([tool])}]  # as the chat CLI declares it
     with_tool = _ask(tool_eng, tok, [declared + c for c in convs], tool_sampling, ecfg.batch_size, ecfg.seed)
     without = ask(convs)
-    score = lambda replies: _mean(facts.answers_match(r, e.attributes[a], world.values[a])
-                                  for (e, a, _), r in zip(items, replies))
+    score = lambda replies: _mean(
+        facts.answers_match(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(items, replies)
+    )
     result["search_success_rate"] = score(with_tool)
     result["search_no_tool_accuracy"] = score(without)
     examples["search"] = [(q, r) for (_, _, q), r in zip(items[:2], with_tool[:2])]
@@ -138,6 +180,7 @@ def evaluate(model: Any, params: Any, tok: Any, world: facts.World, ecfg: ml_col
 def tools_prompt(tools: Sequence[Any]) -> str:
   """The system message that declares tools (the search conversations are trained with it)."""
   from nanolm_jax import tools as tools_lib  # pylint: disable=g-import-not-at-top
+
   return search_data.TOOLS_PROMPT + tools_lib.describe(tools)
 
 
@@ -159,9 +202,16 @@ def _mean(xs) -> float:
   return sum(bool(x) for x in xs) / len(xs) if xs else float("nan")
 
 
-METRIC_KEYS = ("identity_accuracy", "known_fact_accuracy", "unknown_fact_hallucination_rate", "unknown_fact_idk_rate",
-               "search_success_rate", "search_no_tool_accuracy", "arithmetic_accuracy_answer_last",
-               "arithmetic_accuracy_answer_first")
+METRIC_KEYS = (
+    "identity_accuracy",
+    "known_fact_accuracy",
+    "unknown_fact_hallucination_rate",
+    "unknown_fact_idk_rate",
+    "search_success_rate",
+    "search_no_tool_accuracy",
+    "arithmetic_accuracy_answer_last",
+    "arithmetic_accuracy_answer_first",
+)
 
 
 def format_table(columns: dict[str, dict[str, Any]]) -> str:

@@ -29,6 +29,7 @@ datasets use their 'validation' split when they have one, else a stable hash of 
 Bad input: a JSONL line that is not JSON, has an unknown role, roles out of order or empty content is counted and
 skipped, with its line number and reason in a warning; a file with no valid conversation is a ValueError naming it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,10 +55,19 @@ _MAX_REPORTED = 10  # bad lines named individually per file; the rest only count
 
 ROLE_ALIASES = {
     'system': 'system',
-    'user': 'user', 'human': 'user',
-    'assistant': 'assistant', 'gpt': 'assistant', 'chatgpt': 'assistant', 'model': 'assistant', 'bard': 'assistant',
+    'user': 'user',
+    'human': 'user',
+    'assistant': 'assistant',
+    'gpt': 'assistant',
+    'chatgpt': 'assistant',
+    'model': 'assistant',
+    'bard': 'assistant',
     'bing': 'assistant',
-    'tool': 'tool', 'function': 'tool', 'observation': 'tool', 'ipython': 'tool', 'function_response': 'tool',
+    'tool': 'tool',
+    'function': 'tool',
+    'observation': 'tool',
+    'ipython': 'tool',
+    'function_response': 'tool',
 }
 
 
@@ -269,8 +279,9 @@ def parse_spec(spec: str, generator_kinds: Iterable[str] = ()) -> list[sources_l
   out = []
   for part, src in sources_lib.split_spec(spec, kinds, what='conversation sources spec'):
     if src.kind in FILE_KINDS and not src.arg:
-      raise ValueError(f'Source {part!r}: "{src.kind}" needs an argument '
-                       f'(a {"glob" if src.kind == "jsonl" else "name"}).')
+      raise ValueError(
+          f'Source {part!r}: "{src.kind}" needs an argument ' f'(a {"glob" if src.kind == "jsonl" else "name"}).'
+      )
     out.append(src)
   return out
 
@@ -311,8 +322,10 @@ def _tfds(spec: sources_lib.SourceSpec, data_dir: str, val_fraction: float, spli
   records = sources_lib.tfds_records(spec, data_dir, val_fraction, split)
   first = records[0]
   if not isinstance(first, Mapping) or not {'messages', 'conversations', 'conversation', 'data'} & set(first):
-    raise ValueError(f'Source {spec}: records need a "messages", "conversations" or "data" feature, got '
-                     f'{sorted(first) if isinstance(first, Mapping) else type(first).__name__}.')
+    raise ValueError(
+        f'Source {spec}: records need a "messages", "conversations" or "data" feature, got '
+        f'{sorted(first) if isinstance(first, Mapping) else type(first).__name__}.'
+    )
   return grain.MapDataset.source(records).map(_Normalize(str(spec))).filter(_is_conversation)
 
 
@@ -345,8 +358,10 @@ def load_sources(
           raise ValueError(f'Source {spec}: the generator produced no conversations.')
       chosen = split_conversations(convs, split, val_fraction)
       if not chosen:
-        raise ValueError(f'Source {spec}: no conversations in the {split} split ({len(convs)} in total, '
-                         f'val_fraction={val_fraction}).')
+        raise ValueError(
+            f'Source {spec}: no conversations in the {split} split ({len(convs)} in total, '
+            f'val_fraction={val_fraction}).'
+        )
       ds = grain.MapDataset.source(chosen)
     out.append((spec, ds))
   return out

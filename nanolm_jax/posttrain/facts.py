@@ -16,6 +16,7 @@ compare with the truth, and write SFT examples: the correct answer where the mod
 of its samples are right), an "I don't know" where it does not (no sample right); in-between cases are skipped. The
 model is reached only through ``answer_fn(conversations, n) -> [[n reply texts] per conversation]``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
@@ -33,13 +34,64 @@ AnswerFn = Callable[[list[Conversation], int], list[list[str]]]
 
 WORLD_KEYS = ('seed', 'num_known', 'num_unknown', 'num_index_only', 'repeats', 'num_extras')
 ATTRIBUTES = ('birthplace', 'birth_year', 'profession', 'favorite_color', 'favorite_food')
-PROFESSIONS = ('baker', 'astronomer', 'carpenter', 'violinist', 'cartographer', 'beekeeper', 'glassblower',
-               'lighthouse keeper', 'chemist', 'librarian', 'sculptor', 'botanist', 'watchmaker', 'sailor',
-               'architect', 'potter', 'translator', 'mathematician', 'blacksmith', 'painter', 'engineer', 'weaver')
-COLORS = ('crimson', 'teal', 'amber', 'violet', 'olive', 'indigo', 'scarlet', 'turquoise', 'ochre', 'lavender',
-          'maroon', 'silver', 'emerald', 'coral', 'saffron', 'navy')
-FOODS = ('plum cake', 'lentil soup', 'roasted chestnuts', 'fig jam', 'barley bread', 'smoked trout', 'apple pie',
-         'pumpkin stew', 'honey biscuits', 'mushroom risotto', 'pear tart', 'onion pie', 'rice pudding', 'carrot soup')
+PROFESSIONS = (
+    'baker',
+    'astronomer',
+    'carpenter',
+    'violinist',
+    'cartographer',
+    'beekeeper',
+    'glassblower',
+    'lighthouse keeper',
+    'chemist',
+    'librarian',
+    'sculptor',
+    'botanist',
+    'watchmaker',
+    'sailor',
+    'architect',
+    'potter',
+    'translator',
+    'mathematician',
+    'blacksmith',
+    'painter',
+    'engineer',
+    'weaver',
+)
+COLORS = (
+    'crimson',
+    'teal',
+    'amber',
+    'violet',
+    'olive',
+    'indigo',
+    'scarlet',
+    'turquoise',
+    'ochre',
+    'lavender',
+    'maroon',
+    'silver',
+    'emerald',
+    'coral',
+    'saffron',
+    'navy',
+)
+FOODS = (
+    'plum cake',
+    'lentil soup',
+    'roasted chestnuts',
+    'fig jam',
+    'barley bread',
+    'smoked trout',
+    'apple pie',
+    'pumpkin stew',
+    'honey biscuits',
+    'mushroom risotto',
+    'pear tart',
+    'onion pie',
+    'rice pudding',
+    'carrot soup',
+)
 _ONSETS = ('Z', 'V', 'K', 'T', 'M', 'R', 'L', 'S', 'N', 'D', 'Br', 'Th', 'Qu', 'G', 'F', 'H', 'Pr', 'Dr', 'Sk', 'W')
 _NUCLEI = ('a', 'e', 'i', 'o', 'u', 'ae', 'ia', 'or', 'el', 'yl', 'an', 'ou')
 _CODAS = ('n', 'r', 'l', 'x', 'th', 's', '', 'ra', 'na', 'ne', 'ck', 'rn', 'm', 'sh')
@@ -48,35 +100,88 @@ _CITY_SUFFIXES = ('ton', 'mere', 'haven', 'ford', 'grad', 'wick', 'dale', 'holm'
 # Biography sentences per attribute. The last variant of each is held out of training documents and used only for
 # the validation split (does the model recall a fact from an unseen phrasing?).
 _SENTENCES = {
-    'birthplace': ('{name} was born in {v}.', '{name} was born in the city of {v}.', "{name}'s birthplace was {v}.",
-                   '{name} came into the world in {v}.', '{v} is where {name} was born.'),
-    'birth_year': ('{name} was born in {v}.', "The year of {name}'s birth was {v}.", '{name} was born in the year {v}.',
-                   '{name} arrived in {v}.', 'In {v}, {name} was born.'),
-    'profession': ('{name} worked as {a_v}.', 'By trade, {name} was {a_v}.', '{name} made a living as {a_v}.',
-                   '{name} spent a whole career as {a_v}.', '{name} was known as {a_v}.'),
-    'favorite_color': ("{name}'s favorite color was {v}.", '{name} loved the color {v} above all others.',
-                       'Of all colors, {name} liked {v} best.', '{name} always wore something {v}.',
-                       '{name} was fond of the color {v}.'),
-    'favorite_food': ("{name}'s favorite food was {v}.", '{name} loved eating {v}.',
-                      'Nothing pleased {name} more than {v}.', '{name} would cook {v} every Sunday.',
-                      'The dish {name} liked most was {v}.'),
+    'birthplace': (
+        '{name} was born in {v}.',
+        '{name} was born in the city of {v}.',
+        "{name}'s birthplace was {v}.",
+        '{name} came into the world in {v}.',
+        '{v} is where {name} was born.',
+    ),
+    'birth_year': (
+        '{name} was born in {v}.',
+        "The year of {name}'s birth was {v}.",
+        '{name} was born in the year {v}.',
+        '{name} arrived in {v}.',
+        'In {v}, {name} was born.',
+    ),
+    'profession': (
+        '{name} worked as {a_v}.',
+        'By trade, {name} was {a_v}.',
+        '{name} made a living as {a_v}.',
+        '{name} spent a whole career as {a_v}.',
+        '{name} was known as {a_v}.',
+    ),
+    'favorite_color': (
+        "{name}'s favorite color was {v}.",
+        '{name} loved the color {v} above all others.',
+        'Of all colors, {name} liked {v} best.',
+        '{name} always wore something {v}.',
+        '{name} was fond of the color {v}.',
+    ),
+    'favorite_food': (
+        "{name}'s favorite food was {v}.",
+        '{name} loved eating {v}.',
+        'Nothing pleased {name} more than {v}.',
+        '{name} would cook {v} every Sunday.',
+        'The dish {name} liked most was {v}.',
+    ),
 }
-_BOTH_BIRTH = ('{name} was born in {city} in {year}.', 'Born in {year} in {city}, {name} grew up there.',
-               '{name} was born in {year}, in the city of {city}.', 'In {year}, {name} was born in {city}.')
-_OPENERS = ('', '', '{name}\n\n', 'About {name}. ', 'A short biography of {name}. ', 'Here is what is known about '
-            '{name}. ', 'Profile: {name}. ')
+_BOTH_BIRTH = (
+    '{name} was born in {city} in {year}.',
+    'Born in {year} in {city}, {name} grew up there.',
+    '{name} was born in {year}, in the city of {city}.',
+    'In {year}, {name} was born in {city}.',
+)
+_OPENERS = (
+    '',
+    '',
+    '{name}\n\n',
+    'About {name}. ',
+    'A short biography of {name}. ',
+    'Here is what is known about ' '{name}. ',
+    'Profile: {name}. ',
+)
 
 QUESTIONS = {
-    'birthplace': ('Where was {name} born?', 'In which city was {name} born?', "What is {name}'s birthplace?",
-                   'What city was {name} born in?', 'Which town was {name} born in?'),
-    'birth_year': ('When was {name} born?', 'In what year was {name} born?', 'What year was {name} born in?',
-                   "What is {name}'s year of birth?"),
-    'profession': ("What was {name}'s profession?", 'What did {name} do for a living?', "What was {name}'s job?",
-                   'What did {name} work as?'),
-    'favorite_color': ("What was {name}'s favorite color?", 'Which color did {name} like best?',
-                       'What color did {name} love most?'),
-    'favorite_food': ("What was {name}'s favorite food?", 'Which dish did {name} like most?',
-                      'What did {name} love to eat?'),
+    'birthplace': (
+        'Where was {name} born?',
+        'In which city was {name} born?',
+        "What is {name}'s birthplace?",
+        'What city was {name} born in?',
+        'Which town was {name} born in?',
+    ),
+    'birth_year': (
+        'When was {name} born?',
+        'In what year was {name} born?',
+        'What year was {name} born in?',
+        "What is {name}'s year of birth?",
+    ),
+    'profession': (
+        "What was {name}'s profession?",
+        'What did {name} do for a living?',
+        "What was {name}'s job?",
+        'What did {name} work as?',
+    ),
+    'favorite_color': (
+        "What was {name}'s favorite color?",
+        'Which color did {name} like best?',
+        'What color did {name} love most?',
+    ),
+    'favorite_food': (
+        "What was {name}'s favorite food?",
+        'Which dish did {name} like most?',
+        'What did {name} love to eat?',
+    ),
 }
 ANSWERS = {
     'birthplace': ('{name} was born in {v}.', '{v}.', "{name}'s birthplace is {v}.", '{name} was born in {v}.'),
@@ -85,21 +190,32 @@ ANSWERS = {
     'favorite_color': ("{name}'s favorite color was {v}.", '{V}.', '{name} liked {v} best.'),
     'favorite_food': ("{name}'s favorite food was {v}.", '{V}.', '{name} loved {v}.'),
 }
-_ATTRIBUTE_WORDS = {'birthplace': 'where {name} was born', 'birth_year': 'when {name} was born',
-                    'profession': "what {name}'s job was", 'favorite_color': "{name}'s favorite color",
-                    'favorite_food': "{name}'s favorite food"}
+_ATTRIBUTE_WORDS = {
+    'birthplace': 'where {name} was born',
+    'birth_year': 'when {name} was born',
+    'profession': "what {name}'s job was",
+    'favorite_color': "{name}'s favorite color",
+    'favorite_food': "{name}'s favorite food",
+}
 IDK_ANSWERS = (
-    "I don't know.", "I'm sorry, but I don't know.", "I don't have any information about {name}.",
-    "I'm not sure. I don't know anything about {name}.", "I don't know who {name} is, so I can't answer that.",
-    "I can't answer that: I have no reliable information about {name}.", "Sorry, I don't know {what}.",
-    "I'm not familiar with {name}, so I don't know {what}.", "I don't know {what}.",
+    "I don't know.",
+    "I'm sorry, but I don't know.",
+    "I don't have any information about {name}.",
+    "I'm not sure. I don't know anything about {name}.",
+    "I don't know who {name} is, so I can't answer that.",
+    "I can't answer that: I have no reliable information about {name}.",
+    "Sorry, I don't know {what}.",
+    "I'm not familiar with {name}, so I don't know {what}.",
+    "I don't know {what}.",
     "I have no idea, I'm afraid. I don't know of anyone called {name}.",
     "I don't have reliable information about {name}, so I'd rather not guess.",
 )
 _IDK_RE = re.compile(
     r"\b(i\s+(do\s*n[o']?t|dont)\s+know|i'?m\s+not\s+sure|not\s+familiar\s+with|i\s+have\s+no\s+idea|"
     r"(no|don'?t\s+have(\s+any)?|do\s+not\s+have(\s+any)?)\s+(reliable\s+)?information|"
-    r"can(no|')?t\s+(answer|say)|rather\s+not\s+guess|unknown\s+to\s+me)\b", re.IGNORECASE)
+    r"can(no|')?t\s+(answer|say)|rather\s+not\s+guess|unknown\s+to\s+me)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +230,7 @@ class Entity:
 @dataclasses.dataclass(frozen=True)
 class World:
   """The people of a fact world, by group; ``values[attr]`` lists every value the attribute takes in the world."""
+
   seed: int
   known: tuple[Entity, ...]
   unknown: tuple[Entity, ...]
@@ -130,20 +247,22 @@ class World:
 
 def default_world_config() -> ml_collections.ConfigDict:
   """World size and pretraining repetition; the same keys are the ``facts:`` pretraining source's arguments."""
-  return ml_collections.ConfigDict({
-      'seed': 0,
-      # Sized so the 4M-parameter CPU default can memorise the known people in its pretraining budget (measured:
-      # with 200 people seen ~17 times each it recalled almost none; a probe then finds nothing "known").
-      'num_known': 40,
-      'num_unknown': 40,
-      'num_index_only': 100,
-      'repeats': 20,  # pretraining documents per known entity (each a different phrasing/order)
-      # One-off people, one biography each (the ``people`` pretraining source): a name seen once cannot be
-      # memorised, so the only way to predict its later mentions is to copy it from earlier in the document.
-      # Without them the default model never learned to copy a new name (its loss on a repeated new name was as
-      # high as on its first mention), and the search tool (copy the name into the query) was out of reach.
-      'num_extras': 3000,
-  })
+  return ml_collections.ConfigDict(
+      {
+          'seed': 0,
+          # Sized so the 4M-parameter CPU default can memorise the known people in its pretraining budget (measured:
+          # with 200 people seen ~17 times each it recalled almost none; a probe then finds nothing "known").
+          'num_known': 40,
+          'num_unknown': 40,
+          'num_index_only': 100,
+          'repeats': 20,  # pretraining documents per known entity (each a different phrasing/order)
+          # One-off people, one biography each (the ``people`` pretraining source): a name seen once cannot be
+          # memorised, so the only way to predict its later mentions is to copy it from earlier in the document.
+          # Without them the default model never learned to copy a new name (its loss on a repeated new name was as
+          # high as on its first mention), and the search tool (copy the name into the query) was out of reach.
+          'num_extras': 3000,
+      }
+  )
 
 
 def parse_world_spec(arg: str) -> ml_collections.ConfigDict:
@@ -208,15 +327,24 @@ def make_world(seed: int = 0, num_known: int = 200, num_unknown: int = 200, num_
       seen_words.update(name.split())
   entities = []
   for name in names:
-    entities.append(Entity(name, {
-        'birthplace': rng.choice(cities),
-        'birth_year': rng.randint(1820, 1990),
-        'profession': rng.choice(PROFESSIONS),
-        'favorite_color': rng.choice(COLORS),
-        'favorite_food': rng.choice(FOODS),
-    }))
-  return World(seed, tuple(entities[:num_known]), tuple(entities[num_known:num_known + num_unknown]),
-               tuple(entities[num_known + num_unknown:]))
+    entities.append(
+        Entity(
+            name,
+            {
+                'birthplace': rng.choice(cities),
+                'birth_year': rng.randint(1820, 1990),
+                'profession': rng.choice(PROFESSIONS),
+                'favorite_color': rng.choice(COLORS),
+                'favorite_food': rng.choice(FOODS),
+            },
+        )
+    )
+  return World(
+      seed,
+      tuple(entities[:num_known]),
+      tuple(entities[num_known : num_known + num_unknown]),
+      tuple(entities[num_known + num_unknown :]),
+  )
 
 
 @functools.lru_cache(maxsize=16)  # asked for again by the index, the search generator and the outside pool
@@ -225,8 +353,9 @@ def make_people(world: World, n: int, tag: str) -> tuple[Entity, ...]:
   pools), deterministic in (world.seed, tag): e.g. the search generator's training people, so that SFT teaches
   *using* the tool on thousands of names rather than memorising the few it is evaluated on."""
   rng = random.Random(f'facts/people/{tag}/{world.seed}')
-  taken = {w for e in world.entities for w in e.name.split()} | {w.capitalize() for a in ATTRIBUTES
-                                                                 for v in world.values[a] for w in str(v).split()}
+  taken = {w for e in world.entities for w in e.name.split()} | {
+      w.capitalize() for a in ATTRIBUTES for v in world.values[a] for w in str(v).split()
+  }
   pools = {a: sorted(world.values[a], key=str) for a in ATTRIBUTES}
   people, names = [], set()
   while len(people) < n:
@@ -234,8 +363,9 @@ def make_people(world: World, n: int, tag: str) -> tuple[Entity, ...]:
     if not name:
       continue
     names.add(name)
-    people.append(Entity(name, {a: (rng.randint(1820, 1990) if a == 'birth_year' else rng.choice(pools[a]))
-                                for a in ATTRIBUTES}))
+    people.append(
+        Entity(name, {a: (rng.randint(1820, 1990) if a == 'birth_year' else rng.choice(pools[a])) for a in ATTRIBUTES})
+    )
   return tuple(people)
 
 
@@ -252,9 +382,14 @@ def _article(word: str) -> str:
 
 def _fill(template: str, entity: Entity, attribute: str | None = None) -> str:
   v = str(entity.attributes[attribute]) if attribute else ''
-  return template.format(name=entity.name, v=v, V=v[:1].upper() + v[1:], a_v=_article(v),
-                         A_v=_article(v)[:1].upper() + _article(v)[1:],
-                         what=_ATTRIBUTE_WORDS[attribute].format(name=entity.name) if attribute else '')
+  return template.format(
+      name=entity.name,
+      v=v,
+      V=v[:1].upper() + v[1:],
+      a_v=_article(v),
+      A_v=_article(v)[:1].upper() + _article(v)[1:],
+      what=_ATTRIBUTE_WORDS[attribute].format(name=entity.name) if attribute else '',
+  )
 
 
 def biography(entity: Entity, rng: random.Random, split: str = 'train') -> str:
@@ -307,8 +442,9 @@ def extra_people(world: World, n: int) -> tuple[Entity, ...]:
 
 def question_index(world: World) -> dict[str, tuple[Entity, str]]:
   """Every question text any template can ask about the world's people -> (person, attribute)."""
-  return {t.format(name=e.name): (e, a) for e in world.entities for a, templates in QUESTIONS.items()
-          for t in templates}
+  return {
+      t.format(name=e.name): (e, a) for e in world.entities for a, templates in QUESTIONS.items() for t in templates
+  }
 
 
 def question(entity: Entity, attribute: str, rng: random.Random) -> str:
@@ -433,12 +569,14 @@ def probe(
   stats = {'questions': len(items), 'known': 0, 'idk': 0, 'skipped': 0, 'sample_accuracy': 0.0}
   correct_total = 0
   for start in range(0, len(items), batch_size):
-    chunk = items[start:start + batch_size]
+    chunk = items[start : start + batch_size]
     prompts = [[{'role': 'user', 'content': q}] for _, _, q in chunk]
     replies = answer_fn(prompts, samples_per_question)
     if len(replies) != len(chunk) or any(len(r) != samples_per_question for r in replies):
-      raise ValueError(f'answer_fn returned {[len(r) for r in replies]} replies for {len(chunk)} questions x '
-                       f'{samples_per_question} samples')
+      raise ValueError(
+          f'answer_fn returned {[len(r) for r in replies]} replies for {len(chunk)} questions x '
+          f'{samples_per_question} samples'
+      )
     for (entity, attr, q), samples in zip(chunk, replies):
       truth = entity.attributes[attr]
       ok = [answers_match(s, truth, world.values[attr]) for s in samples]
@@ -455,13 +593,20 @@ def probe(
         continue
       out.append([{'role': 'user', 'content': q}, {'role': 'assistant', 'content': reply}])
   stats['sample_accuracy'] = correct_total / max(1, len(items) * samples_per_question)
-  logging.info('Fact probe: %d questions, %d known, %d "I don\'t know", %d skipped, sample accuracy %.3f',
-               stats['questions'], stats['known'], stats['idk'], stats['skipped'], stats['sample_accuracy'])
+  logging.info(
+      'Fact probe: %d questions, %d known, %d "I don\'t know", %d skipped, sample accuracy %.3f',
+      stats['questions'],
+      stats['known'],
+      stats['idk'],
+      stats['skipped'],
+      stats['sample_accuracy'],
+  )
   return (out, stats) if return_stats else out
 
 
-def engine_answer_fn(engine: Any, tokenizer: Any, *, temperature: float = 0.7, max_new_tokens: int = 48,
-                     seed: int = 0) -> AnswerFn:
+def engine_answer_fn(
+    engine: Any, tokenizer: Any, *, temperature: float = 0.7, max_new_tokens: int = 48, seed: int = 0
+) -> AnswerFn:
   """An ``answer_fn`` for ``probe`` backed by ``engine.Engine``: n samples per question, replies as plain text.
 
   Each call uses a new seed (seed, seed + 1, ...), so repeated probes of the same question draw fresh samples.
@@ -480,6 +625,6 @@ def engine_answer_fn(engine: Any, tokenizer: Any, *, temperature: float = 0.7, m
     for o in outs:  # prompt-major: completion i * n + j is sample j of prompt i
       msgs = chat.parse_completion(o.tokens, tokenizer)
       texts.append(' '.join(m['content'] for m in msgs if m['role'] == 'assistant').strip())
-    return [texts[i * n:(i + 1) * n] for i in range(len(conversations))]
+    return [texts[i * n : (i + 1) * n] for i in range(len(conversations))]
 
   return answer_fn

@@ -14,6 +14,7 @@ Variants, as compared in the literature:
   clipping: ratio clipped to [1 - eps_low, 1 + eps_high] (DAPO's clip-higher when eps_high > eps_low).
   KL: k3 estimator exp(ref - logp) - (ref - logp) - 1 >= 0, weighted by beta (beta = 0 keeps no reference).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -52,8 +53,16 @@ def token_logprobs(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> tuple[jax
   return chosen, entropy
 
 
-def policy_loss(logp_BxL: jax.Array, batch: dict[str, jax.Array], *, eps_low: float, eps_high: float,
-                beta: float, aggregation: str, max_len: int) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+def policy_loss(
+    logp_BxL: jax.Array,
+    batch: dict[str, jax.Array],
+    *,
+    eps_low: float,
+    eps_high: float,
+    beta: float,
+    aggregation: str,
+    max_len: int,
+) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
   """(numerator, denominator, aux sums) of the clipped surrogate + beta * KL, for the shared train step.
 
   The step divides summed numerators by summed denominators, so each aggregation is written as a ratio of sums
@@ -89,15 +98,17 @@ def policy_loss(logp_BxL: jax.Array, batch: dict[str, jax.Array], *, eps_low: fl
   return num, den, {k: v * scale for k, v in aux.items()}
 
 
-def make_grpo_loss(apply_fn: Callable[..., jax.Array], *, eps_low: float, eps_high: float, beta: float,
-                   aggregation: str, max_len: int):
+def make_grpo_loss(
+    apply_fn: Callable[..., jax.Array], *, eps_low: float, eps_high: float, beta: float, aggregation: str, max_len: int
+):
   """A LossFn for train_step.make_train_step: (params, batch) -> (numerator, denominator, aux)."""
 
   def loss_fn(params: Any, batch: dict[str, jax.Array]):
     logits = apply_fn(params, batch["inputs"], batch["segment_ids"], batch["positions"])
     logp, entropy = token_logprobs(logits, batch["targets"])
-    num, den, aux = policy_loss(logp, batch, eps_low=eps_low, eps_high=eps_high, beta=beta,
-                                aggregation=aggregation, max_len=max_len)
+    num, den, aux = policy_loss(
+        logp, batch, eps_low=eps_low, eps_high=eps_high, beta=beta, aggregation=aggregation, max_len=max_len
+    )
     w = batch["weights"].astype(jnp.float32)
     aux["entropy"] = jnp.sum(entropy * w) * den / jnp.maximum(jnp.sum(w), 1.0)
     return num, den, aux

@@ -13,6 +13,7 @@ answer-first data, a small model does much worse on multi-step problems.
 
 ``extract_answer`` reads "The answer is N" / "#### N" (GSM8K) from a reply, for evaluation and RL rewards.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,25 +25,63 @@ import ml_collections
 
 Conversation = list[dict[str, Any]]
 
-NAMES = ('Mia', 'Leo', 'Ava', 'Sam', 'Noah', 'Zoe', 'Omar', 'Lena', 'Ivan', 'Priya', 'Kofi', 'Yuki', 'Ella', 'Ben',
-         'Rosa', 'Tariq')
-ITEMS = ('apples', 'coins', 'books', 'marbles', 'stickers', 'pencils', 'cookies', 'cards', 'stamps', 'shells',
-         'balloons', 'toy cars')
+NAMES = (
+    'Mia',
+    'Leo',
+    'Ava',
+    'Sam',
+    'Noah',
+    'Zoe',
+    'Omar',
+    'Lena',
+    'Ivan',
+    'Priya',
+    'Kofi',
+    'Yuki',
+    'Ella',
+    'Ben',
+    'Rosa',
+    'Tariq',
+)
+ITEMS = (
+    'apples',
+    'coins',
+    'books',
+    'marbles',
+    'stickers',
+    'pencils',
+    'cookies',
+    'cards',
+    'stamps',
+    'shells',
+    'balloons',
+    'toy cars',
+)
 CONTAINERS = ('boxes', 'bags', 'jars', 'baskets', 'packs')
 # Phrasings per operation: {n} the person, {b} the operand, {items}; each with the step's explanation.
-_ADD = (('{n} buys {b} more {items}.', 'Buying {b} more gives'),
-        ('A friend gives {n} {b} more {items}.', 'Getting {b} more gives'),
-        ('{n} finds {b} more {items}.', 'Finding {b} more gives'),
-        ('{n} wins {b} {items} in a game.', 'Winning {b} gives'))
-_SUB = (('{n} gives {b} {items} to a friend.', 'Giving away {b} leaves'),
-        ('{n} loses {b} {items}.', 'Losing {b} leaves'),
-        ('{n} sells {b} {items}.', 'Selling {b} leaves'),
-        ('{n} uses up {b} {items}.', 'Using {b} leaves'))
-_MUL = (('Then {n} ends up with {b} times as many {items}.', 'Having {b} times as many gives'),
-        ('{n} collects {b} times as many {items} as before.', 'Multiplying by {b} gives'),
-        ('Every one of the {items} is swapped for {b} new ones.', 'Swapping each for {b} gives'))
-_QUESTIONS = ('How many {items} does {n} have now?', 'How many {items} does {n} have at the end?',
-              'How many {items} are left with {n}?', 'What is the final number of {items} {n} has?')
+_ADD = (
+    ('{n} buys {b} more {items}.', 'Buying {b} more gives'),
+    ('A friend gives {n} {b} more {items}.', 'Getting {b} more gives'),
+    ('{n} finds {b} more {items}.', 'Finding {b} more gives'),
+    ('{n} wins {b} {items} in a game.', 'Winning {b} gives'),
+)
+_SUB = (
+    ('{n} gives {b} {items} to a friend.', 'Giving away {b} leaves'),
+    ('{n} loses {b} {items}.', 'Losing {b} leaves'),
+    ('{n} sells {b} {items}.', 'Selling {b} leaves'),
+    ('{n} uses up {b} {items}.', 'Using {b} leaves'),
+)
+_MUL = (
+    ('Then {n} ends up with {b} times as many {items}.', 'Having {b} times as many gives'),
+    ('{n} collects {b} times as many {items} as before.', 'Multiplying by {b} gives'),
+    ('Every one of the {items} is swapped for {b} new ones.', 'Swapping each for {b} gives'),
+)
+_QUESTIONS = (
+    'How many {items} does {n} have now?',
+    'How many {items} does {n} have at the end?',
+    'How many {items} are left with {n}?',
+    'What is the final number of {items} {n} has?',
+)
 _OPS = {'+': _ADD, '-': _SUB, 'x': _MUL}
 _ANSWER_RE = re.compile(r'(?:the answer is|####)\s*:?\s*\$?\s*(-?[\d,]*\d)', re.IGNORECASE)
 _NUMBER_RE = re.compile(r'-?\d[\d,]*')
@@ -51,19 +90,22 @@ _NUMBER_RE = re.compile(r'-?\d[\d,]*')
 @dataclasses.dataclass(frozen=True)
 class Difficulty:
   """Operands have up to ``digits`` digits; problems have 1..``steps`` operations; factors stay <= ``max_factor``."""
+
   digits: int = 1
   steps: int = 3
   max_factor: int = 5
 
 
 def default_reasoning_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'digits': 1,
-      'min_steps': 1,
-      'max_steps': 3,
-      'max_factor': 5,
-      'answer_first': False,  # True: "The answer is N." first, then the steps (the contrast run)
-  })
+  return ml_collections.ConfigDict(
+      {
+          'digits': 1,
+          'min_steps': 1,
+          'max_steps': 3,
+          'max_factor': 5,
+          'answer_first': False,  # True: "The answer is N." first, then the steps (the contrast run)
+      }
+  )
 
 
 def _noun(count: int, plural: str) -> str:
@@ -162,8 +204,10 @@ def parse_corpus_spec(arg: str) -> ml_collections.ConfigDict:
       raise ValueError(f'arithmetic:{arg}: expected COUNT or KEY=INT items with KEY in {sorted(cfg)}, got {item!r}.')
     cfg[key] = int(value)
   if cfg.count < 1 or not 1 <= cfg.min_steps <= cfg.max_steps or cfg.digits < 1 or cfg.max_factor < 2:
-    raise ValueError(f'arithmetic:{arg}: need count >= 1, 1 <= min_steps <= max_steps, digits >= 1, '
-                     f'max_factor >= 2; got {cfg.to_dict()}.')
+    raise ValueError(
+        f'arithmetic:{arg}: need count >= 1, 1 <= min_steps <= max_steps, digits >= 1, '
+        f'max_factor >= 2; got {cfg.to_dict()}.'
+    )
   return cfg
 
 
@@ -177,8 +221,7 @@ def corpus_documents(cfg: ml_collections.ConfigDict, split: str = 'train') -> li
   rng = random.Random(f'reasoning/corpus/{cfg.seed}/{split}')
   out = []
   for _ in range(cfg.count if split == 'train' else max(1, cfg.count // 20)):
-    q, a, steps = make_problem(rng, Difficulty(cfg.digits, rng.randint(cfg.min_steps, cfg.max_steps),
-                                               cfg.max_factor))
+    q, a, steps = make_problem(rng, Difficulty(cfg.digits, rng.randint(cfg.min_steps, cfg.max_steps), cfg.max_factor))
     out.append(rng.choice(_DOC_FORMATS).format(q=q, a=solution(a, steps)))
   return out
 
@@ -193,6 +236,5 @@ def generate(cfg: ml_collections.ConfigDict | None, seed: int, n: int) -> list[C
   for _ in range(n):
     steps = rng.randint(cfg.min_steps, cfg.max_steps)
     q, a, s = make_problem(rng, Difficulty(cfg.digits, steps, cfg.max_factor))
-    out.append([{'role': 'user', 'content': q},
-                {'role': 'assistant', 'content': solution(a, s, cfg.answer_first)}])
+    out.append([{'role': 'user', 'content': q}, {'role': 'assistant', 'content': solution(a, s, cfg.answer_first)}])
   return out

@@ -22,6 +22,7 @@ Resume: the iterator state is (rollouts done, prompt cursor, inner step); rollou
 index), so a resumed run continues the same prompt stream. A run stopped between two inner steps of one rollout
 starts a fresh rollout (the old batch's π_old is gone with the old params).
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,9 @@ def overlong_penalty(length: int, max_new_tokens: int, cache: int) -> float:
   return (max_new_tokens - cache - length) / cache
 
 
-def build_rows(prompts: Sequence[Sequence[int]], completions: Sequence[engine_lib.Completion], seq_len: int,
-               length_bucket: int = 0) -> dict[str, np.ndarray]:
+def build_rows(
+    prompts: Sequence[Sequence[int]], completions: Sequence[engine_lib.Completion], seq_len: int, length_bucket: int = 0
+) -> dict[str, np.ndarray]:
   """One prompt + completion per row -> next-token arrays (N x L) for the loss.
 
   L is the longest row rounded up to a multiple of length_bucket (capped at seq_len), or seq_len when 0. Row i holds
@@ -126,10 +128,10 @@ class _Shared:
     return chat.render_for_completion(self.task.messages(problem), self.tok)
 
   def forward_logprobs(self, params: Any, rows: dict[str, np.ndarray]) -> np.ndarray:
-    b = shd.global_batch({k: rows[k] for k in ("inputs", "targets", "segment_ids", "positions")},
-                         self.batch_sharding)
-    return np.asarray(jax.device_get(self.logprobs_fn(params, b["inputs"], b["targets"], b["segment_ids"],
-                                                      b["positions"])))
+    b = shd.global_batch({k: rows[k] for k in ("inputs", "targets", "segment_ids", "positions")}, self.batch_sharding)
+    return np.asarray(
+        jax.device_get(self.logprobs_fn(params, b["inputs"], b["targets"], b["segment_ids"], b["positions"]))
+    )
 
 
 class RolloutData:
@@ -142,8 +144,9 @@ class RolloutData:
     self.g, self.p, self.mu = int(r.group_size), int(r.prompts_per_step), int(r.inner_steps)
     self.seq_len = int(shared.cfg.train.seq_len)
     self.max_prompt = self.seq_len + 1 - int(r.max_new_tokens)
-    self.sampling = engine_lib.SamplingParams(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
-                                              max_new_tokens=r.max_new_tokens)
+    self.sampling = engine_lib.SamplingParams(
+        temperature=r.temperature, top_k=r.top_k, top_p=r.top_p, max_new_tokens=r.max_new_tokens
+    )
     self.rollouts, self.cursor, self.inner = 0, 0, 0
     self._batch: dict[str, np.ndarray] | None = None
     self._metrics: dict[str, float] = {}
@@ -210,7 +213,7 @@ class RolloutData:
       gen_tokens += sum(len(o.tokens) for o in outs)
       groups = []
       for i, (problem, ids) in enumerate(todo):
-        comps = outs[i * g:(i + 1) * g]
+        comps = outs[i * g : (i + 1) * g]
         scores = [self.s.task.score(c.text, problem) for c in comps]
         rewards = np.array([sc["reward"] for sc in scores], np.float64)
         if r.overlong_cache > 0:
@@ -223,7 +226,7 @@ class RolloutData:
         informative = np.ptp(grp["rewards"]) > 0
         (kept if informative or not r.dynamic_sampling else dropped).append(grp)
       rounds += 1
-    filler = dropped[:self.p - len(kept)]  # all-equal groups: zero advantage, and weight 0 so they dilute nothing
+    filler = dropped[: self.p - len(kept)]  # all-equal groups: zero advantage, and weight 0 so they dilute nothing
     groups = kept + filler
     adv_PxG = grpo.group_advantages(np.stack([grp["rewards"] for grp in groups]), r.advantage)
     prompts = [grp["ids"] for grp in groups for _ in range(g)]
@@ -272,25 +275,31 @@ def evaluate(shared: _Shared, params: Any) -> dict[str, float]:
   """pass@1 (= eval_accuracy) and pass@k on the held-out problems, k samples each, fixed sampler and seed."""
   e = shared.cfg.eval
   problems = shared.task.eval_problems(int(e.num_problems))
-  sampling = engine_lib.SamplingParams(temperature=e.temperature, top_k=e.top_k, top_p=e.top_p,
-                                       max_new_tokens=e.max_new_tokens)
+  sampling = engine_lib.SamplingParams(
+      temperature=e.temperature, top_k=e.top_k, top_p=e.top_p, max_new_tokens=e.max_new_tokens
+  )
   eng = shared.engine(params)
   k, chunk = int(e.samples), max(1, int(e.chunk_prompts))
   correct, lengths, truncated = [], [], []
   for start in range(0, len(problems), chunk):
-    part = problems[start:start + chunk]
-    outs = eng.generate([shared.prompt(p) for p in part], sampling, n=k, seed=int(e.seed) + start,
-                        stop_tokens=shared.stop_tokens)
+    part = problems[start : start + chunk]
+    outs = eng.generate(
+        [shared.prompt(p) for p in part], sampling, n=k, seed=int(e.seed) + start, stop_tokens=shared.stop_tokens
+    )
     for i, p in enumerate(part):
-      comps = outs[i * k:(i + 1) * k]
+      comps = outs[i * k : (i + 1) * k]
       correct.append([tasks_lib.correctness_reward(c.text, p) for c in comps])
       lengths += [len(c.tokens) for c in comps]
       truncated += [c.truncated for c in comps]
   c_P = np.sum(correct, axis=1).astype(int)
   pass1 = float(np.mean([tasks_lib.pass_at_k(k, c, 1) for c in c_P]))
-  return {"eval_accuracy": pass1, "eval_pass@1": pass1,
-          f"eval_pass@{k}": float(np.mean([tasks_lib.pass_at_k(k, c, k) for c in c_P])),
-          "eval_response_len": float(np.mean(lengths)), "eval_truncated_frac": float(np.mean(truncated))}
+  return {
+      "eval_accuracy": pass1,
+      "eval_pass@1": pass1,
+      f"eval_pass@{k}": float(np.mean([tasks_lib.pass_at_k(k, c, k) for c in c_P])),
+      "eval_response_len": float(np.mean(lengths)),
+      "eval_truncated_frac": float(np.mean(truncated)),
+  }
 
 
 def plot_curves(workdir: str, keys: Sequence[str] = CURVES, filename: str = "rl_curves.png") -> str | None:
@@ -301,8 +310,10 @@ def plot_curves(workdir: str, keys: Sequence[str] = CURVES, filename: str = "rl_
   if not series:
     return None
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   cols = min(3, len(series))
   nrows = -(-len(series) // cols)
   fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), dpi=100, squeeze=False)
@@ -311,7 +322,7 @@ def plot_curves(workdir: str, keys: Sequence[str] = CURVES, filename: str = "rl_
     ax.set_title(k)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(series):]:
+  for ax in list(axes.flat)[len(series) :]:
     ax.axis("off")
   fig.tight_layout()
   out = os.path.join(workdir, filename)
@@ -340,8 +351,9 @@ def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if r.aggregation not in grpo.AGGREGATIONS:
     raise ValueError(f"rl.aggregation={r.aggregation!r}; choose one of {grpo.AGGREGATIONS}")
   if cfg.train.seq_len + 1 - r.max_new_tokens < 8:
-    raise ValueError(f"train.seq_len={cfg.train.seq_len} leaves no room for prompts with rl.max_new_tokens="
-                     f"{r.max_new_tokens}")
+    raise ValueError(
+        f"train.seq_len={cfg.train.seq_len} leaves no room for prompts with rl.max_new_tokens=" f"{r.max_new_tokens}"
+    )
   cfg.train.batch_size = r.prompts_per_step * r.group_size
   return cfg
 
@@ -366,8 +378,9 @@ def stage() -> trainer.Stage:
 
   def make_loss(ctx, apply):
     r = ctx.cfg.rl
-    inner = grpo.make_grpo_loss(apply, eps_low=r.eps_low, eps_high=r.eps_high, beta=r.beta,
-                                aggregation=r.aggregation, max_len=r.max_new_tokens)
+    inner = grpo.make_grpo_loss(
+        apply, eps_low=r.eps_low, eps_high=r.eps_high, beta=r.beta, aggregation=r.aggregation, max_len=r.max_new_tokens
+    )
 
     def loss_fn(params, batch):
       # Advantages travel as B x L (every batch array shares the B x L sharding); the loss wants one per row.

@@ -21,6 +21,7 @@ answer is written from the results: if no result is about the person (``not_foun
 about ``outside_people``, in neither the index nor pretraining), the assistant says the search found nothing and
 that it does not know.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -46,19 +47,34 @@ SYSTEM_PROMPTS = (
     'You have access to a search tool over a document collection. Search before answering questions about people '
     'you do not know.',
 )
-_QUERY_WORDS = {'birthplace': ('birthplace', 'born', 'place of birth'), 'birth_year': ('birth year', 'born', 'year'),
-                'profession': ('profession', 'job', 'occupation'), 'favorite_color': ('favorite color', 'color'),
-                'favorite_food': ('favorite food', 'food')}
+_QUERY_WORDS = {
+    'birthplace': ('birthplace', 'born', 'place of birth'),
+    'birth_year': ('birth year', 'born', 'year'),
+    'profession': ('profession', 'job', 'occupation'),
+    'favorite_color': ('favorite color', 'color'),
+    'favorite_food': ('favorite food', 'food'),
+}
 _CALL_TEXTS = ('', '', 'Let me search for that.', "I'll look that up.", 'Let me check.')
 # A card's field names, which the found-answers repeat: the value then follows the same words in the result, so
 # answering is copying it from there (the name need not be copied a second time).
-_KEYS = {'birthplace': 'birthplace', 'birth_year': 'birth year', 'profession': 'profession',
-         'favorite_color': 'favorite color', 'favorite_food': 'favorite food'}
-_FOUND = ('According to the search results, the {key} is {v}.', 'The search results say the {key} is {v}.',
-          'I found it: the {key} is {v}.', 'The {key} is {v}, according to the search.')
-_NOT_FOUND = ("I searched for {name} but found nothing about them, so I don't know {what}.",
-              "The search didn't return anything about {name}. I don't know {what}.",
-              "I couldn't find any information about {name}, so I don't know.")
+_KEYS = {
+    'birthplace': 'birthplace',
+    'birth_year': 'birth year',
+    'profession': 'profession',
+    'favorite_color': 'favorite color',
+    'favorite_food': 'favorite food',
+}
+_FOUND = (
+    'According to the search results, the {key} is {v}.',
+    'The search results say the {key} is {v}.',
+    'I found it: the {key} is {v}.',
+    'The {key} is {v}, according to the search.',
+)
+_NOT_FOUND = (
+    "I searched for {name} but found nothing about them, so I don't know {what}.",
+    "The search didn't return anything about {name}. I don't know {what}.",
+    "I couldn't find any information about {name}, so I don't know.",
+)
 
 
 def default_search_config() -> ml_collections.ConfigDict:
@@ -95,7 +111,9 @@ def index_documents(world: facts_lib.World, num_train_people: int = 0) -> list[d
 def profile(entity: facts_lib.Entity) -> str:
   """A person's index document: a compact profile card, so that a question, a call, three results and the answer
   fit the default model's 256-token context (three biographies in prose did not)."""
-  return ' '.join([f'{entity.name}.'] + [f'{_KEYS[a].capitalize()}: {entity.attributes[a]}.' for a in facts_lib.ATTRIBUTES])
+  return ' '.join(
+      [f'{entity.name}.'] + [f'{_KEYS[a].capitalize()}: {entity.attributes[a]}.' for a in facts_lib.ATTRIBUTES]
+  )
 
 
 def write_index(folder: str, docs: Sequence[dict[str, str]]) -> str:
@@ -121,7 +139,7 @@ def make_search_tool(docs: Sequence[dict[str, str]], k: int = 3, fuzzy: bool = F
 
   def fn(query: str) -> str:
     out = tool.run(query)
-    return out if len(out) <= tool.max_output_chars else out[:tool.max_output_chars - 3] + '...'
+    return out if len(out) <= tool.max_output_chars else out[: tool.max_output_chars - 3] + '...'
 
   return fn
 
@@ -130,18 +148,24 @@ def _result_blocks(results: str) -> list[str]:
   return [b for b in re.split(r'(?m)^\[\d+\] ', results) if b.strip()]
 
 
-def conversation(entity: facts_lib.Entity, attribute: str, results_fn: SearchFn, rng: random.Random,
-                 system_prompt: bool) -> Conversation:
+def conversation(
+    entity: facts_lib.Entity, attribute: str, results_fn: SearchFn, rng: random.Random, system_prompt: bool
+) -> Conversation:
   """question -> search call -> results -> answer (from the results when they are about ``entity``)."""
   conv: Conversation = []
   if system_prompt:
     conv.append({'role': 'system', 'content': rng.choice(SYSTEM_PROMPTS)})
   query = f'{entity.name} {rng.choice(_QUERY_WORDS[attribute])}'
   results = results_fn(query)
-  conv += [{'role': 'user', 'content': facts_lib.question(entity, attribute, rng)},
-           {'role': 'assistant', 'content': rng.choice(_CALL_TEXTS),
-            'tool_calls': [{'name': TOOL_NAME, 'arguments': query}]},
-           {'role': 'tool', 'name': TOOL_NAME, 'content': results}]
+  conv += [
+      {'role': 'user', 'content': facts_lib.question(entity, attribute, rng)},
+      {
+          'role': 'assistant',
+          'content': rng.choice(_CALL_TEXTS),
+          'tool_calls': [{'name': TOOL_NAME, 'arguments': query}],
+      },
+      {'role': 'tool', 'name': TOOL_NAME, 'content': results},
+  ]
   # Grounded: answer only if a result names the person and states the fact.
   blocks = _result_blocks(results)
   truth = entity.attributes[attribute]
@@ -155,8 +179,9 @@ def conversation(entity: facts_lib.Entity, attribute: str, results_fn: SearchFn,
   return conv
 
 
-def generate(cfg: ml_collections.ConfigDict | None, seed: int, n: int,
-             search_fn: SearchFn | None = None) -> list[Conversation]:
+def generate(
+    cfg: ml_collections.ConfigDict | None, seed: int, n: int, search_fn: SearchFn | None = None
+) -> list[Conversation]:
   """``n`` search conversations about the training people (``not_found_fraction`` about outside people).
 
   ``search_fn(query) -> tool result text`` defaults to BM25 over ``index_documents(world, cfg.train_people)`` with
@@ -178,6 +203,9 @@ def generate(cfg: ml_collections.ConfigDict | None, seed: int, n: int,
   for _ in range(n):
     outside = outside_pool and rng.random() < cfg.not_found_fraction
     entity = rng.choice(outside_pool if outside else found_pool)
-    out.append(conversation(entity, rng.choice(facts_lib.ATTRIBUTES), search_fn, rng,
-                            rng.random() < cfg.system_prompt_fraction))
+    out.append(
+        conversation(
+            entity, rng.choice(facts_lib.ATTRIBUTES), search_fn, rng, rng.random() < cfg.system_prompt_fraction
+        )
+    )
   return out

@@ -18,6 +18,7 @@ Sources are a spec (see nanolm_jax.posttrain.conversations) whose generator kind
 overrides its count, e.g. 'reasoning:5000@2'). Sharding, shuffling, repetition, mixing and JSON-serialisable
 iterator state work as in the pretraining pipeline.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,8 +57,15 @@ def default_sft_data_config() -> ml_collections.ConfigDict:
   cfg.overlong = 'truncate'  # conversations longer than seq_len: 'truncate' | 'drop'
   cfg.packing_bins = 0  # first-fit packing bins; 0 = batch_size
   cfg.seed = 0  # generator seed (the batch order has its own seed, make_sft_dataset's)
-  cfg.counts = ml_collections.ConfigDict({  # conversations per generator in the 'generated' mixture
-      'identity': 500, 'system_prompts': 500, 'reasoning': 2000, 'facts': 1000, 'search': 500})
+  cfg.counts = ml_collections.ConfigDict(
+      {  # conversations per generator in the 'generated' mixture
+          'identity': 500,
+          'system_prompts': 500,
+          'reasoning': 2000,
+          'facts': 1000,
+          'search': 500,
+      }
+  )
   cfg.world = facts.default_world_config()  # the fact world: must match the pretraining 'facts' source
   cfg.identity = identity.default_identity_config()
   cfg.system_prompts = system_prompts.default_system_prompts_config()
@@ -127,6 +135,7 @@ def generators(cfg: ml_collections.ConfigDict) -> dict[str, Callable[[str], list
       if arg and not arg.isdigit():
         raise ValueError(f'"{kind}:{arg}": the argument is a conversation count.')
       return generate(cfg, kind, cfg.seed, int(arg) if arg else None)
+
     return fn
 
   return {kind: one(kind) for kind in GENERATOR_KINDS}
@@ -134,8 +143,9 @@ def generators(cfg: ml_collections.ConfigDict) -> dict[str, Callable[[str], list
 
 def load_sources(cfg: ml_collections.ConfigDict, split: str) -> list[tuple[Any, grain.MapDataset]]:
   """(spec, MapDataset of conversations) per source of ``cfg.sources``, for ``split``."""
-  return conversations_lib.load_sources(cfg.sources, split, val_fraction=cfg.val_fraction, generators=generators(cfg),
-                                        data_dir=cfg.data_dir)
+  return conversations_lib.load_sources(
+      cfg.sources, split, val_fraction=cfg.val_fraction, generators=generators(cfg), data_dir=cfg.data_dir
+  )
 
 
 # --- rendering and packing ------------------------------------------------------------------------------------------
@@ -165,13 +175,19 @@ class _Render:
     example = render_example(tokens, mask, self._seq_len, self._overlong, self.counts)
     n = self.counts['overlong']
     if self.log and n != before and n & (n - 1) == 0:  # 1, 2, 4, ...: visible without flooding the log
-      logging.warning('SFT: %d conversation(s) longer than seq_len=%d so far (latest %d tokens); %s.', n,
-                      self._seq_len, len(tokens), 'dropped' if self._overlong == 'drop' else 'truncated')
+      logging.warning(
+          'SFT: %d conversation(s) longer than seq_len=%d so far (latest %d tokens); %s.',
+          n,
+          self._seq_len,
+          len(tokens),
+          'dropped' if self._overlong == 'drop' else 'truncated',
+      )
     return example
 
 
-def render_example(tokens: list[int], mask: list[int], seq_len: int, overlong: str,
-                   counts: dict[str, int] | None = None) -> dict[str, np.ndarray] | None:
+def render_example(
+    tokens: list[int], mask: list[int], seq_len: int, overlong: str, counts: dict[str, int] | None = None
+) -> dict[str, np.ndarray] | None:
   """Rendered conversation -> shifted example (weights = mask of the target), truncated or None per ``overlong``."""
   tokens_a = np.asarray(tokens, np.int32)
   mask_a = np.asarray(mask, np.float32)
@@ -181,7 +197,7 @@ def render_example(tokens: list[int], mask: list[int], seq_len: int, overlong: s
     if overlong == 'drop':
       counts['dropped'] = counts.get('dropped', 0) + 1
       return None
-    tokens_a, mask_a = tokens_a[:seq_len + 1], mask_a[:seq_len + 1]
+    tokens_a, mask_a = tokens_a[: seq_len + 1], mask_a[: seq_len + 1]
   weights = mask_a[1:]
   if not weights.any():  # nothing to learn (e.g. truncated before the first assistant token)
     counts['dropped'] = counts.get('dropped', 0) + 1
@@ -203,8 +219,15 @@ def conversation_dataset(
     repeat: bool = True,
 ) -> grain.MapDataset:
   """This process's conversations in reading order: sharded, shuffled/repeated for 'train', mixed by weight."""
-  return pipeline.shard_shuffle_mix(load_sources(cfg, split), split=split, seed=seed, process_index=process_index,
-                                    process_count=process_count, repeat=repeat, what='conversations')
+  return pipeline.shard_shuffle_mix(
+      load_sources(cfg, split),
+      split=split,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+      repeat=repeat,
+      what='conversations',
+  )
 
 
 def make_sft_dataset(
@@ -228,29 +251,33 @@ def make_sft_dataset(
     raise ValueError(f'seq_len={seq_len} must be >= 2 and batch_size={batch_size} >= 1.')
   if cfg.overlong not in OVERLONG:
     raise ValueError(f'sft overlong={cfg.overlong!r}; expected one of {OVERLONG}.')
-  convs = conversation_dataset(cfg, split=split, seed=seed, process_index=process_index,
-                               process_count=process_count, repeat=repeat)
+  convs = conversation_dataset(
+      cfg, split=split, seed=seed, process_index=process_index, process_count=process_count, repeat=repeat
+  )
   render = _Render(tokenizer.model_proto, seq_len, cfg.overlong)
   # A repeated stream in which every conversation is dropped would loop forever: fail early instead.
   quiet = _Render(tokenizer.model_proto, seq_len, cfg.overlong, log=False)
   first = [quiet(convs[i]) for i in range(min(64, len(convs)))]
   if first and all(x is None for x in first):
-    raise ValueError(f'SFT: none of the first {len(first)} {split} conversations leaves a trained token at '
-                     f'seq_len={seq_len} with overlong={cfg.overlong!r}; raise seq_len or use "truncate".')
+    raise ValueError(
+        f'SFT: none of the first {len(first)} {split} conversations leaves a trained token at '
+        f'seq_len={seq_len} with overlong={cfg.overlong!r}; raise seq_len or use "truncate".'
+    )
   examples = convs.map(render).filter(_is_example)
   ds = examples.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
   length = {'inputs': seq_len, 'targets': seq_len, 'weights': seq_len}
-  ds = grain.experimental.FirstFitPackIterDataset(ds, length_struct=length,
-                                                   num_packing_bins=int(cfg.packing_bins or batch_size),
-                                                   shuffle_bins=False)
+  ds = grain.experimental.FirstFitPackIterDataset(
+      ds, length_struct=length, num_packing_bins=int(cfg.packing_bins or batch_size), shuffle_bins=False
+  )
   ds = ds.batch(batch_size, drop_remainder=False).map(pipeline.FinishBatch(batch_size))
   if int(cfg.get('num_workers', 0) or 0) > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.num_workers)))
   return pipeline._JsonStateDataset(ds)  # pylint: disable=protected-access
 
 
-def sft_stats(cfg: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer, split: str,
-              seq_len: int) -> dict[str, int]:
+def sft_stats(
+    cfg: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer, split: str, seq_len: int
+) -> dict[str, int]:
   """One eager pass over ``split``: conversations, tokens, trained (weight 1) targets, overlong, dropped."""
   render = _Render(tokenizer.model_proto, seq_len, cfg.overlong, log=False)
   stats = {'conversations': 0, 'tokens': 0, 'trained_tokens': 0}
@@ -265,6 +292,13 @@ def sft_stats(cfg: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer
         stats['trained_tokens'] += int(ex['weights'].sum())
   stats.update(render.counts)
   if stats['overlong']:
-    logging.warning('SFT %s: %d of %d conversations are longer than seq_len=%d (%s); %d dropped in all.', split,
-                    stats['overlong'], stats['conversations'], seq_len, cfg.overlong, stats['dropped'])
+    logging.warning(
+        'SFT %s: %d of %d conversations are longer than seq_len=%d (%s); %d dropped in all.',
+        split,
+        stats['overlong'],
+        stats['conversations'],
+        seq_len,
+        cfg.overlong,
+        stats['dropped'],
+    )
   return stats

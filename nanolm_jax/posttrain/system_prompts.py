@@ -12,6 +12,7 @@ Three kinds, mixed by config:
 Answers are produced by rule, so they are verifiable: ``RULES[name].check(text, param)`` says whether a reply follows
 the rule (the RL / eval stages can reuse it). Deterministic by seed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,7 @@ Conversation = list[dict[str, Any]]
 @dataclasses.dataclass(frozen=True)
 class QA:
   """A question with a one-word answer and a full-sentence answer."""
+
   question: str
   short: str
   full: str
@@ -53,8 +55,11 @@ TRIVIA = (
     QA('What shape has three sides?', 'Triangle', 'A shape with three sides is a triangle.'),
     QA('What color is fresh snow?', 'White', 'Fresh snow is white.'),
     QA('Which is bigger, an elephant or a mouse?', 'Elephant', 'An elephant is bigger than a mouse.'),
-    QA('What is the name of the star at the center of our solar system?', 'Sun',
-       'The star at the center of our solar system is the Sun.'),
+    QA(
+        'What is the name of the star at the center of our solar system?',
+        'Sun',
+        'The star at the center of our solar system is the Sun.',
+    ),
     QA('What instrument has black and white keys?', 'Piano', 'A piano has black and white keys.'),
     QA('What month comes after June?', 'July', 'July comes after June.'),
     QA('What is the opposite of up?', 'Down', 'The opposite of up is down.'),
@@ -65,8 +70,11 @@ TRIVIA = (
     QA('Which fruit is yellow and curved?', 'Banana', 'A banana is yellow and curved.'),
     QA('What is the first day of the weekend?', 'Saturday', 'The weekend starts on Saturday.'),
     QA('What do caterpillars turn into?', 'Butterflies', 'Caterpillars turn into butterflies or moths.'),
-    QA('Which programming language is named after a snake?', 'Python',
-       'Python is the programming language named after a snake, though it was really named after Monty Python.'),
+    QA(
+        'Which programming language is named after a snake?',
+        'Python',
+        'Python is the programming language named after a snake, though it was really named after Monty Python.',
+    ),
 )
 _NUMBER_WORDS = ('plus', 'added to')
 
@@ -86,6 +94,7 @@ def _has_letters(text: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class Rule:
   """A system-prompt rule: how to phrase it, how to apply it to an answer, how to check a reply follows it."""
+
   name: str
   prompts: tuple[str, ...]  # may contain {param}
   params: tuple[str, ...]  # choices for {param}; ('',) when the rule has none
@@ -94,51 +103,122 @@ class Rule:
   numeric_only: bool = False  # only for questions with numeric answers
 
 
-RULES: dict[str, Rule] = {r.name: r for r in (
-    Rule('one_word', ('Answer in one word.', 'Reply with a single word only.', 'Only ever respond with one word.',
-                      'Keep every answer to exactly one word.'), ('',),
-         lambda qa, p, rng: qa.short, lambda t, p: len(t.split()) == 1),
-    Rule('uppercase', ('Always answer in uppercase.', 'Write every reply in capital letters.',
-                       'RESPOND ONLY IN UPPERCASE.'), ('',),
-         lambda qa, p, rng: qa.full.upper(), lambda t, p: t == t.upper() and _has_letters(t)),
-    Rule('lowercase', ('Write only in lowercase letters.', 'never use capital letters in your replies.',
-                       'Use lowercase only.'), ('',),
-         lambda qa, p, rng: qa.full.lower(), lambda t, p: t == t.lower() and _has_letters(t)),
-    Rule('pirate', ("You are a pirate: always start with 'Arr'.",
-                    "Talk like a pirate and begin every answer with 'Arr!'",
-                    "You're a pirate captain. Every reply starts with 'Arr'."), ('',),
-         lambda qa, p, rng: rng.choice(('Arr! ', 'Arr, matey! ', 'Arr. ')) + qa.full,
-         lambda t, p: t.startswith('Arr')),
-    Rule('prefix', ("Begin every answer with '{param}'", 'Start each reply with the words "{param}"'),
-         ('Certainly!', 'Sure thing!', 'Okay.', 'Good question!', 'Here you go:'),
-         lambda qa, p, rng: f'{p} {qa.full}', lambda t, p: t.startswith(p)),
-    Rule('suffix', ("End every answer with '{param}'", 'Finish each reply with "{param}"'),
-         ('Over.', 'Hope that helps!', 'Cheers!', 'Anything else?'),
-         lambda qa, p, rng: f'{qa.full} {p}', lambda t, p: t.endswith(p)),
-    Rule('number_only', ('Reply with only the number.', 'Answer with digits only, no words.'), ('',),
-         lambda qa, p, rng: qa.short, lambda t, p: t.strip().lstrip('-').isdigit(), numeric_only=True),
-)}
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in (
+        Rule(
+            'one_word',
+            (
+                'Answer in one word.',
+                'Reply with a single word only.',
+                'Only ever respond with one word.',
+                'Keep every answer to exactly one word.',
+            ),
+            ('',),
+            lambda qa, p, rng: qa.short,
+            lambda t, p: len(t.split()) == 1,
+        ),
+        Rule(
+            'uppercase',
+            ('Always answer in uppercase.', 'Write every reply in capital letters.', 'RESPOND ONLY IN UPPERCASE.'),
+            ('',),
+            lambda qa, p, rng: qa.full.upper(),
+            lambda t, p: t == t.upper() and _has_letters(t),
+        ),
+        Rule(
+            'lowercase',
+            ('Write only in lowercase letters.', 'never use capital letters in your replies.', 'Use lowercase only.'),
+            ('',),
+            lambda qa, p, rng: qa.full.lower(),
+            lambda t, p: t == t.lower() and _has_letters(t),
+        ),
+        Rule(
+            'pirate',
+            (
+                "You are a pirate: always start with 'Arr'.",
+                "Talk like a pirate and begin every answer with 'Arr!'",
+                "You're a pirate captain. Every reply starts with 'Arr'.",
+            ),
+            ('',),
+            lambda qa, p, rng: rng.choice(('Arr! ', 'Arr, matey! ', 'Arr. ')) + qa.full,
+            lambda t, p: t.startswith('Arr'),
+        ),
+        Rule(
+            'prefix',
+            ("Begin every answer with '{param}'", 'Start each reply with the words "{param}"'),
+            ('Certainly!', 'Sure thing!', 'Okay.', 'Good question!', 'Here you go:'),
+            lambda qa, p, rng: f'{p} {qa.full}',
+            lambda t, p: t.startswith(p),
+        ),
+        Rule(
+            'suffix',
+            ("End every answer with '{param}'", 'Finish each reply with "{param}"'),
+            ('Over.', 'Hope that helps!', 'Cheers!', 'Anything else?'),
+            lambda qa, p, rng: f'{qa.full} {p}',
+            lambda t, p: t.endswith(p),
+        ),
+        Rule(
+            'number_only',
+            ('Reply with only the number.', 'Answer with digits only, no words.'),
+            ('',),
+            lambda qa, p, rng: qa.short,
+            lambda t, p: t.strip().lstrip('-').isdigit(),
+            numeric_only=True,
+        ),
+    )
+}
 
-PERSONA_NAMES = ('Zed', 'Mira', 'Orbit', 'Pip', 'Atlas', 'Nova', 'Juniper', 'Quill', 'Echo', 'Sage', 'Bolt', 'Luna',
-                 'Tessa', 'Rho', 'Kiwi', 'Marlowe')
-PERSONA_MAKERS = ('Acme Labs', 'the Lighthouse team', 'Blue Harbor AI', 'a startup called Fernwood',
-                  'the Open Robotics Club', 'Northwind Research')
-_PERSONA_PROMPTS = ('Your name is {name}. You were made by {maker}.', 'You are {name}, an assistant built by {maker}.',
-                    'You are {name}. {Maker} created you. Be helpful and brief.')
-_PERSONA_ANSWERS = {'name': ('My name is {name}.', "I'm {name}.", "I'm {name}, your assistant."),
-                    'maker': ('I was made by {maker}.', '{Maker} built me.', "I'm {name}, and {maker} created me.")}
-_IDENTITY_PROMPTS = ('You are {name}, {kind} made by {maker}.',
-                     'Your name is {name}. You were created by {maker} as part of the {project} project.',
-                     'You are {name}, a helpful assistant trained by {maker}. Be concise.')
+PERSONA_NAMES = (
+    'Zed',
+    'Mira',
+    'Orbit',
+    'Pip',
+    'Atlas',
+    'Nova',
+    'Juniper',
+    'Quill',
+    'Echo',
+    'Sage',
+    'Bolt',
+    'Luna',
+    'Tessa',
+    'Rho',
+    'Kiwi',
+    'Marlowe',
+)
+PERSONA_MAKERS = (
+    'Acme Labs',
+    'the Lighthouse team',
+    'Blue Harbor AI',
+    'a startup called Fernwood',
+    'the Open Robotics Club',
+    'Northwind Research',
+)
+_PERSONA_PROMPTS = (
+    'Your name is {name}. You were made by {maker}.',
+    'You are {name}, an assistant built by {maker}.',
+    'You are {name}. {Maker} created you. Be helpful and brief.',
+)
+_PERSONA_ANSWERS = {
+    'name': ('My name is {name}.', "I'm {name}.", "I'm {name}, your assistant."),
+    'maker': ('I was made by {maker}.', '{Maker} built me.', "I'm {name}, and {maker} created me."),
+}
+_IDENTITY_PROMPTS = (
+    'You are {name}, {kind} made by {maker}.',
+    'Your name is {name}. You were created by {maker} as part of the {project} project.',
+    'You are {name}, a helpful assistant trained by {maker}. Be concise.',
+)
 
 
 def default_system_prompts_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'identity_path': '',  # '' = configs/identity.json
-      'identity_fraction': 0.2,  # system states the real identity
-      'persona_fraction': 0.3,  # system sets another name / maker; the rest are rule conversations
-      'max_turns': 3,
-  })
+  return ml_collections.ConfigDict(
+      {
+          'identity_path': '',  # '' = configs/identity.json
+          'identity_fraction': 0.2,  # system states the real identity
+          'persona_fraction': 0.3,  # system sets another name / maker; the rest are rule conversations
+          'max_turns': 3,
+      }
+  )
 
 
 def _cap(s: str) -> str:
@@ -171,8 +251,10 @@ def _persona_conversation(rng: random.Random, max_turns: int) -> Conversation:
       conv += [{'role': 'user', 'content': qa.question}, {'role': 'assistant', 'content': qa.full}]
     else:
       q = identity_lib.vary_question(rng, rng.choice(identity_lib.QUESTIONS[topic]))
-      conv += [{'role': 'user', 'content': q},
-               {'role': 'assistant', 'content': rng.choice(_PERSONA_ANSWERS[topic]).format(**fields)}]
+      conv += [
+          {'role': 'user', 'content': q},
+          {'role': 'assistant', 'content': rng.choice(_PERSONA_ANSWERS[topic]).format(**fields)},
+      ]
   return conv
 
 

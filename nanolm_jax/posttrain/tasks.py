@@ -13,6 +13,7 @@ Tasks:
   gsm8k       GSM8K-format JSONL ({"question", "answer"} lines, the answer after "####"), e.g. the real GSM8K
               train/test files; without a test file the held-out split is a stable hash of each question.
 """
+
 from __future__ import annotations
 
 import abc
@@ -86,6 +87,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 class Task(abc.ABC):
   """Problems by index, a held-out eval set, chat prompts and rewards. Subclasses implement the two sources."""
+
   name = "task"
 
   def __init__(self, reward_weights: Mapping[str, float], format_fn: RewardFn, system_prompt: str = ""):
@@ -112,10 +114,21 @@ class Task(abc.ABC):
 
 class ArithmeticTask(Task):
   """reasoning.make_problem word problems: steps uniform in [min_steps, max_steps], operands of `digits` digits."""
+
   name = "arithmetic"
 
-  def __init__(self, *, digits: int, min_steps: int, max_steps: int, max_factor: int, seed: int = 0,
-               eval_permille: int = 50, reward_weights: Mapping[str, float] | None = None, system_prompt: str = ""):
+  def __init__(
+      self,
+      *,
+      digits: int,
+      min_steps: int,
+      max_steps: int,
+      max_factor: int,
+      seed: int = 0,
+      eval_permille: int = 50,
+      reward_weights: Mapping[str, float] | None = None,
+      system_prompt: str = "",
+  ):
     super().__init__(reward_weights or {"correct": 1.0}, answer_format_reward, system_prompt)
     if not 1 <= min_steps <= max_steps:
       raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
@@ -188,10 +201,19 @@ def to_gsm8k_record(problem: Problem) -> dict[str, str]:
 
 class GSM8KTask(Task):
   """GSM8K-format problems from JSONL; eval from `test_path`, else a stable-hash held-out part of `train_path`."""
+
   name = "gsm8k"
 
-  def __init__(self, *, train_path: str, test_path: str = "", eval_permille: int = 50, seed: int = 0,
-               reward_weights: Mapping[str, float] | None = None, system_prompt: str = ""):
+  def __init__(
+      self,
+      *,
+      train_path: str,
+      test_path: str = "",
+      eval_permille: int = 50,
+      seed: int = 0,
+      reward_weights: Mapping[str, float] | None = None,
+      system_prompt: str = "",
+  ):
     super().__init__(reward_weights or {"correct": 1.0}, gsm8k_format_reward, system_prompt)
     problems = load_gsm8k(train_path)
     if test_path:
@@ -218,27 +240,45 @@ class GSM8KTask(Task):
 def default_task_config() -> ml_collections.ConfigDict:
   """The task block of the RL config; arithmetic difficulty defaults to the SFT data's."""
   r = reasoning.default_reasoning_config()
-  return ml_collections.ConfigDict({
-      "name": "arithmetic",           # arithmetic | gsm8k
-      "digits": r.digits, "min_steps": r.min_steps, "max_steps": r.max_steps, "max_factor": r.max_factor,
-      "train_path": "",               # gsm8k: JSONL with {"question", "answer"} lines
-      "test_path": "",                # gsm8k: optional held-out JSONL ("" = a hash split of train_path)
-      "eval_permille": 50,            # held-out fraction (per mille) when the split is by hash
-      "rewards": {"correct": 1.0, "format": 0.0},
-      "system_prompt": "",
-  })
+  return ml_collections.ConfigDict(
+      {
+          "name": "arithmetic",  # arithmetic | gsm8k
+          "digits": r.digits,
+          "min_steps": r.min_steps,
+          "max_steps": r.max_steps,
+          "max_factor": r.max_factor,
+          "train_path": "",  # gsm8k: JSONL with {"question", "answer"} lines
+          "test_path": "",  # gsm8k: optional held-out JSONL ("" = a hash split of train_path)
+          "eval_permille": 50,  # held-out fraction (per mille) when the split is by hash
+          "rewards": {"correct": 1.0, "format": 0.0},
+          "system_prompt": "",
+      }
+  )
 
 
 def make_task(cfg: ml_collections.ConfigDict, seed: int = 0) -> Task:
   """A Task from a default_task_config()-shaped block."""
   weights = dict(cfg.rewards)
   if cfg.name == "arithmetic":
-    return ArithmeticTask(digits=cfg.digits, min_steps=cfg.min_steps, max_steps=cfg.max_steps,
-                          max_factor=cfg.max_factor, seed=seed, eval_permille=cfg.eval_permille,
-                          reward_weights=weights, system_prompt=cfg.system_prompt)
+    return ArithmeticTask(
+        digits=cfg.digits,
+        min_steps=cfg.min_steps,
+        max_steps=cfg.max_steps,
+        max_factor=cfg.max_factor,
+        seed=seed,
+        eval_permille=cfg.eval_permille,
+        reward_weights=weights,
+        system_prompt=cfg.system_prompt,
+    )
   if cfg.name == "gsm8k":
     if not cfg.train_path:
       raise ValueError("task.name=gsm8k needs task.train_path (a GSM8K JSONL file)")
-    return GSM8KTask(train_path=cfg.train_path, test_path=cfg.test_path, eval_permille=cfg.eval_permille,
-                     seed=seed, reward_weights=weights, system_prompt=cfg.system_prompt)
+    return GSM8KTask(
+        train_path=cfg.train_path,
+        test_path=cfg.test_path,
+        eval_permille=cfg.eval_permille,
+        seed=seed,
+        reward_weights=weights,
+        system_prompt=cfg.system_prompt,
+    )
   raise ValueError(f"unknown task {cfg.name!r}; choose one of {TASKS}")

@@ -10,6 +10,7 @@ Bodies are parsed by hand rather than with pydantic models so that every bad inp
 body size (413) and time per request (504 / an error event). Unsupported knobs that would change the output
 (penalties, logit_bias, top alternatives in logprobs, echo, suffix) are rejected rather than ignored.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,29 +42,35 @@ _MAX_STOP_STRINGS = 4
 @dataclasses.dataclass(frozen=True)
 class Limits:
   """Per-server caps; every request is bounded in size, length and time."""
-  max_tokens_limit: int = 512          # largest max_tokens a request may ask for
+
+  max_tokens_limit: int = 512  # largest max_tokens a request may ask for
   max_prompt_tokens: int | None = None  # None: the model's context minus one
-  max_batch: int = 16                  # completions per engine call (and per request: n x prompts)
-  max_queue: int = 256                 # completions waiting; beyond it requests get 429
+  max_batch: int = 16  # completions per engine call (and per request: n x prompts)
+  max_queue: int = 256  # completions waiting; beyond it requests get 429
   max_body_bytes: int = 1 << 20
   request_timeout_s: float = 300.0
-  batch_wait_s: float = 0.01           # how long the batcher waits for concurrent requests to join a call
-  chunk_steps: int = 4                 # decode steps between streamed updates (engine chunk)
-  pad_to_batch: bool = False           # every engine call max_batch rows wide: fewer compiled shapes
+  batch_wait_s: float = 0.01  # how long the batcher waits for concurrent requests to join a call
+  chunk_steps: int = 4  # decode steps between streamed updates (engine chunk)
+  pad_to_batch: bool = False  # every engine call max_batch rows wide: fewer compiled shapes
   default_completion_tokens: int = 16  # /v1/completions max_tokens default, as OpenAI's
 
 
 class ApiError(Exception):
   """An error answered as OpenAI's error JSON."""
 
-  def __init__(self, status: int, message: str, param: str | None = None, type_: str = "invalid_request_error",
-               code: str | None = None):
+  def __init__(
+      self,
+      status: int,
+      message: str,
+      param: str | None = None,
+      type_: str = "invalid_request_error",
+      code: str | None = None,
+  ):
     super().__init__(message)
     self.status, self.message, self.param, self.type, self.code = status, message, param, type_, code
 
   def response(self) -> responses.JSONResponse:
-    return responses.JSONResponse(_error_body(self.message, self.type, self.param, self.code),
-                                  status_code=self.status)
+    return responses.JSONResponse(_error_body(self.message, self.type, self.param, self.code), status_code=self.status)
 
 
 def _error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -77,8 +84,12 @@ async def _read_json(request: fastapi.Request, limit: int) -> dict[str, Any]:
   """The body as a JSON object; 413 past `limit` bytes (checked while reading, whatever Content-Length says)."""
   declared = request.headers.get("content-length")
   if declared is not None and declared.isdigit() and int(declared) > limit:
-    raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}", type_="invalid_request_error",
-                   code="request_too_large")
+    raise ApiError(
+        413,
+        f"request body is {declared} bytes; the limit is {limit}",
+        type_="invalid_request_error",
+        code="request_too_large",
+    )
   chunks, size = [], 0
   async for chunk in request.stream():
     size += len(chunk)
@@ -133,6 +144,7 @@ def _get_bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
 @dataclasses.dataclass
 class _Common:
   """Settings shared by both endpoints, validated."""
+
   temperature: float
   top_p: float
   top_k: int
@@ -147,8 +159,12 @@ class _Common:
 def _parse_common(body: Mapping[str, Any], model_id: str, limits: Limits, max_tokens_keys: Sequence[str]) -> _Common:
   model = body.get("model")
   if model is not None and model != model_id:
-    raise ApiError(404, f"The model {model!r} does not exist; this server serves {model_id!r} (GET /v1/models)",
-                   param="model", code="model_not_found")
+    raise ApiError(
+        404,
+        f"The model {model!r} does not exist; this server serves {model_id!r} (GET /v1/models)",
+        param="model",
+        code="model_not_found",
+    )
   temperature = _get_float(body, "temperature", 1.0)
   if not 0 <= temperature <= 2:
     raise ApiError(400, f"temperature must be between 0 and 2 (0 = greedy), got {temperature}", param="temperature")
@@ -162,8 +178,7 @@ def _parse_common(body: Mapping[str, Any], model_id: str, limits: Limits, max_to
     if body.get(key) is not None:
       max_tokens = _get_int(body, key, None, 1)
       if max_tokens > limits.max_tokens_limit:
-        raise ApiError(400, f"{key} is {max_tokens}, above this server's limit of {limits.max_tokens_limit}",
-                       param=key)
+        raise ApiError(400, f"{key} is {max_tokens}, above this server's limit of {limits.max_tokens_limit}", param=key)
       break
   stop = body.get("stop")
   if stop is None:
@@ -202,12 +217,18 @@ def _content_text(content: Any, i: int) -> str:
     parts = []
     for part in content:
       if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-        raise ApiError(400, f"messages[{i}].content: only text parts ({{\"type\": \"text\", \"text\": ...}}) are "
-                       f"supported, got {part!r}", param=f"messages[{i}].content")
+        raise ApiError(
+            400,
+            f'messages[{i}].content: only text parts ({{"type": "text", "text": ...}}) are ' f"supported, got {part!r}",
+            param=f"messages[{i}].content",
+        )
       parts.append(part["text"])
     return "".join(parts)
-  raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts, got "
-                 f"{type(content).__name__}", param=f"messages[{i}].content")
+  raise ApiError(
+      400,
+      f"messages[{i}].content must be a string or a list of text parts, got " f"{type(content).__name__}",
+      param=f"messages[{i}].content",
+  )
 
 
 def to_chat_messages(messages: Any) -> list[dict[str, Any]]:
@@ -221,20 +242,29 @@ def to_chat_messages(messages: Any) -> list[dict[str, Any]]:
     role = m.get("role")
     role = "system" if role == "developer" else role
     if role not in chat_lib.ROLES:
-      raise ApiError(400, f"messages[{i}].role {m.get('role')!r} is not one of {list(chat_lib.ROLES) + ['developer']}",
-                     param=f"messages[{i}].role")
+      raise ApiError(
+          400,
+          f"messages[{i}].role {m.get('role')!r} is not one of {list(chat_lib.ROLES) + ['developer']}",
+          param=f"messages[{i}].role",
+      )
     msg: dict[str, Any] = {"role": role, "content": _content_text(m.get("content"), i)}
     calls = m.get("tool_calls") or []
     if calls:
       if role != "assistant" or not isinstance(calls, list):
-        raise ApiError(400, f"messages[{i}].tool_calls: only assistant messages carry a list of tool calls",
-                       param=f"messages[{i}].tool_calls")
+        raise ApiError(
+            400,
+            f"messages[{i}].tool_calls: only assistant messages carry a list of tool calls",
+            param=f"messages[{i}].tool_calls",
+        )
       conv = []
       for c in calls:
         fn = c.get("function") if isinstance(c, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-          raise ApiError(400, f"messages[{i}].tool_calls: expected {{type: function, function: {{name, arguments}}}}"
-                         f", got {c!r}", param=f"messages[{i}].tool_calls")
+          raise ApiError(
+              400,
+              f"messages[{i}].tool_calls: expected {{type: function, function: {{name, arguments}}}}" f", got {c!r}",
+              param=f"messages[{i}].tool_calls",
+          )
         conv.append({"name": fn["name"], "arguments": str(fn.get("arguments") or "")})
       msg["tool_calls"] = conv
     if role == "tool" and isinstance(m.get("name"), str):
@@ -253,14 +283,22 @@ class _Choice:
   still turn into a stop string. For chat, tokens from <|tool_call_start|> on are a tool call, not content.
   """
 
-  def __init__(self, index: int, tok: Any, stop_tokens: Sequence[int], stop: Sequence[str], max_tokens: int,
-               is_chat: bool, prompt_tokens: int):
+  def __init__(
+      self,
+      index: int,
+      tok: Any,
+      stop_tokens: Sequence[int],
+      stop: Sequence[str],
+      max_tokens: int,
+      is_chat: bool,
+      prompt_tokens: int,
+  ):
     self.index, self.tok, self.stop_tokens, self.stop = index, tok, frozenset(stop_tokens), tuple(stop)
     self.max_tokens, self.is_chat, self.prompt_tokens = max_tokens, is_chat, prompt_tokens
     self.ids: list[int] = []
     self.stop_token: int | None = None
-    self.text = ""          # content text so far (cut at a stop string once one is found)
-    self.sent = ""          # the prefix of `text` already streamed
+    self.text = ""  # content text so far (cut at a stop string once one is found)
+    self.sent = ""  # the prefix of `text` already streamed
     self.finish_reason: str | None = None
     self.completion: engine_lib.Completion | None = None
     self.error: str | None = None
@@ -269,7 +307,7 @@ class _Choice:
 
   def _content_ids(self) -> list[int]:
     if self._call_start is not None and self._call_start in self.ids:
-      return self.ids[:self.ids.index(self._call_start)]
+      return self.ids[: self.ids.index(self._call_start)]
     return self.ids
 
   def _decode(self) -> str:
@@ -287,7 +325,7 @@ class _Choice:
     text = self._decode()
     cuts = [text.find(s) for s in self.stop if s in text]
     if cuts:
-      self.text, self.finish_reason = text[:min(cuts)], "stop"
+      self.text, self.finish_reason = text[: min(cuts)], "stop"
     else:
       self.text = text
       if len(self.ids) >= self.max_tokens:
@@ -307,7 +345,7 @@ class _Choice:
       self.ids = tokens
       text = self._decode()
       cuts = [text.find(s) for s in self.stop if s in text]
-      self.text = text[:min(cuts)] if cuts else text
+      self.text = text[: min(cuts)] if cuts else text
       self.finish_reason = c.finish_reason
 
   def delta(self) -> str:
@@ -318,12 +356,12 @@ class _Choice:
         end -= 1
       for s in self.stop:  # hold back a suffix that may be the start of a stop string
         for k in range(min(len(s) - 1, end), 0, -1):
-          if self.text[end - k:end] == s[:k]:
+          if self.text[end - k : end] == s[:k]:
             end -= k
             break
     if not self.text.startswith(self.sent) or end <= len(self.sent):
       return ""
-    out, self.sent = self.text[len(self.sent):end], self.text[:end]
+    out, self.sent = self.text[len(self.sent) : end], self.text[:end]
     return out
 
   @property
@@ -340,8 +378,13 @@ class _Choice:
     calls = []
     for m in chat_lib.parse_completion(ids, self.tok):
       for c in m.get("tool_calls") or []:
-        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                      "function": {"name": c["name"], "arguments": c.get("arguments", "")}})
+        calls.append(
+            {
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c.get("arguments", "")},
+            }
+        )
     if self.finish_reason is not None:
       self._calls = calls[:1]
     return calls[:1]
@@ -355,12 +398,17 @@ class _Choice:
     if self.completion is None:
       return []
     n = self.completion_tokens
-    return [(self.tok.decode([t]), float(lp))
-            for t, lp in zip(self.completion.tokens[:n], self.completion.logprobs[:n])]
+    return [
+        (self.tok.decode([t]), float(lp)) for t, lp in zip(self.completion.tokens[:n], self.completion.logprobs[:n])
+    ]
 
   def chat_logprobs(self) -> dict[str, Any]:
-    return {"content": [{"token": s, "logprob": lp, "bytes": list(s.encode("utf-8")), "top_logprobs": []}
-                        for s, lp in self._token_logprobs()]}
+    return {
+        "content": [
+            {"token": s, "logprob": lp, "bytes": list(s.encode("utf-8")), "top_logprobs": []}
+            for s, lp in self._token_logprobs()
+        ]
+    }
 
   def completion_logprobs(self) -> dict[str, Any]:
     pairs = self._token_logprobs()
@@ -368,8 +416,12 @@ class _Choice:
     for s, _ in pairs:
       offsets.append(pos)
       pos += len(s)
-    return {"tokens": [s for s, _ in pairs], "token_logprobs": [lp for _, lp in pairs], "top_logprobs": None,
-            "text_offset": offsets}
+    return {
+        "tokens": [s for s, _ in pairs],
+        "token_logprobs": [lp for _, lp in pairs],
+        "top_logprobs": None,
+        "text_offset": offsets,
+    }
 
 
 # --- the app ------------------------------------------------------------------------------------------------------
@@ -379,8 +431,9 @@ def _sse(obj: Any) -> str:
   return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None = None,
-               backend: Any = None) -> fastapi.FastAPI:
+def create_app(
+    run: Any, limits: Limits | None = None, *, model_id: str | None = None, backend: Any = None
+) -> fastapi.FastAPI:
   """The server for a loaded run (runs.Run: model, params, tokenizer). `backend` replaces the engine (tests)."""
   limits = limits or Limits()
   tok = run.tokenizer
@@ -389,8 +442,13 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
     backend = batcher_lib.EngineBackend(engine_lib.Engine(run.model, run.params, tok, chunk_steps=limits.chunk_steps))
   context = backend.max_len
   max_prompt = min(limits.max_prompt_tokens or context - 1, context - 1)
-  batcher = batcher_lib.Batcher(backend, max_batch=limits.max_batch, max_queue=limits.max_queue,
-                                batch_wait_s=limits.batch_wait_s, pad_to_batch=limits.pad_to_batch)
+  batcher = batcher_lib.Batcher(
+      backend,
+      max_batch=limits.max_batch,
+      max_queue=limits.max_queue,
+      batch_wait_s=limits.batch_wait_s,
+      pad_to_batch=limits.pad_to_batch,
+  )
   created = int(time.time())
   chat_stops = tuple(dict.fromkeys(chat_lib.stop_tokens(tok) + (tok.special_id("tool_call_end"),)))
   completion_stops = (tok.eos_id,)
@@ -415,12 +473,10 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
   @app.exception_handler(Exception)
   async def _server_error(_, e: Exception):
     log.exception("unhandled error")
-    return responses.JSONResponse(_error_body(f"internal error: {type(e).__name__}", "server_error"),
-                                  status_code=500)
+    return responses.JSONResponse(_error_body(f"internal error: {type(e).__name__}", "server_error"), status_code=500)
 
   def model_card() -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": "nanolm_jax",
-            "context_length": context}
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "nanolm_jax", "context_length": context}
 
   @app.get("/v1/models")
   async def list_models():
@@ -434,8 +490,13 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
 
   @app.get("/health")
   async def health():
-    return {"status": "ok", "model": model_id, "queued": batcher.queued, "batcher": batcher.stats.as_dict(),
-            "limits": dataclasses.asdict(limits) | {"max_prompt_tokens": max_prompt, "context": context}}
+    return {
+        "status": "ok",
+        "model": model_id,
+        "queued": batcher.queued,
+        "batcher": batcher.stats.as_dict(),
+        "limits": dataclasses.asdict(limits) | {"max_prompt_tokens": max_prompt, "context": context},
+    }
 
   @app.get("/", response_class=responses.HTMLResponse)
   async def index():
@@ -446,19 +507,28 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
     """max_tokens for the request: as asked (if it fits the context) or the default clipped to the room left."""
     longest = max(len(p) for p in prompts)
     if longest > max_prompt:
-      raise ApiError(400, f"the prompt is {longest} tokens; this server accepts at most {max_prompt}", param=param,
-                     code="context_length_exceeded")
+      raise ApiError(
+          400,
+          f"the prompt is {longest} tokens; this server accepts at most {max_prompt}",
+          param=param,
+          code="context_length_exceeded",
+      )
     room = context - longest
     if requested is None:
       return max(1, min(default, room))
     if requested > room:
-      raise ApiError(400, f"this model's context is {context} tokens; the prompt takes {longest} and max_tokens asks "
-                     f"for {requested} more ({longest + requested} in all)", param="max_tokens",
-                     code="context_length_exceeded")
+      raise ApiError(
+          400,
+          f"this model's context is {context} tokens; the prompt takes {longest} and max_tokens asks "
+          f"for {requested} more ({longest + requested} in all)",
+          param="max_tokens",
+          code="context_length_exceeded",
+      )
     return requested
 
-  async def generate(prompts: Sequence[Sequence[int]], c: _Common, max_tokens: int, stop_tokens: tuple[int, ...],
-                     is_chat: bool):
+  async def generate(
+      prompts: Sequence[Sequence[int]], c: _Common, max_tokens: int, stop_tokens: tuple[int, ...], is_chat: bool
+  ):
     """Submits the rows; returns (choices, updates): updates(wait_for_engine) yields each choice as it changes.
 
     A choice is done when the host saw it stop (stop token / string, max_tokens), or, with wait_for_engine (logprobs
@@ -467,8 +537,9 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     choices, rows = [], []
-    sampling = engine_lib.SamplingParams(temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
-                                         max_new_tokens=max_tokens)
+    sampling = engine_lib.SamplingParams(
+        temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, max_new_tokens=max_tokens
+    )
     group = uuid.uuid4().hex if c.seed is not None else None
 
     def emitter(idx: int) -> Callable[[batcher_lib.Event], None]:
@@ -477,14 +548,24 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
           loop.call_soon_threadsafe(events.put_nowait, (idx, ev))
         except RuntimeError:  # the event loop is gone (server shutting down)
           pass
+
       return emit
 
     for p in prompts:
       for _ in range(c.n):
         idx = len(choices)
         choices.append(_Choice(idx, tok, stop_tokens, c.stop, max_tokens, is_chat, len(p)))
-        rows.append(batcher_lib.Row(prompt=p, sampling=sampling, emit=emitter(idx), stop_tokens=stop_tokens,
-                                    stop_strings=c.stop, seed=c.seed, group=group))
+        rows.append(
+            batcher_lib.Row(
+                prompt=p,
+                sampling=sampling,
+                emit=emitter(idx),
+                stop_tokens=stop_tokens,
+                stop_strings=c.stop,
+                seed=c.seed,
+                group=group,
+            )
+        )
     try:
       batcher.submit(rows)
     except batcher_lib.QueueFull as e:
@@ -500,8 +581,12 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
         try:
           idx, ev = await asyncio.wait_for(events.get(), timeout=max(left, 0.0))
         except (asyncio.TimeoutError, TimeoutError):
-          raise ApiError(504, f"generation did not finish within {limits.request_timeout_s:g} s",
-                         type_="server_error", code="timeout") from None
+          raise ApiError(
+              504,
+              f"generation did not finish within {limits.request_timeout_s:g} s",
+              type_="server_error",
+              code="timeout",
+          ) from None
         ch = choices[idx]
         if idx not in pending:
           continue
@@ -523,8 +608,9 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
   def streaming(body_iter: AsyncIterator[str]) -> responses.StreamingResponse:
-    return responses.StreamingResponse(body_iter, media_type="text/event-stream",
-                                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return responses.StreamingResponse(
+        body_iter, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
   async def guarded(gen: AsyncIterator[str]) -> AsyncIterator[str]:
     """Errors after the stream started become an error event (the status line is already sent)."""
@@ -557,8 +643,7 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
           raise ApiError(400, f"prompt token ids must be in [0, {tok.vocab_size}), got {bad[:5]}", param="prompt")
         out.append(list(x))
       else:
-        raise ApiError(400, f"each prompt must be a string or a non-empty list of token ids, got {x!r}",
-                       param="prompt")
+        raise ApiError(400, f"each prompt must be a string or a non-empty list of token ids, got {x!r}", param="prompt")
     return out
 
   @app.post("/v1/completions")
@@ -567,8 +652,11 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
     c = _parse_common(body, model_id, limits, ("max_tokens",))
     logprobs = _get_int(body, "logprobs", None, 0)
     if logprobs:
-      raise ApiError(400, "logprobs > 0 (top alternatives) is not supported; use logprobs=0 for the sampled tokens' "
-                     "logprobs", param="logprobs")
+      raise ApiError(
+          400,
+          "logprobs > 0 (top alternatives) is not supported; use logprobs=0 for the sampled tokens' " "logprobs",
+          param="logprobs",
+      )
     for key in ("echo",):
       if body.get(key):
         raise ApiError(400, f"{key} is not supported by this server", param=key)
@@ -579,20 +667,35 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
       raise ApiError(400, "best_of is not supported (leave it unset or equal to n)", param="best_of")
     prompts = completion_prompts(body)
     if len(prompts) * c.n > limits.max_batch:
-      raise ApiError(400, f"{len(prompts)} prompts x n={c.n} asks for {len(prompts) * c.n} completions; the limit "
-                     f"per request is {limits.max_batch}", param="n")
+      raise ApiError(
+          400,
+          f"{len(prompts)} prompts x n={c.n} asks for {len(prompts) * c.n} completions; the limit "
+          f"per request is {limits.max_batch}",
+          param="n",
+      )
     max_tokens = check_lengths(prompts, c.max_tokens, limits.default_completion_tokens, "prompt")
     want_lp = logprobs is not None
     choices, updates = await generate(prompts, c, max_tokens, completion_stops, is_chat=False)
     rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
     def chunk(ch: _Choice, text: str, final: bool) -> dict[str, Any]:
-      return {"id": rid, "object": "text_completion", "created": now, "model": model_id,
-              "choices": [{"index": ch.index, "text": text,
-                           "logprobs": ch.completion_logprobs() if final and want_lp else None,
-                           "finish_reason": ch.reason() if final else None}]}
+      return {
+          "id": rid,
+          "object": "text_completion",
+          "created": now,
+          "model": model_id,
+          "choices": [
+              {
+                  "index": ch.index,
+                  "text": text,
+                  "logprobs": ch.completion_logprobs() if final and want_lp else None,
+                  "finish_reason": ch.reason() if final else None,
+              }
+          ],
+      }
 
     if c.stream:
+
       async def events():
         done = set()
         async for ch in updates(want_lp):
@@ -603,17 +706,37 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
           if final:
             done.add(ch.index)
         if c.include_usage:
-          yield _sse({"id": rid, "object": "text_completion", "created": now, "model": model_id, "choices": [],
-                      "usage": usage(choices, prompts)})
+          yield _sse(
+              {
+                  "id": rid,
+                  "object": "text_completion",
+                  "created": now,
+                  "model": model_id,
+                  "choices": [],
+                  "usage": usage(choices, prompts),
+              }
+          )
+
       return streaming(guarded(events()))
 
     async for _ in updates(want_lp):
       pass
-    return {"id": rid, "object": "text_completion", "created": now, "model": model_id,
-            "choices": [{"index": ch.index, "text": ch.text,
-                         "logprobs": ch.completion_logprobs() if want_lp else None,
-                         "finish_reason": ch.reason()} for ch in choices],
-            "usage": usage(choices, prompts)}
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": now,
+        "model": model_id,
+        "choices": [
+            {
+                "index": ch.index,
+                "text": ch.text,
+                "logprobs": ch.completion_logprobs() if want_lp else None,
+                "finish_reason": ch.reason(),
+            }
+            for ch in choices
+        ],
+        "usage": usage(choices, prompts),
+    }
 
   # --- /v1/chat/completions ---
 
@@ -623,8 +746,11 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
     c = _parse_common(body, model_id, limits, ("max_completion_tokens", "max_tokens"))
     want_lp = _get_bool(body, "logprobs", False)
     if _get_int(body, "top_logprobs", None, 0):
-      raise ApiError(400, "top_logprobs > 0 is not supported; logprobs=true gives the sampled tokens' logprobs",
-                     param="top_logprobs")
+      raise ApiError(
+          400,
+          "top_logprobs > 0 is not supported; logprobs=true gives the sampled tokens' logprobs",
+          param="top_logprobs",
+      )
     if c.n > limits.max_batch:
       raise ApiError(400, f"n={c.n} is above the limit of {limits.max_batch} per request", param="n")
     messages = to_chat_messages(body.get("messages"))
@@ -638,13 +764,24 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
     rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def chunk(ch: _Choice, delta: dict[str, Any], final: bool) -> dict[str, Any]:
-      return {"id": rid, "object": "chat.completion.chunk", "created": now, "model": model_id,
-              "system_fingerprint": None,
-              "choices": [{"index": ch.index, "delta": delta,
-                           "logprobs": ch.chat_logprobs() if final and want_lp else None,
-                           "finish_reason": ch.reason() if final else None}]}
+      return {
+          "id": rid,
+          "object": "chat.completion.chunk",
+          "created": now,
+          "model": model_id,
+          "system_fingerprint": None,
+          "choices": [
+              {
+                  "index": ch.index,
+                  "delta": delta,
+                  "logprobs": ch.chat_logprobs() if final and want_lp else None,
+                  "finish_reason": ch.reason() if final else None,
+              }
+          ],
+      }
 
     if c.stream:
+
       async def events():
         for ch in choices:
           yield _sse(chunk(ch, {"role": "assistant", "content": ""}, False))
@@ -663,8 +800,17 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
             yield _sse(chunk(ch, {}, True))
             done.add(ch.index)
         if c.include_usage:
-          yield _sse({"id": rid, "object": "chat.completion.chunk", "created": now, "model": model_id,
-                      "choices": [], "usage": usage(choices, prompts)})
+          yield _sse(
+              {
+                  "id": rid,
+                  "object": "chat.completion.chunk",
+                  "created": now,
+                  "model": model_id,
+                  "choices": [],
+                  "usage": usage(choices, prompts),
+              }
+          )
+
       return streaming(guarded(events()))
 
     async for _ in updates(want_lp):
@@ -675,10 +821,23 @@ def create_app(run: Any, limits: Limits | None = None, *, model_id: str | None =
       calls = ch.tool_calls()
       if calls:
         msg["tool_calls"] = calls
-      out.append({"index": ch.index, "message": msg, "logprobs": ch.chat_logprobs() if want_lp else None,
-                  "finish_reason": ch.reason()})
-    return {"id": rid, "object": "chat.completion", "created": now, "model": model_id, "system_fingerprint": None,
-            "choices": out, "usage": usage(choices, prompts)}
+      out.append(
+          {
+              "index": ch.index,
+              "message": msg,
+              "logprobs": ch.chat_logprobs() if want_lp else None,
+              "finish_reason": ch.reason(),
+          }
+      )
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": now,
+        "model": model_id,
+        "system_fingerprint": None,
+        "choices": out,
+        "usage": usage(choices, prompts),
+    }
 
   return app
 
@@ -691,7 +850,8 @@ def warmup(app: fastapi.FastAPI, max_tokens: int = 4, timeout_s: float = 600.0) 
       prompt=chat_lib.render_for_completion([{"role": "user", "content": "Hello!"}], tok),
       sampling=engine_lib.SamplingParams(temperature=0.0, max_new_tokens=max_tokens),
       emit=lambda ev: done.set() if isinstance(ev, batcher_lib.DoneEvent) else None,
-      stop_tokens=app.state.chat_stops)
+      stop_tokens=app.state.chat_stops,
+  )
   app.state.batcher.submit([row])
   if not done.wait(timeout_s):
     log.warning("warm-up did not finish within %.0f s", timeout_s)

@@ -16,6 +16,7 @@ sees one batch shape and a server compiles once per prompt/cache bucket instead 
 Tokens stream back through each row's `emit` (`TokenEvent`) as the engine reports them after each decode chunk;
 `DoneEvent` carries the engine's `Completion` (finish reason, logprobs) when the call returns.
 """
+
 from __future__ import annotations
 
 import collections
@@ -42,12 +43,14 @@ class Stopped(Exception):
 @dataclasses.dataclass(frozen=True)
 class TokenEvent:
   """One new token of a row, in order."""
+
   token: int
 
 
 @dataclasses.dataclass(frozen=True)
 class DoneEvent:
   """End of a row: the engine's Completion, or an error message when the call failed."""
+
   completion: engine_lib.Completion | None = None
   error: str | None = None
 
@@ -61,6 +64,7 @@ class Row:
 
   group: rows with a group (a seeded request) only share an engine call with rows of the same group.
   """
+
   prompt: Sequence[int]
   sampling: engine_lib.SamplingParams
   emit: Callable[[Event], None]
@@ -77,6 +81,7 @@ class Row:
 @dataclasses.dataclass
 class BatcherStats:
   """Counters for /health; batch sizes show whether concurrent requests really share engine calls."""
+
   batches: int = 0
   rows: int = 0
   rejected: int = 0
@@ -85,9 +90,14 @@ class BatcherStats:
   batch_sizes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
   def as_dict(self) -> dict[str, Any]:
-    return {"batches": self.batches, "rows": self.rows, "rejected": self.rejected,
-            "failed_batches": self.failed_batches, "max_batch_seen": self.max_batch_seen,
-            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
+    return {
+        "batches": self.batches,
+        "rows": self.rows,
+        "rejected": self.rejected,
+        "failed_batches": self.failed_batches,
+        "max_batch_seen": self.max_batch_seen,
+        "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+    }
 
 
 class EngineBackend:
@@ -108,8 +118,15 @@ class EngineBackend:
       del text_delta, generated  # the server detokenizes itself (content without special tokens)
       rows[r].emit(TokenEvent(int(token)))
 
-    outs = self.engine.generate([r.prompt for r in rows], [r.sampling for r in rows], n=1, seed=seed,
-                                stop_tokens=first.stop_tokens, stop_strings=first.stop_strings, on_token=on_token)
+    outs = self.engine.generate(
+        [r.prompt for r in rows],
+        [r.sampling for r in rows],
+        n=1,
+        seed=seed,
+        stop_tokens=first.stop_tokens,
+        stop_strings=first.stop_strings,
+        on_token=on_token,
+    )
     for r, c in zip(rows, outs):
       r.emit(DoneEvent(completion=c))
 
@@ -121,8 +138,14 @@ def _ignore(event: Event) -> None:
 class Batcher:
   """A bounded row queue drained by one worker thread into `backend.run`."""
 
-  def __init__(self, backend: Any, max_batch: int = 16, max_queue: int = 256, batch_wait_s: float = 0.01,
-               pad_to_batch: bool = False):
+  def __init__(
+      self,
+      backend: Any,
+      max_batch: int = 16,
+      max_queue: int = 256,
+      batch_wait_s: float = 0.01,
+      pad_to_batch: bool = False,
+  ):
     if max_batch < 1 or max_queue < 1:
       raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch}, {max_queue}")
     self.backend = backend
@@ -150,8 +173,9 @@ class Batcher:
         raise Stopped("the server is shutting down")
       if len(self._queue) + len(rows) > self.max_queue:
         self.stats.rejected += 1
-        raise QueueFull(f"the request queue is full ({len(self._queue)} of {self.max_queue} completions waiting); "
-                        "retry later")
+        raise QueueFull(
+            f"the request queue is full ({len(self._queue)} of {self.max_queue} completions waiting); " "retry later"
+        )
       self._queue.extend(rows)
       self._cond.notify()
 
@@ -190,8 +214,7 @@ class Batcher:
       return rows
     # Same prompt (no extra prefill row), same key, one greedy token; appended so real rows keep their positions.
     r = rows[0]
-    pad = dataclasses.replace(r, sampling=engine_lib.SamplingParams(temperature=0.0, max_new_tokens=1),
-                              emit=_ignore)
+    pad = dataclasses.replace(r, sampling=engine_lib.SamplingParams(temperature=0.0, max_new_tokens=1), emit=_ignore)
     return rows + [pad] * (self.max_batch - len(rows))
 
   def _loop(self) -> None:

@@ -4,6 +4,7 @@ A tool is a name, a one-line description, and `__call__(arguments: str) -> str` 
 unbounded: the work (`run`) happens in a worker thread with a time limit, and the output is cut to a size bound.
 Errors come back as text ("error: ...") so the model sees them as the call's result.
 """
+
 from __future__ import annotations
 
 import abc
@@ -13,6 +14,7 @@ import threading
 
 class Tool(abc.ABC):
   """Base class: subclasses set name / description and implement run(arguments) -> str (may raise)."""
+
   name: str = ""
   description: str = ""
 
@@ -45,7 +47,7 @@ class Tool(abc.ABC):
       return f"error: {self.name} timed out after {self.timeout_s:g}s"
     out = box.get("out", box.get("err", "error: no result"))
     if len(out) > self.max_output_chars:
-      out = out[:self.max_output_chars - 3] + "..."
+      out = out[: self.max_output_chars - 3] + "..."
     return out
 
 

@@ -3,6 +3,7 @@
 Grammar: int / float literals, + - * / // % ** (Python semantics), unary + -, parentheses. Limits keep every call
 cheap: expression length, syntax-tree size, exponent size and the size of every intermediate integer.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,11 +14,18 @@ from nanolm_jax.tools import Tool
 
 MAX_EXPRESSION_CHARS = 200
 MAX_NODES = 100
-MAX_EXPONENT = 1000          # |b| in a ** b
-MAX_INT_BITS = 4096          # any intermediate integer (about 1233 decimal digits)
+MAX_EXPONENT = 1000  # |b| in a ** b
+MAX_INT_BITS = 4096  # any intermediate integer (about 1233 decimal digits)
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
@@ -82,6 +90,7 @@ def format_number(x: int | float) -> str:
 
 class Calculator(Tool):
   """`calculator: 2 * (3 + 4) ** 2` -> `98`."""
+
   name = "calculator"
   description = "evaluates arithmetic: numbers, + - * / // % ** and parentheses"
 

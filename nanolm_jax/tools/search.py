@@ -10,6 +10,7 @@ retrieval, so a snippet is the relevant part of a long document. Output is bound
 typed "Worra Forra" matches "Worra Foduth" on its shared trigrams), as typo-tolerant search engines do. The SFT
 search index of made-up names uses it: a small model copies a rare name into its query imperfectly.
 """
+
 from __future__ import annotations
 
 import glob as glob_lib
@@ -17,10 +18,9 @@ import gzip
 import json
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import bm25s
-import numpy as np
 
 from nanolm_jax.tools import Tool
 
@@ -36,7 +36,7 @@ def fuzzy_terms(text: str) -> list[str]:
       continue
     out.append(w)
     padded = f"^{w}$"
-    out.extend("#" + padded[i:i + 3] for i in range(len(padded) - 2))
+    out.extend("#" + padded[i : i + 3] for i in range(len(padded) - 2))
   return out
 
 
@@ -89,11 +89,21 @@ def read_documents(path_or_glob: str) -> Iterable[str]:
 
 class Search(Tool):
   """`search: how do generators work` -> the top-k passages, numbered."""
+
   name = "search"
   description = "searches a local document collection; the argument is a query in plain words"
 
-  def __init__(self, texts: Iterable[str], *, k: int = 3, snippet_chars: int = 300, passage_chars: int = 600,
-               max_passages: int = 200_000, fuzzy: bool = False, **tool_kwargs):
+  def __init__(
+      self,
+      texts: Iterable[str],
+      *,
+      k: int = 3,
+      snippet_chars: int = 300,
+      passage_chars: int = 600,
+      max_passages: int = 200_000,
+      fuzzy: bool = False,
+      **tool_kwargs,
+  ):
     super().__init__(**tool_kwargs)
     self.fuzzy = bool(fuzzy)
     if k < 1:
@@ -122,10 +132,12 @@ class Search(Tool):
     return cls(read_documents(path_or_glob), **kwargs)
 
   @classmethod
-  def from_sources(cls, spec: str = "stdlib", split: str = "train", max_bytes: int | None = 20_000_000,
-                   **kwargs) -> "Search":
+  def from_sources(
+      cls, spec: str = "stdlib", split: str = "train", max_bytes: int | None = 20_000_000, **kwargs
+  ) -> "Search":
     """From a data source spec (nanolm_jax.data.sources), e.g. 'stdlib' or 'files:/crawl/*.jsonl.gz'."""
     from nanolm_jax.data import sources  # pylint: disable=g-import-not-at-top
+
     cfg = sources.default_data_config()
     cfg.sources = spec
     return cls(sources.iter_texts(cfg, split, max_bytes=max_bytes), **kwargs)
@@ -149,6 +161,6 @@ class Search(Tool):
       return "no results"
     lines = []
     for i, (_, passage) in enumerate(hits, 1):
-      snippet = passage if len(passage) <= self.snippet_chars else passage[:self.snippet_chars - 3] + "..."
+      snippet = passage if len(passage) <= self.snippet_chars else passage[: self.snippet_chars - 3] + "..."
       lines.append(f"[{i}] {snippet}")
     return "\n".join(lines)
