@@ -242,80 +242,90 @@ def _finish_report(
   return rep
 
 
-def build_pipeline(
+def _read_files(
     p: beam.Pipeline,
     cfg: ml_collections.ConfigDict,
     inputs: Sequence[str] | str,
-    out_dir: str,
     stage_builder: local_runner.StageBuilder,
-    order: Sequence[str],
-) -> None:
-  """Adds the crawl pipeline to ``p``. ``inputs``: a list of paths, or one glob (matched by the runner: gs:// ok)."""
+) -> pvalue.DoOutputsTuple:
+  """WARC paths -> ReadAndFilterFn's outputs: docs (main), keys and stats."""
   if isinstance(inputs, str):
     paths = p | "MatchFiles" >> beam.io.fileio.MatchFiles(inputs) | "Paths" >> beam.Map(lambda m: m.path)
   else:
     paths = p | "Paths" >> beam.Create(sorted(set(inputs)))
-  read = (
+  return (
       paths
       | "SpreadFiles" >> beam.Reshuffle()
       | "ReadAndFilter" >> beam.ParDo(ReadAndFilterFn(cfg, stage_builder)).with_outputs(_STATS, _KEYS, main="docs")
   )
-  docs, keys = read.docs, read[_KEYS]
-  cluster_parts = []
-  empty_reasons = p | "NoReasons" >> beam.Create([])
-  exact_drops = empty_reasons
-  if cfg.dedup.exact.enabled:
-    exact = (
-        keys
-        | "ExactKey" >> beam.MapTuple(lambda doc_id, k: (k[0], doc_id))
-        | "ExactGroup" >> beam.GroupByKey()
-        | "ExactSurvivors" >> beam.FlatMap(_exact_group).with_outputs("sizes", main="drops")
-    )
-    exact_drops = exact.drops
-    cluster_parts.append(
-        exact.sizes
-        | "ExactSizes" >> beam.combiners.ToList()
-        | "ExactHist" >> beam.Map(lambda s: (dedup.EXACT_STAGE, _sizes_histogram(s)))
-    )
-  near_drops = empty_reasons
-  if cfg.dedup.minhash.enabled:
-    edges = (
-        {"keys": keys, "exact_dup": exact_drops}
-        | "JoinExact" >> beam.CoGroupByKey()
-        | "BandKeys" >> beam.FlatMap(_band_entries)
-        | "BandGroup" >> beam.GroupByKey()
-        | "StarEdges" >> beam.FlatMapTuple(lambda _, ids: dedup.group_edges(ids))
-        | "DistinctEdges" >> beam.Distinct()
-    )
-    labels = edges | "Components" >> ConnectedComponents(cfg.dedup.cc_rounds)
-    near_drops = labels | "NearDups" >> beam.FlatMapTuple(
-        lambda node, root: [(node, dedup.MINHASH_REASON)] if node != root else []
-    )
-    cluster_parts.append(
-        labels
-        | "ClusterRoots" >> beam.MapTuple(lambda node, root: (root, 1))
-        | "ClusterSize" >> beam.CombinePerKey(sum)
-        | "Sizes" >> beam.Values()
-        | "SizeList" >> beam.combiners.ToList()
-        | "NearHist" >> beam.Map(lambda s: (dedup.MINHASH_STAGE, _sizes_histogram(x for x in s if x > 1)))
-    )
-  reasons = (exact_drops, near_drops) | "AllDrops" >> beam.Flatten()
-  post = (
-      {"doc": docs, "reason": reasons}
-      | "JoinVerdicts" >> beam.CoGroupByKey()
-      | "PostDedup" >> beam.ParDo(PostDedupFn(cfg, stage_builder)).with_outputs(_STATS, main="kept")
+
+
+def _exact_dedup(keys: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+  """(id, (exact key, bands)) -> ((id, reason) for every copy but the smallest id, (stage, size histogram))."""
+  exact = (
+      keys
+      | "ExactKey" >> beam.MapTuple(lambda doc_id, k: (k[0], doc_id))
+      | "ExactGroup" >> beam.GroupByKey()
+      | "ExactSurvivors" >> beam.FlatMap(_exact_group).with_outputs("sizes", main="drops")
   )
-  num_shards = cfg.output.num_shards
+  sizes = (
+      exact.sizes
+      | "ExactSizes" >> beam.combiners.ToList()
+      | "ExactHist" >> beam.Map(lambda s: (dedup.EXACT_STAGE, _sizes_histogram(s)))
+  )
+  return exact.drops, sizes
+
+
+def _near_dedup(
+    keys: beam.PCollection, exact_drops: beam.PCollection, cc_rounds: int
+) -> tuple[beam.PCollection, beam.PCollection]:
+  """MinHash-LSH over the exact survivors -> ((id, reason) for every non-minimum member, (stage, size histogram))."""
+  edges = (
+      {"keys": keys, "exact_dup": exact_drops}
+      | "JoinExact" >> beam.CoGroupByKey()
+      | "BandKeys" >> beam.FlatMap(_band_entries)
+      | "BandGroup" >> beam.GroupByKey()
+      | "StarEdges" >> beam.FlatMapTuple(lambda _, ids: dedup.group_edges(ids))
+      | "DistinctEdges" >> beam.Distinct()
+  )
+  labels = edges | "Components" >> ConnectedComponents(cc_rounds)
+  drops = labels | "NearDups" >> beam.FlatMapTuple(
+      lambda node, root: [(node, dedup.MINHASH_REASON)] if node != root else []
+  )
+  sizes = (
+      labels
+      | "ClusterRoots" >> beam.MapTuple(lambda node, root: (root, 1))
+      | "ClusterSize" >> beam.CombinePerKey(sum)
+      | "Sizes" >> beam.Values()
+      | "SizeList" >> beam.combiners.ToList()
+      | "NearHist" >> beam.Map(lambda s: (dedup.MINHASH_STAGE, _sizes_histogram(x for x in s if x > 1)))
+  )
+  return drops, sizes
+
+
+def _write_shards(p: beam.Pipeline, kept: beam.PCollection, out_dir: str, num_shards: int) -> None:
+  # Every shard index is joined in, so a shard that gets no documents is still written (empty).
   shard_ids = p | "ShardIds" >> beam.Create([(i, None) for i in range(num_shards)])
   _ = (
-      {"docs": post.kept | "ShardOf" >> beam.Map(lambda d: (writer.shard_of(d.id, num_shards), d)), "ids": shard_ids}
+      {"docs": kept | "ShardOf" >> beam.Map(lambda d: (writer.shard_of(d.id, num_shards), d)), "ids": shard_ids}
       | "GroupShards" >> beam.CoGroupByKey()
       | "WriteShards" >> beam.Map(_write_shard, out_dir=out_dir, num_shards=num_shards)
   )
-  stats = (
-      (read[_STATS], post[_STATS]) | "AllStats" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStatsFn())
-  )
-  kept = post.kept | "CountKept" >> beam.combiners.Count.Globally()
+
+
+def _write_report(
+    p: beam.Pipeline,
+    cfg: ml_collections.ConfigDict,
+    inputs: Sequence[str] | str,
+    all_stats: Sequence[beam.PCollection],
+    kept: beam.PCollection,
+    cluster_parts: list[beam.PCollection],
+    out_dir: str,
+    order: Sequence[str],
+) -> None:
+  """Report step: per-file stats, the kept count and the cluster histograms meet on one worker as side inputs."""
+  stats = all_stats | "AllStats" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStatsFn())
+  num_kept = kept | "CountKept" >> beam.combiners.Count.Globally()
   clusters = (
       (cluster_parts | "AllClusters" >> beam.Flatten()) if cluster_parts else (p | "NoClusters" >> beam.Create([]))
   )
@@ -326,12 +336,45 @@ def build_pipeline(
   }
   _ = stats | "Report" >> beam.Map(
       _finish_report,
-      kept=pvalue.AsSingleton(kept),
+      kept=pvalue.AsSingleton(num_kept),
       cluster_sizes=pvalue.AsDict(clusters),
       out_dir=out_dir,
       order=list(order),
       extra=extra,
   )
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    cfg: ml_collections.ConfigDict,
+    inputs: Sequence[str] | str,
+    out_dir: str,
+    stage_builder: local_runner.StageBuilder,
+    order: Sequence[str],
+) -> None:
+  """Adds the crawl pipeline to ``p``. ``inputs``: a list of paths, or one glob (matched by the runner: gs:// ok).
+
+  The steps are plain functions rather than composite PTransforms so that every step keeps its top-level label:
+  Dataflow matches labels when a running job is updated in place.
+  """
+  read = _read_files(p, cfg, inputs, stage_builder)
+  cluster_parts = []
+  # A disabled dedup step contributes no drops; the join below still needs a PCollection for it.
+  exact_drops = near_drops = p | "NoReasons" >> beam.Create([])
+  if cfg.dedup.exact.enabled:
+    exact_drops, exact_sizes = _exact_dedup(read[_KEYS])
+    cluster_parts.append(exact_sizes)
+  if cfg.dedup.minhash.enabled:
+    near_drops, near_sizes = _near_dedup(read[_KEYS], exact_drops, cfg.dedup.cc_rounds)
+    cluster_parts.append(near_sizes)
+  reasons = (exact_drops, near_drops) | "AllDrops" >> beam.Flatten()
+  post = (
+      {"doc": read.docs, "reason": reasons}
+      | "JoinVerdicts" >> beam.CoGroupByKey()
+      | "PostDedup" >> beam.ParDo(PostDedupFn(cfg, stage_builder)).with_outputs(_STATS, main="kept")
+  )
+  _write_shards(p, post.kept, out_dir, cfg.output.num_shards)
+  _write_report(p, cfg, inputs, (read[_STATS], post[_STATS]), post.kept, cluster_parts, out_dir, order)
 
 
 def pipeline_options(cfg: ml_collections.ConfigDict) -> tuple[PipelineOptions, Any]:
