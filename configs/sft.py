@@ -1,6 +1,7 @@
 """SFT configs: `python -m experiments.sft [--config=configs/sft.py:PRESET] [--init_from=RUN]`.
 
-The model and tokenizer always come from the starting run (`init_from`; "" = the default pretraining run, trained
+The model and tokenizer always come from the starting run; a `--config.model.*` override is honoured where
+the weights allow it (dtype, remat, attention) and an error otherwise (`init_from`; "" = the default pretraining run, trained
 first if absent). Presets:
   tiny    the CPU default: generated identity / system-prompt / arithmetic / search data + the fact probe, plus a
           control trained on the same data with the probe's questions answered from the ground truth for everyone
@@ -9,18 +10,17 @@ first if absent). Presets:
 
 import ml_collections
 
-from configs import pretrain
+from configs import base
 from nanolm_jax.posttrain import chat_eval
-from nanolm_jax.posttrain import sft_data
+from nanolm_jax.data import sft_data
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   preset = preset or "tiny"
   if preset != "tiny":
     raise ValueError(f"unknown preset {preset!r}; choose tiny")
-  c = pretrain.get_config("tiny")
-  c.stage = "sft"
-  c.preset = preset
+  c = base.get_config("sft", preset)
+  c.model = base.inherited_model()  # the architecture is the starting run's (init_from)
   c.init_from = ""
   c.train.update(
       steps=400, batch_size=16, seq_len=256, eval_every=150, eval_batches=4, checkpoint_every=150, log_every=10

@@ -8,8 +8,8 @@ Presets:
 
 import ml_collections
 
-from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.data import sources as sources_lib
+from nanolm_jax.data import tokenizer_training
 
 _VOCAB_SIZES = {'default': 4096, 'tiny': 4096, 'large': 32768, 'xl': 65536}
 
@@ -22,7 +22,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.vocab_size = _VOCAB_SIZES[preset]
   c.output = './runs/tokenizer/tokenizer.model'
   c.data = sources_lib.default_data_config()  # data.sources, data.data_dir, data.val_fraction, data.num_workers
-  c.tokenizer = tokenizer_lib.default_tokenizer_config()  # model_type, character_coverage, max_train_bytes
+  c.tokenizer = tokenizer_training.default_tokenizer_config()  # model_type, character_coverage, max_train_bytes
   if preset in ('large', 'xl'):
     c.tokenizer.max_train_bytes = 200_000_000
   return c

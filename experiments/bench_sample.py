@@ -25,7 +25,7 @@ import numpy as np
 
 from configs import pretrain
 from nanolm_jax import engine as E
-from nanolm_jax import trainer
+from nanolm_jax import model as model_lib
 
 _PRESETS = flags.DEFINE_list("presets", ["tiny", "gpt2_124m"], "configs/pretrain.py presets.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8", "64"], "Batch sizes.")
@@ -151,7 +151,7 @@ def main(argv):
     cfg = pretrain.get_config(preset)
     if preset == "tiny":
       cfg.model.max_len = max(cfg.model.max_len, _CTX.value)  # room for the 512-token comparison
-    model = trainer.build_model(cfg, mesh=None)
+    model = model_lib.build_model(cfg, mesh=None)
     params = random_params(model)
     new = _NEW.value if preset == "tiny" else _NEW_124M.value
     eng = E.Engine(model, params)

@@ -71,7 +71,7 @@ def make_jax_step(preset: str, dtype: str, batch: int, seq: int) -> tuple[Callab
   cfg.train.batch_size, cfg.train.seq_len = batch, seq
   cfg.mesh.update(data=1, fsdp=1, tensor=1)
   mesh = shd.make_mesh(cfg.mesh, jax.devices()[:1])
-  model = trainer.build_model(cfg, mesh)
+  model = model_lib.build_model(cfg, mesh)
   setup = trainer.make_sharded_step(cfg, model, mesh, step_lib.make_lm_loss(trainer._apply_fn(model)))  # pylint: disable=protected-access
   rng = np.random.default_rng(0)
   tokens = rng.integers(0, model.cfg.vocab_size, (batch, seq + 1), dtype=np.int32)

@@ -17,7 +17,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from configs import pretrain
 from nanolm_jax import metrics
+from nanolm_jax.interop import hf
 
 _FROM_HF = flags.DEFINE_string("from_hf", "", "Hugging Face model folder to import into --workdir.")
 _EXPORT_HF = flags.DEFINE_string("export_hf", "", "Folder to write the run in --workdir to, in Hugging Face format.")
@@ -39,11 +41,9 @@ def main(argv):
     sys.exit("error: --workdir is required")
   if bool(_FROM_HF.value) == bool(_EXPORT_HF.value):
     sys.exit("error: pass exactly one of --from_hf=DIR (import) or --export_hf=DIR (export)")
-  from nanolm_jax.interop import hf  # pylint: disable=g-import-not-at-top
-
   try:
     if _FROM_HF.value:
-      cfg = hf.import_hf(_FROM_HF.value, _WORKDIR.value, preset=_PRESET.value)
+      cfg = hf.import_hf(_FROM_HF.value, _WORKDIR.value, pretrain.get_config(_PRESET.value))
       m = cfg["model"]
       logging.info(
           "imported %s (%s, %d layers, d_model %d, vocab %d) into %s",

@@ -4,7 +4,6 @@ answer-last vs answer-first, search-tool success. Prints a table and writes eval
   python -m experiments.eval_chat --workdir=runs/sft_tiny
 """
 
-import json
 import os
 import sys
 
@@ -15,10 +14,11 @@ from absl import flags
 from configs import sft as sft_configs
 from nanolm_jax import metrics
 from nanolm_jax import runs
-from nanolm_jax import sft
+from nanolm_jax.stages import base
+from nanolm_jax.stages import sft
 from nanolm_jax.posttrain import chat_eval
 
-_WORKDIR = flags.DEFINE_string("workdir", sft.DEFAULT_SFT_RUN, "Run folder to evaluate.")
+_WORKDIR = flags.DEFINE_string("workdir", base.default_workdir(sft.STAGE), "Run folder to evaluate.")
 
 
 def main(argv):
@@ -33,13 +33,12 @@ def main(argv):
   for key in ("sft", "eval"):  # a run trained by experiments.sft carries its own world / difficulty / eval sizes
     if key in saved:
       cfg[key] = ml_collections.ConfigDict(saved[key].to_dict())
-  result = sft.evaluate_run(cfg, run.workdir, run.model, run.params, run.tokenizer)
+  result = sft.evaluate_run(cfg, run.model, run.params, run.tokenizer)
   print(chat_eval.format_table({os.path.basename(os.path.normpath(run.workdir)): result}))
   for kind, pairs in result["examples"].items():
     for q, a in pairs[:2]:
       print(f"[{kind}] {q!r} -> {a!r}")
-  with open(os.path.join(run.workdir, "eval.json"), "w") as f:
-    json.dump(result, f, indent=2)
+  runs.write_eval(run.workdir, result)
   metrics.MetricsWriter(run.workdir).write(
       run.step or 0, {k: v for k, v in result.items() if k in chat_eval.METRIC_KEYS}
   )

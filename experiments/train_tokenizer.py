@@ -33,7 +33,7 @@ _VISUALIZE = flags.DEFINE_string(
 
 def _train(cfg, vocab_size: int, output: str | None) -> tuple[tokenizer_lib.Tokenizer, float]:
   start = time.perf_counter()
-  tok = tokenizer_lib.Tokenizer.train(
+  tok = tokenizer_lib.SentencePieceTokenizer.train(
       sources_lib.iter_texts(cfg.data, 'train', max_bytes=cfg.tokenizer.max_train_bytes or None),
       vocab_size,
       output,

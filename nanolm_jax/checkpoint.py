@@ -7,6 +7,8 @@ import os
 import shutil
 from typing import Any
 
+import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -95,3 +97,39 @@ def read_config(workdir: str) -> dict[str, Any]:
   if not path.exists():
     raise FileNotFoundError(f"{workdir} is not a nanolm_jax run folder: no config.json")
   return json.loads(path.read_text())
+
+
+def restore_params(workdir: str, target: Any = None, step: int | None = None) -> tuple[int, Any]:
+  """(step, params) from a run's checkpoint (latest by default), without reading the optimizer state.
+
+  target: a pytree of jax.ShapeDtypeStruct with shardings (e.g. the new run's abstract params) to restore straight
+  into; None restores every array onto the default device. Shapes must match the run's model config.
+  """
+  ckpt = Checkpointer(workdir, async_save=False)
+  try:
+    steps = ckpt.steps()
+    if not steps:
+      raise FileNotFoundError(f"{workdir} has no checkpoints")
+    step = steps[-1] if step is None else step
+    if target is None:
+      meta = ocp.PyTreeCheckpointer().metadata(os.fspath(ckpt.directory / str(step) / "state"))
+      meta = getattr(meta, "item_metadata", meta)["params"]
+      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding, dtype=t.dtype), target)
+    out = ckpt._mngr.restore(  # pylint: disable=protected-access
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": target}, restore_args={"params": restore_args}, partial_restore=True
+            )
+        ),
+    )
+    return step, out["state"]["params"]
+  finally:
+    ckpt.close()
+
+
+def load_params(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any]:
+  """(config, params) of a run's checkpoint (latest by default), restored on the default device."""
+  return ml_collections.ConfigDict(read_config(workdir)), restore_params(workdir, step=step)[1]

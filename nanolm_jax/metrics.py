@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from absl import logging as absl_logging
 import jax
+from matplotlib import figure
+import tensorboardX
 
 # Dense bf16 peak FLOP/s per device (vendor figures), for MFU. CPUs have no useful figure: MFU is left out there and
 # bench_train compares against a measured matmul instead.
@@ -48,9 +52,7 @@ class MetricsWriter:
       kept = [l for l in open(self.path) if l.strip() and json.loads(l)["step"] <= resume_step]
       with open(self.path, "w") as f:
         f.writelines(kept)
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -76,19 +78,21 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   return [json.loads(l) for l in open(path) if l.strip()]
 
 
-def plot_losses(workdir: str, keys: tuple[str, ...] = ("loss", "val_loss"), filename: str = "loss.png") -> str | None:
-  """Loss curves from metrics.jsonl to a PNG; returns its path (None when there is nothing to plot)."""
+def metric_series(workdir: str, keys: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+  """{key: [(step, value), ...]} of the numeric values logged for each key (keys never logged are left out)."""
   rows = read_metrics(workdir)
   series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
-  series = {k: v for k, v in series.items() if v}
+  return {k: v for k, v in series.items() if v}
+
+
+def plot_losses(workdir: str, keys: tuple[str, ...] = ("loss", "val_loss"), filename: str = "loss.png") -> str | None:
+  """Loss curves from metrics.jsonl to a PNG; returns its path (None when there is nothing to plot)."""
+  series = metric_series(workdir, keys)
   if not series:
     return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+  # matplotlib's object API (no pyplot): no global backend or figure state, safe beside other threads.
+  fig = figure.Figure(figsize=(7, 4), dpi=110)
+  ax = fig.subplots()
   for k, pts in series.items():
     ax.plot(*zip(*pts), label=k, marker="o" if k.startswith("val") else None, markersize=3)
   ax.set_xlabel("step")
@@ -99,7 +103,28 @@ def plot_losses(workdir: str, keys: tuple[str, ...] = ("loss", "val_loss"), file
   out = os.path.join(workdir, filename)
   fig.tight_layout()
   fig.savefig(out)
-  plt.close(fig)
+  return out
+
+
+def plot_panels(workdir: str, keys: Sequence[str], filename: str) -> str | None:
+  """One small panel per logged metric (e.g. RL's reward, accuracy, KL) to a PNG; None when none was logged."""
+  series = metric_series(workdir, keys)
+  if not series:
+    return None
+  cols = min(3, len(series))
+  nrows = -(-len(series) // cols)
+  fig = figure.Figure(figsize=(4 * cols, 2.8 * nrows), dpi=100)
+  axes = fig.subplots(nrows, cols, squeeze=False)
+  for ax, (k, pts) in zip(axes.flat, series.items()):
+    ax.plot(*zip(*pts), marker="o" if k.startswith("eval") else None, markersize=3)
+    ax.set_title(k)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(series) :]:
+    ax.axis("off")
+  fig.tight_layout()
+  out = os.path.join(workdir, filename)
+  fig.savefig(out)
   return out
 
 
@@ -109,8 +134,6 @@ class _DropLibraryInfo:
   _NOISY = ("/orbax/", "/grain/", "/etils/", "/tensorflow_datasets/", "/jax/_src/")
 
   def filter(self, record) -> bool:
-    import logging as std_logging  # pylint: disable=g-import-not-at-top
-
     if "Metadata file does not exist" in str(record.msg):  # orbax, reading params of a run: expected
       return False
     return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in self._NOISY)
@@ -118,6 +141,4 @@ class _DropLibraryInfo:
 
 def quiet_library_logs() -> None:
   """Keeps a run's log readable: call once at the start of an entrypoint."""
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-
   absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())

@@ -17,7 +17,10 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+
+from nanolm_jax import sharding as shd
 
 Array = jax.Array
 Cache = dict[str, Any]  # see init_cache
@@ -43,7 +46,7 @@ class ModelConfig:
   d_ff: int = 1024
   max_len: int = 256
   tie_embeddings: bool = True
-  dtype: str = "float32"
+  dtype: str = "bfloat16"
   param_dtype: str = "float32"
   scan_layers: bool = False
   remat: str = "none"
@@ -500,3 +503,33 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   mlp = (3 if cfg.llama else 2) * d * f
   matmul_params = cfg.num_layers * (attn + mlp) + d * cfg.vocab_size
   return 6.0 * matmul_params + 12.0 * cfg.num_layers * d * seq_len
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """The ``model`` config block: the one set of model defaults (the CPU `tiny` shape); 0 / -1 mean "derive"."""
+  return ml_collections.ConfigDict(
+      dict(
+          style="gpt2",  # gpt2 | llama
+          vocab_size=4096,
+          num_layers=4,
+          num_heads=4,
+          num_kv_heads=0,  # 0 = num_heads (multi-head); fewer = grouped-query attention
+          d_model=256,
+          d_ff=0,  # 0 = 4*d_model (gpt2) or the Llama 8/3 rule rounded to 64
+          max_len=256,  # context length; learned positions (gpt2) are sized by it
+          tie_embeddings=-1,  # -1 = style default (gpt2 tied, llama untied); 0/1 force it
+          dtype="bfloat16",  # compute dtype: float32 | bfloat16 (params stay param_dtype, matmuls accumulate fp32)
+          param_dtype="float32",
+          scan_layers=False,
+          remat="none",  # none | full | dots | dots_no_batch
+          attention="xla",  # xla | cudnn (jax.nn.dot_product_attention implementation)
+          norm_eps=1e-5,
+          rope_theta=10000.0,
+          init_std=0.02,
+      )
+  )
+
+
+def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None) -> Transformer:
+  """The run's model: its config block resolved, with the run's logical-axis rules (for the mesh's constraints)."""
+  return Transformer(ModelConfig.from_config(cfg.model), mesh=mesh, rules=shd.normalize_rules(cfg.sharding_rules))

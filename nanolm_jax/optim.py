@@ -5,9 +5,28 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
+import ml_collections
 import optax
 
 _EMBEDDINGS = ("embed", "pos_embed")
+
+
+def default_optim_config() -> ml_collections.ConfigDict:
+  """The ``optim`` config block: AdamW with warmup and cosine decay (the CPU `tiny` pretraining run's values)."""
+  return ml_collections.ConfigDict(
+      dict(
+          lr=3e-3,
+          warmup_steps=50,
+          min_lr_ratio=0.1,  # cosine decays to lr * min_lr_ratio (1.0 = constant after warmup)
+          b1=0.9,
+          b2=0.95,
+          eps=1e-8,
+          weight_decay=0.1,
+          clip_norm=1.0,
+          decay_embeddings=False,
+          decay_norms_and_biases=False,
+      )
+  )
 
 
 def make_schedule(o: Mapping[str, Any], total_steps: int) -> optax.Schedule:

@@ -1,20 +1,35 @@
-"""Loading a run folder: config, model, params, tokenizer — the contract every downstream entrypoint relies on.
+"""The run folder: where a run's files live, reading and writing its config, whether it finished, and loading it for
+inference — the contract every entrypoint relies on.
 
-A run folder holds `config.json`, `checkpoints/<step>/state` (a pytree with at least `params`), and
-`tokenizer.model` (sentencepiece) or Hugging Face tokenizer files (imported models).
+    RUN/config.json        the resolved config (written first by the trainer; what every entrypoint loads a run by)
+    RUN/checkpoints/<step> orbax: train state (params + optimizer), data-iterator state, config
+    RUN/tokenizer.model    sentencepiece (trained runs) — or tokenizer.json & co. (imported Hugging Face models)
+    RUN/eval.json          the stage's evaluation results (SFT)
+    RUN/search_index/      the search tool's documents (SFT runs)
+
+Loading a run for inference needs the model, the checkpoint and the tokenizer, not the training loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
+import jax
 import ml_collections
 
+from nanolm_jax import checkpoint as ckpt_lib
 from nanolm_jax import model as model_lib
 from nanolm_jax import tokenizer as tokenizer_lib
-from nanolm_jax import trainer
+from nanolm_jax.synthetic import search_data
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.model"
+HF_TOKENIZER_FILE = "tokenizer.json"
+EVAL_FILE = "eval.json"
+SEARCH_INDEX_DIR = "search_index"
 
 
 @dataclasses.dataclass
@@ -23,29 +38,92 @@ class Run:
   cfg: ml_collections.ConfigDict
   model: model_lib.Transformer
   params: Any  # unboxed params pytree (apply with {"params": params})
-  tokenizer: Any  # tokenizer_lib.Tokenizer or an object with the same interface
+  tokenizer: tokenizer_lib.Tokenizer
   step: int | None = None
 
 
-def load_tokenizer(workdir: str) -> Any:
+def config_to_dict(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(cfg.to_json_best_effort())
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, CONFIG_FILE)
+
+
+def is_run(workdir: str) -> bool:
+  return os.path.exists(config_path(workdir))
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config; FileNotFoundError naming the folder when it is not a run."""
+  return ml_collections.ConfigDict(ckpt_lib.read_config(workdir))
+
+
+def write_config(workdir: str, cfg: ml_collections.ConfigDict | dict[str, Any]) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  data = config_to_dict(cfg) if isinstance(cfg, ml_collections.ConfigDict) else cfg
+  with open(config_path(workdir) + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(data, f, indent=2)
+  os.replace(config_path(workdir) + ".tmp", config_path(workdir))
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  folder = os.path.join(workdir, "checkpoints")
+  return sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if os.path.isdir(folder) else []
+
+
+def is_finished(workdir: str) -> bool:
+  """Whether the run has a checkpoint at its configured last step."""
+  if not is_run(workdir):
+    return False
+  steps = checkpoint_steps(workdir)
+  return bool(steps) and steps[-1] >= int(read_config(workdir).train.steps)
+
+
+def read_eval(workdir: str) -> dict[str, Any]:
+  path = os.path.join(workdir, EVAL_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def write_eval(workdir: str, results: dict[str, Any]) -> None:
+  with open(os.path.join(workdir, EVAL_FILE), "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2)
+
+
+def search_index_dir(workdir: str) -> str:
+  return os.path.join(workdir, SEARCH_INDEX_DIR)
+
+
+def search_settings(workdir: str) -> dict[str, Any]:
+  """{'top_k', 'fuzzy'} the run's search tool was trained and evaluated with (one default for every reader)."""
+  scfg = read_config(workdir).get("sft", {}).get("search", {}) if is_run(workdir) else {}
+  return {
+      "top_k": int(scfg.get("top_k", search_data.DEFAULT_TOP_K)),
+      "fuzzy": bool(scfg.get("fuzzy", search_data.DEFAULT_FUZZY)),
+  }
+
+
+def load_tokenizer(workdir: str) -> tokenizer_lib.Tokenizer:
   """The run's tokenizer; FileNotFoundError naming the folder when there is none."""
-  sp = os.path.join(workdir, "tokenizer.model")
+  sp = os.path.join(workdir, TOKENIZER_FILE)
   if os.path.exists(sp):
-    return tokenizer_lib.Tokenizer.load(sp)
-  if os.path.exists(os.path.join(workdir, "tokenizer.json")):
-    from nanolm_jax.interop import hf_tokenizer  # pylint: disable=g-import-not-at-top
+    return tokenizer_lib.SentencePieceTokenizer.load(sp)
+  if os.path.exists(os.path.join(workdir, HF_TOKENIZER_FILE)):
+    # Optional dependency (`tokenizers`, the 'hf' extra): only imported models carry tokenizer.json.
+    from nanolm_jax import hf_tokenizer  # pylint: disable=g-import-not-at-top
 
     return hf_tokenizer.HFTokenizer.load(workdir)
-  raise FileNotFoundError(f"{workdir} has no tokenizer (tokenizer.model or tokenizer.json)")
+  raise FileNotFoundError(f"{workdir} has no tokenizer ({TOKENIZER_FILE} or {HF_TOKENIZER_FILE})")
 
 
-def load_run(workdir: str, step: int | None = None, mesh: Any = None) -> Run:
+def load_run(workdir: str, step: int | None = None, mesh: jax.sharding.Mesh | None = None) -> Run:
   """Loads a run for inference (params on the default device unless a mesh is given for the model's constraints)."""
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"run folder {workdir} does not exist")
-  from nanolm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-
-  cfg = ml_collections.ConfigDict(ckpt_lib.read_config(workdir))
-  step, params = trainer.restore_params(workdir, step=step)
-  model = trainer.build_model(cfg, mesh)
+  cfg = read_config(workdir)
+  step, params = ckpt_lib.restore_params(workdir, step=step)
+  model = model_lib.build_model(cfg, mesh)
   return Run(workdir=workdir, cfg=cfg, model=model, params=params, tokenizer=load_tokenizer(workdir), step=step)

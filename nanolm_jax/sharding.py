@@ -7,12 +7,43 @@ from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 Rules = tuple[tuple[str, Any], ...]
+
+# Logical axis -> mesh axis. Parameters use the bare names, activations the `act_` ones (MaxText's split), so that
+# e.g. FSDP shards the weights' embed dim while activations stay batch-sharded.
+DEFAULT_RULES = (
+    # parameters
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("layers", None),
+    ("norm", None),
+    ("position", None),
+    # activations
+    ("act_batch", ("data", "fsdp")),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_head_dim", None),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+    ("cache_length", None),
+)
+
+
+def default_mesh_config() -> ml_collections.ConfigDict:
+  """The ``mesh`` config block: sizes of the data / fsdp / tensor axes (-1 = the rest of the devices)."""
+  return ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
 
 def maybe_initialize_distributed() -> None:
@@ -99,19 +130,16 @@ def global_batch(local_batch: Mapping[str, np.ndarray], sharding: NamedSharding)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
 
 
-def check_divisibility(mesh: Mesh, rules: Rules, named_shapes: Mapping[str, int]) -> None:
-  """Every logical dimension must split evenly over the mesh axes it maps to; ValueError names the first that does not.
+def check_divisibility(mesh_shape: Mapping[str, int], rules: Any, sizes: Sequence[tuple[str, int, str]]) -> None:
+  """Every (logical axis, size, what) must split evenly over the mesh axes the rules map it to.
 
-  named_shapes: logical axis name -> size, e.g. {"embed": 256, "heads": 4, "act_batch": 16}.
+  Checked from the config alone (before any device exists); ValueError names the config field and the mesh.
   """
   table = dict(rules)
-  for logical, size in named_shapes.items():
+  for logical, size, what in sizes:
     axes = table.get(logical)
-    if axes is None:
-      continue
-    axes = (axes,) if isinstance(axes, str) else tuple(axes)
-    n = int(np.prod([mesh.shape[a] for a in axes]))
+    axes = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+    n = int(np.prod([mesh_shape[a] for a in axes])) if axes else 1
     if size % n:
-      raise ValueError(
-          f"logical axis {logical!r} of size {size} does not divide over mesh axes {axes} " f"({n} devices)"
-      )
+      mesh = ", ".join(f"{k}={v}" for k, v in mesh_shape.items())
+      raise ValueError(f"{what}={size} does not divide over mesh axes {axes} of size {n} (mesh {mesh})")

@@ -16,19 +16,16 @@ inject a role marker; only ``special_id`` gives those ids.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 from absl import logging
-import ml_collections
 import numpy as np
 import sentencepiece as spm
 
@@ -56,18 +53,6 @@ _MAX_SENTENCE_CHARS = 8192  # spm silently drops "sentences" longer than max_sen
 _BLANK_RUN = re.compile(r'\n\s*\n')
 
 
-def default_tokenizer_config() -> ml_collections.ConfigDict:
-  """The ``tokenizer`` block; the vocab size is ``model.vocab_size``, passed separately."""
-  return ml_collections.ConfigDict(
-      {
-          'path': '',  # an existing .model to load instead of training one
-          'model_type': 'bpe',  # or 'unigram'
-          'character_coverage': 0.9995,  # rarer characters are left to byte fallback
-          'max_train_bytes': 20_000_000,  # cap on training text (UTF-8 bytes), read in source order
-      }
-  )
-
-
 def _training_sentences(texts: Iterable[str], max_bytes: int | None) -> Iterator[str]:
   """Paragraphs of ``texts`` (spm learns within a "sentence"), chunked on line boundaries below spm's length cap."""
   total = 0
@@ -93,8 +78,57 @@ def _write_atomic(path: str, data: bytes) -> None:
   os.replace(tmp, path)  # concurrent writers (several hosts) never leave a torn file
 
 
-class Tokenizer:
-  """A SentencePiece model plus the project's special-token conventions."""
+class Tokenizer(Protocol):
+  """What the rest of the code needs of a tokenizer: ids, specials, encode/decode and per-token byte lengths.
+
+  Implemented by `SentencePieceTokenizer` (trained by this project) and `hf_tokenizer.HFTokenizer` (imported models).
+  """
+
+  @property
+  def vocab_size(self) -> int:
+    ...
+
+  @property
+  def bos_id(self) -> int:
+    ...
+
+  @property
+  def eos_id(self) -> int:
+    ...
+
+  @property
+  def pad_id(self) -> int:
+    ...
+
+  special_tokens: dict[str, int]
+
+  def special_id(self, name: str) -> int:
+    ...
+
+  def id_to_piece(self, i: int) -> str:
+    ...
+
+  def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+    ...
+
+  def encode_batch(self, texts: Sequence[str], bos: bool = False, eos: bool = False) -> list[list[int]]:
+    ...
+
+  def decode(self, ids: Sequence[int] | np.ndarray, skip_special: bool = False) -> str:
+    ...
+
+  def token_bytes(self) -> np.ndarray:
+    ...
+
+  def bytes_per_token(self, texts: Iterable[str]) -> float:
+    ...
+
+  def visualize(self, text: str, color: bool | None = None) -> str:
+    ...
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece model plus the project's special-token conventions (implements `Tokenizer`)."""
 
   def __init__(self, model_proto: bytes):
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
@@ -124,7 +158,7 @@ class Tokenizer:
       character_coverage: float = 0.9995,
       max_train_bytes: int | None = None,
       num_threads: int | None = None,
-  ) -> Tokenizer:
+  ) -> SentencePieceTokenizer:
     """Trains on ``texts`` (all of them, up to ``max_train_bytes``) and writes ``model_path`` if given.
 
     Deterministic: the same texts and settings give a byte-identical model. Raises ValueError when ``vocab_size``
@@ -171,7 +205,7 @@ class Tokenizer:
     return tok
 
   @classmethod
-  def load(cls, path: str) -> Tokenizer:
+  def load(cls, path: str) -> SentencePieceTokenizer:
     """Loads a ``.model`` file written by ``save``/``train``."""
     with open(path, 'rb') as f:
       return cls(f.read())
@@ -281,95 +315,3 @@ class Tokenizer:
       else:
         out.append(f'[{surface}]')
     return ''.join(out)
-
-
-# --- getting the tokenizer for a run ----------------------------------------------------------------------------------
-
-
-def cache_dir() -> str:
-  """Where trained tokenizers are cached: $NANOLM_CACHE/tokenizers, default ~/.cache/nanolm_jax/tokenizers."""
-  root = os.environ.get('NANOLM_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'nanolm_jax')
-  return os.path.join(root, 'tokenizers')
-
-
-def cache_key(tok_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict, vocab_size: int) -> str:
-  """Hash of everything that determines the trained model, including what the sources currently contain."""
-  from nanolm_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
-  from nanolm_jax.data import stdlib_corpus  # pylint: disable=g-import-not-at-top
-
-  content = []
-  for spec in sources_lib.parse_sources(data_cfg.sources):
-    if spec.kind == 'stdlib':
-      content.append(stdlib_corpus.python_tag())  # the stdlib corpus differs between Python versions
-    elif spec.kind == 'files':
-      content.append([list(f) for f in sources_lib.file_fingerprint(spec)])
-    elif spec.kind == 'facts':  # the resolved world, so a change of the defaults is a different corpus
-      from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
-
-      content.append(facts.world_spec(facts.parse_world_spec(spec.arg)))
-    elif spec.kind == 'arithmetic':
-      from nanolm_jax.posttrain import reasoning  # pylint: disable=g-import-not-at-top
-
-      content.append(reasoning.parse_corpus_spec(spec.arg).to_json(sort_keys=True))
-  key = {
-      'format': FORMAT_VERSION,
-      'sources': data_cfg.sources,
-      'content': content,
-      'val_fraction': data_cfg.val_fraction,
-      'vocab_size': vocab_size,
-      'model_type': tok_cfg.model_type,
-      'character_coverage': tok_cfg.character_coverage,
-      'max_train_bytes': tok_cfg.max_train_bytes,
-      'specials': SPECIAL_TOKENS,
-      'sentencepiece': spm.__version__,
-  }
-  return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _checked(tok: Tokenizer, vocab_size: int, where: str) -> Tokenizer:
-  if tok.vocab_size > vocab_size:
-    raise ValueError(f'Tokenizer {where} has {tok.vocab_size} tokens but model.vocab_size is {vocab_size}.')
-  if tok.vocab_size < vocab_size:
-    logging.warning(
-        'Tokenizer %s has %d tokens < model.vocab_size %d; the rest are unused.', where, tok.vocab_size, vocab_size
-    )
-  return tok
-
-
-def get_or_train_tokenizer(
-    tok_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict, vocab_size: int, workdir: str
-) -> Tokenizer:
-  """The run's tokenizer: ``<workdir>/tokenizer.model`` (a resumed run), else ``tok_cfg.path``, else train one.
-
-  Training uses the 'train' split of ``data_cfg.sources`` and is cached under ``cache_dir()`` by ``cache_key``; the
-  model is then copied to ``<workdir>/tokenizer.model`` so a run directory is self-contained and resumes with the
-  same tokenizer even if the sources change.
-  """
-  run_path = os.path.join(workdir, 'tokenizer.model')
-  if os.path.exists(run_path):
-    return _checked(Tokenizer.load(run_path), vocab_size, run_path)
-  if tok_cfg.path:
-    # Copied into the run folder too, so the run stays loadable if the original moves.
-    tok = _checked(Tokenizer.load(tok_cfg.path), vocab_size, tok_cfg.path)
-    os.makedirs(workdir, exist_ok=True)
-    tok.save(run_path)
-    return tok
-  cached = os.path.join(cache_dir(), cache_key(tok_cfg, data_cfg, vocab_size) + '.model')
-  if os.path.exists(cached):
-    logging.info('Using cached tokenizer %s', cached)
-    tok = Tokenizer.load(cached)
-  else:
-    from nanolm_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
-
-    logging.info('Training a %d-token tokenizer on %s', vocab_size, data_cfg.sources)
-    tok = Tokenizer.train(
-        sources_lib.iter_texts(data_cfg, 'train', max_bytes=tok_cfg.max_train_bytes or None),
-        vocab_size,
-        cached,
-        model_type=tok_cfg.model_type,
-        character_coverage=tok_cfg.character_coverage,
-    )
-  os.makedirs(workdir, exist_ok=True)
-  shutil.copyfile(cached, run_path + '.tmp')
-  os.replace(run_path + '.tmp', run_path)
-  return _checked(tok, vocab_size, run_path)

@@ -9,7 +9,6 @@ with donated state, checkpoints, preemption, metrics — is this file, read top 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -22,11 +21,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from tqdm import tqdm
 
 from nanolm_jax import checkpoint as ckpt_lib
 from nanolm_jax import metrics as metrics_lib
 from nanolm_jax import model as model_lib
 from nanolm_jax import optim
+from nanolm_jax import runs
 from nanolm_jax import sharding as shd
 from nanolm_jax import train_step as step_lib
 
@@ -64,6 +65,26 @@ class Stage:
   evaluate: Callable[[RunContext, Any], dict[str, float]] | None = None
 
 
+def default_train_config() -> ml_collections.ConfigDict:
+  """The ``train`` config block (the CPU `tiny` pretraining run's values)."""
+  return ml_collections.ConfigDict(
+      dict(
+          steps=450,
+          batch_size=16,  # global batch, in sequences
+          seq_len=256,
+          microbatches=1,  # gradient accumulation: batch_size is split into this many scanned microbatches
+          eval_every=150,  # 0 = never
+          eval_batches=8,
+          log_every=10,
+          checkpoint_every=150,  # 0 = only at the end (and on preemption)
+          keep_checkpoints=3,
+          async_checkpointing=True,
+          z_loss=0.0,
+          peak_flops_per_device=0.0,  # 0 = look the device up; used for MFU
+      )
+  )
+
+
 def validate_config(
     cfg: ml_collections.ConfigDict, num_devices: int | None = None, process_count: int | None = None
 ) -> None:
@@ -90,34 +111,18 @@ def validate_config(
   if t.batch_size % process_count:
     raise ValueError(f"train.batch_size={t.batch_size} does not split over {process_count} processes")
   data, fsdp, tensor = shd.resolve_mesh_shape(cfg.mesh, num_devices)
-  mesh_shape = {"data": data, "fsdp": fsdp, "tensor": tensor}
-  rules = dict(cfg.sharding_rules)
-
-  def check(logical, size, what):
-    axes = rules.get(logical)
-    axes = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
-    n = int(np.prod([mesh_shape[a] for a in axes])) if axes else 1
-    if size % n:
-      raise ValueError(
-          f"{what}={size} does not divide over mesh axes {axes} of size {n} "
-          f"(mesh data={data}, fsdp={fsdp}, tensor={tensor})"
-      )
-
-  check("act_batch", t.batch_size // t.microbatches, "train.batch_size / train.microbatches")
-  check("embed", mc.d_model, "model.d_model")
-  check("heads", mc.num_heads, "model.num_heads")
-  check("kv_heads", mc.num_kv_heads, "model.num_kv_heads")
-  check("mlp", mc.d_ff, "model.d_ff")
-  check("vocab", mc.vocab_size, "model.vocab_size")
-
-
-def config_to_dict(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-  return json.loads(cfg.to_json_best_effort())
-
-
-def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None) -> model_lib.Transformer:
-  mc = model_lib.ModelConfig.from_config(cfg.model)
-  return model_lib.Transformer(mc, mesh=mesh, rules=shd.normalize_rules(cfg.sharding_rules))
+  shd.check_divisibility(
+      {"data": data, "fsdp": fsdp, "tensor": tensor},
+      cfg.sharding_rules,
+      [
+          ("act_batch", t.batch_size // t.microbatches, "train.batch_size / train.microbatches"),
+          ("embed", mc.d_model, "model.d_model"),
+          ("heads", mc.num_heads, "model.num_heads"),
+          ("kv_heads", mc.num_kv_heads, "model.num_kv_heads"),
+          ("mlp", mc.d_ff, "model.d_ff"),
+          ("vocab", mc.vocab_size, "model.vocab_size"),
+      ],
+  )
 
 
 def _apply_fn(model: model_lib.Transformer) -> Callable[..., jax.Array]:
@@ -151,60 +156,29 @@ class _Preemption:
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[str, Any]:
-  """Runs (or resumes) a training run in `workdir`; returns the final metrics (+ 'preempted')."""
+  """Runs (or resumes) a training run in `workdir`; returns the final metrics (+ 'preempted', 'step')."""
   validate_config(cfg)
   is_main = jax.process_index() == 0
   jax.config.update("jax_threefry_partitionable", True)  # same init whatever the sharding
   os.makedirs(workdir, exist_ok=True)
-  cfg_dict = config_to_dict(cfg)
+  cfg_dict = runs.config_to_dict(cfg)
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(cfg_dict, f, indent=2)
+    runs.write_config(workdir, cfg_dict)
 
   # 1. Mesh, model, tokenizer.
-  mesh = shd.make_mesh(cfg.mesh)
-  model = build_model(cfg, mesh)
-  tokenizer = stage.load_tokenizer(cfg, workdir) if stage.load_tokenizer else None
-  if tokenizer is not None and tokenizer.vocab_size > model.cfg.vocab_size:
-    raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size={model.cfg.vocab_size}")
-  ctx = RunContext(cfg=cfg, workdir=workdir, model=model, mesh=mesh, tokenizer=tokenizer)
-  logging.info("mesh %s on %d devices (%s)", dict(mesh.shape), jax.device_count(), jax.devices()[0].device_kind)
+  ctx = _context(cfg, workdir, stage)
 
   # 2. Abstract state -> shardings; the jitted pure step with explicit in/out shardings and donated state.
-  total_steps = cfg.train.steps
-  apply = _apply_fn(model)
-  setup = make_sharded_step(cfg, model, mesh, stage.make_loss(ctx, apply))
-  tx, state_sharding, batch_sharding = setup.tx, setup.state_sharding, setup.batch_sharding
-
+  apply = _apply_fn(ctx.model)
+  setup = make_sharded_step(cfg, ctx.model, ctx.mesh, stage.make_loss(ctx, apply))
   ckpt = ckpt_lib.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=cfg.train.async_checkpointing)
-  restored = ckpt.restore_latest(setup.abstract_state)
   train_data = stage.make_train_data(ctx)
-  if restored is not None:
-    start_step, state, data_state = restored
-    if data_state is not None and hasattr(train_data, "set_state"):
-      train_data.set_state(data_state)
-    logging.info("resumed from step %d", start_step)
-  else:
-    start_step = 0
-    state = setup.init(jax.random.PRNGKey(cfg.seed))
-    if stage.init_params is not None:
-      state = state.replace(params=stage.init_params(ctx, setup.abstract_state.params))
-      state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(state.params))
-  ctx.current_params = lambda: state.params
-  n_params = model_lib.count_params(state.params)
-  logging.info("model: %s style, %.2fM parameters", model.cfg.style, n_params / 1e6)
-
-  jit_step = setup.step
-  evaluate = _make_evaluator(ctx, stage, apply, batch_sharding)
-
-  writer = metrics_lib.MetricsWriter(workdir, enabled=is_main, resume_step=start_step if restored else None)
-  tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
-  flops_per_step = model_lib.flops_per_token(model.cfg, cfg.train.seq_len) * tokens_per_step
-  peak = cfg.train.peak_flops_per_device or metrics_lib.device_peak_flops()
-  peak_total = peak * jax.device_count() if peak else None
-
-  def data_state() -> Any:
-    return train_data.get_state() if hasattr(train_data, "get_state") else None
+  start_step, state, resumed = _restore_or_init(cfg, ctx, stage, setup, ckpt, train_data)
+  holder = {"state": state}  # the loop swaps in each new (donated) state; RL rollouts read the current params
+  ctx.current_params = lambda: holder["state"].params
+  logging.info("model: %s style, %.2fM parameters", ctx.model.cfg.style, model_lib.count_params(state.params) / 1e6)
+  evaluate = _make_evaluator(ctx, stage, apply, setup.batch_sharding)
+  writer = metrics_lib.MetricsWriter(workdir, enabled=is_main, resume_step=start_step if resumed else None)
 
   last: dict[str, Any] = {}
   if start_step == 0 and evaluate is not None:
@@ -213,66 +187,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
     logging.info("step 0: %s", _fmt(last))
 
   # 3. The loop.
-  pending: list[tuple[int, Any]] = []
-  t_last, steps_since = time.perf_counter(), 0
-  progress = _progress(start_step, total_steps, is_main)
-  preempted = False
-  with _Preemption() as preemption:
-    step = start_step
-    while step < total_steps:
-      batch = shd.global_batch(next(train_data), batch_sharding)
-      host_m = train_data.step_metrics() if hasattr(train_data, "step_metrics") else {}
-      state, m = jit_step(state, batch)
-      step += 1
-      steps_since += 1
-      pending.append((step, {**m, **host_m}))
-      progress.update(1)
-      stop = preemption.requested or ckpt.reached_preemption(step)
-      is_eval = (
-          evaluate is not None and cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == total_steps)
-      )
-      is_ckpt = stop or step == total_steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
-      if step % cfg.train.log_every == 0 or is_eval or is_ckpt:
-        # Fetching every pending step's metrics both logs them and proves no NaN slipped in before a save.
-        fetched = [(s, jax.device_get(x)) for s, x in pending]
-        pending.clear()
-        for s, x in fetched:
-          if not (math.isfinite(float(x["loss"])) and math.isfinite(float(x["grad_norm"]))):
-            ckpt.wait()
-            raise NonFiniteLossError(
-                f"non-finite loss {x['loss']} / grad norm {x['grad_norm']} at step {s}; "
-                "stopping without writing a checkpoint of it (last good: "
-                f"{ckpt.steps()[-1] if ckpt.steps() else 'none'})"
-            )
-        dt = time.perf_counter() - t_last
-        last = {k: float(v) for k, v in fetched[-1][1].items()}
-        last["tokens_per_s"] = tokens_per_step * steps_since / dt
-        last["flops_per_s"] = flops_per_step * steps_since / dt
-        if peak_total:
-          last["mfu"] = last["flops_per_s"] / peak_total
-        t_last, steps_since = time.perf_counter(), 0
-        if is_eval:
-          last.update(evaluate(state.params))
-          t_last = time.perf_counter()  # keep eval time out of the throughput
-        writer.write(step, last)
-        progress.set_postfix_str(_fmt(last, ("loss", "val_bpb", "tokens_per_s")))
-        if is_eval or step % (cfg.train.log_every * 10) == 0:
-          logging.info("step %d: %s", step, _fmt(last))
-      if is_ckpt:
-        ckpt.save(step, state, data_state(), cfg_dict)
-      if stop:
-        preempted = True
-        logging.warning("preempted at step %d: checkpoint saved", step)
-        break
-  progress.close()
+  loop = _Loop(cfg, setup, ckpt, train_data, evaluate, writer, cfg_dict, _Throughput(cfg, ctx.model.cfg), holder)
+  step, last, preempted = loop.run(start_step, last, is_main)
   ckpt.wait()
 
+  # 4. The end: curves and the stage's hook (evaluations, samples), on the main process.
   last["preempted"] = preempted
-  last["step"] = int(step) if total_steps > start_step else start_step
+  last["step"] = int(step) if cfg.train.steps > start_step else start_step
   if not preempted and is_main:
     metrics_lib.plot_losses(workdir)
     if stage.on_end is not None:
-      extra = stage.on_end(ctx, state.params) or {}
+      extra = stage.on_end(ctx, holder["state"].params) or {}
       last.update(extra)
       numeric = {k: v for k, v in extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
       if numeric:
@@ -280,6 +205,115 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
   writer.close()
   ckpt.close()
   return last
+
+
+def _context(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> RunContext:
+  mesh = shd.make_mesh(cfg.mesh)
+  model = model_lib.build_model(cfg, mesh)
+  tokenizer = stage.load_tokenizer(cfg, workdir) if stage.load_tokenizer else None
+  if tokenizer is not None and tokenizer.vocab_size > model.cfg.vocab_size:
+    raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size={model.cfg.vocab_size}")
+  logging.info("mesh %s on %d devices (%s)", dict(mesh.shape), jax.device_count(), jax.devices()[0].device_kind)
+  return RunContext(cfg=cfg, workdir=workdir, model=model, mesh=mesh, tokenizer=tokenizer)
+
+
+def _restore_or_init(cfg, ctx: RunContext, stage: Stage, setup: ShardedStep, ckpt, train_data) -> tuple[int, Any, bool]:
+  """(start step, state, resumed?): the latest good checkpoint with its data position, else a fresh init (with the
+  stage's initial params, e.g. SFT's starting run, and a matching optimizer state)."""
+  restored = ckpt.restore_latest(setup.abstract_state)
+  if restored is not None:
+    start_step, state, data_state = restored
+    if data_state is not None and hasattr(train_data, "set_state"):
+      train_data.set_state(data_state)
+    logging.info("resumed from step %d", start_step)
+    return start_step, state, True
+  state = setup.init(jax.random.PRNGKey(cfg.seed))
+  if stage.init_params is not None:
+    state = state.replace(params=stage.init_params(ctx, setup.abstract_state.params))
+    state = state.replace(opt_state=jax.jit(setup.tx.init, out_shardings=setup.state_sharding.opt_state)(state.params))
+  return 0, state, False
+
+
+class _Throughput:
+  """Tokens/s, FLOP/s and MFU (on devices with a known peak) of the steps since the last log."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, mc: model_lib.ModelConfig):
+    self.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
+    self.flops_per_step = model_lib.flops_per_token(mc, cfg.train.seq_len) * self.tokens_per_step
+    peak = cfg.train.peak_flops_per_device or metrics_lib.device_peak_flops()
+    self.peak_total = peak * jax.device_count() if peak else None
+
+  def rates(self, steps: int, seconds: float) -> dict[str, float]:
+    out = {
+        "tokens_per_s": self.tokens_per_step * steps / seconds,
+        "flops_per_s": self.flops_per_step * steps / seconds,
+    }
+    if self.peak_total:
+      out["mfu"] = out["flops_per_s"] / self.peak_total
+    return out
+
+
+class _Loop:
+  """Steps, logs, evaluates and checkpoints until train.steps or a preemption notice."""
+
+  def __init__(self, cfg, setup, ckpt, train_data, evaluate, writer, cfg_dict, meter, holder):
+    self.cfg, self.setup, self.ckpt, self.train_data = cfg, setup, ckpt, train_data
+    self.evaluate, self.writer, self.cfg_dict, self.meter, self.holder = evaluate, writer, cfg_dict, meter, holder
+    self.pending: list[tuple[int, Any]] = []
+    self.t_last, self.steps_since = time.perf_counter(), 0
+
+  def run(self, start_step: int, last: dict[str, Any], is_main: bool) -> tuple[int, dict[str, Any], bool]:
+    t, data = self.cfg.train, self.train_data
+    progress = _progress(start_step, t.steps, is_main)
+    preempted = False
+    with _Preemption() as preemption:
+      step = start_step
+      while step < t.steps:
+        batch = shd.global_batch(next(data), self.setup.batch_sharding)
+        host_m = data.step_metrics() if hasattr(data, "step_metrics") else {}
+        self.holder["state"], m = self.setup.step(self.holder["state"], batch)
+        step += 1
+        self.steps_since += 1
+        self.pending.append((step, {**m, **host_m}))
+        progress.update(1)
+        stop = preemption.requested or self.ckpt.reached_preemption(step)
+        is_eval = self.evaluate is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps)
+        is_ckpt = stop or step == t.steps or (t.checkpoint_every and step % t.checkpoint_every == 0)
+        if step % t.log_every == 0 or is_eval or is_ckpt:
+          last = self._log(step, is_eval)
+          progress.set_postfix_str(_fmt(last, ("loss", "val_bpb", "tokens_per_s")))
+        if is_ckpt:
+          data_state = data.get_state() if hasattr(data, "get_state") else None
+          self.ckpt.save(step, self.holder["state"], data_state, self.cfg_dict)
+        if stop:
+          preempted = True
+          logging.warning("preempted at step %d: checkpoint saved", step)
+          break
+    progress.close()
+    return step, last, preempted
+
+  def _log(self, step: int, is_eval: bool) -> dict[str, Any]:
+    # Fetching every pending step's metrics both logs them and proves no NaN slipped in before a save.
+    fetched = [(s, jax.device_get(x)) for s, x in self.pending]
+    self.pending.clear()
+    for s, x in fetched:
+      if not (math.isfinite(float(x["loss"])) and math.isfinite(float(x["grad_norm"]))):
+        self.ckpt.wait()
+        raise NonFiniteLossError(
+            f"non-finite loss {x['loss']} / grad norm {x['grad_norm']} at step {s}; "
+            "stopping without writing a checkpoint of it (last good: "
+            f"{self.ckpt.steps()[-1] if self.ckpt.steps() else 'none'})"
+        )
+    last = {k: float(v) for k, v in fetched[-1][1].items()}
+    last.update(self.meter.rates(self.steps_since, time.perf_counter() - self.t_last))
+    self.t_last, self.steps_since = time.perf_counter(), 0
+    if is_eval:
+      last.update(self.evaluate(self.holder["state"].params))
+      self.t_last = time.perf_counter()  # keep eval time out of the throughput
+    self.writer.write(step, last)
+    if is_eval or step % (self.cfg.train.log_every * 10) == 0:
+      logging.info("step %d: %s", step, _fmt(last))
+    return last
 
 
 @dataclasses.dataclass
@@ -352,46 +386,4 @@ def _fmt(m: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
 
 
 def _progress(start: int, total: int, enabled: bool):
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-
   return tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="step")
-
-
-def restore_params(workdir: str, target: Any = None, step: int | None = None) -> tuple[int, Any]:
-  """(step, params) from a run's checkpoint (latest by default), without reading the optimizer state.
-
-  target: a pytree of jax.ShapeDtypeStruct with shardings (e.g. the new run's abstract params) to restore straight
-  into; None restores every array onto the default device. Shapes must match the run's model config.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
-  try:
-    steps = ckpt.steps()
-    if not steps:
-      raise FileNotFoundError(f"{workdir} has no checkpoints")
-    step = steps[-1] if step is None else step
-    mngr = ckpt._mngr  # pylint: disable=protected-access
-    if target is None:
-      meta = ocp.PyTreeCheckpointer().metadata(os.fspath(ckpt.directory / str(step) / "state"))
-      meta = getattr(meta, "item_metadata", meta)["params"]
-      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
-    restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding, dtype=t.dtype), target)
-    out = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item={"params": target}, restore_args={"params": restore_args}, partial_restore=True
-            )
-        ),
-    )
-    return step, out["state"]["params"]
-  finally:
-    ckpt.close()
-
-
-def load_params(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any]:
-  """(config, params) of a run's checkpoint (latest by default), restored on the default device."""
-  cfg = ml_collections.ConfigDict(ckpt_lib.read_config(workdir))
-  return cfg, restore_params(workdir, step=step)[1]

@@ -40,7 +40,7 @@ def small_tokenizer(small_corpus, tmp_path_factory) -> str:
   cfg = sources.default_data_config()
   cfg.sources = small_corpus
   path = str(tmp_path_factory.mktemp("tok") / "tokenizer.model")
-  tokenizer_lib.Tokenizer.train(sources.iter_texts(cfg, "train"), 512, path)
+  tokenizer_lib.SentencePieceTokenizer.train(sources.iter_texts(cfg, "train"), 512, path)
   return path
 
 

@@ -9,7 +9,7 @@ from nanolm_jax import tokenizer as tokenizer_lib
 
 @pytest.fixture(scope="module")
 def tok(small_tokenizer):
-  return tokenizer_lib.Tokenizer.load(small_tokenizer)
+  return tokenizer_lib.SentencePieceTokenizer.load(small_tokenizer)
 
 
 CONVO = [

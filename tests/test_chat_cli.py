@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from experiments import chat as chat_cli
+from nanolm_jax import chat_session as chat_cli
 from nanolm_jax import chat
 from nanolm_jax import engine as E
-from nanolm_jax import pretraining
+from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax import runs
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import trainer
@@ -29,7 +29,7 @@ def run_dir(small_corpus, small_tokenizer, tmp_path_factory):
   over = tiny_overrides(small_corpus, small_tokenizer)
   over.update({"train.steps": 2, "train.eval_every": 0, "train.checkpoint_every": 0, "sample.max_new_tokens": 2})
   workdir = str(tmp_path_factory.mktemp("chat_run") / "run")
-  trainer.train(make_config("tiny", **over), workdir, pretraining.stage())
+  trainer.train(make_config("tiny", **over), workdir, pretraining.build(None))
   return workdir
 
 
@@ -118,7 +118,7 @@ def _session(tok, script, color):
 
 
 def test_tool_calls_and_results_are_shown_dimmed(small_tokenizer):
-  tok = tokenizer_lib.Tokenizer.load(small_tokenizer)
+  tok = tokenizer_lib.SentencePieceTokenizer.load(small_tokenizer)
   sp = tok.special_id
   prompt = chat.render_for_completion([{"role": "user", "content": "What is 6*7?"}], tok)
   result_len = len(tok.encode("42")) + 2
@@ -146,7 +146,7 @@ def test_tool_calls_and_results_are_shown_dimmed(small_tokenizer):
 
 
 def test_search_uses_the_runs_own_index_and_is_declared(tmp_path):
-  from nanolm_jax.posttrain import search_data
+  from nanolm_jax.synthetic import search_data
 
   index = tmp_path / "search_index"
   search_data.write_index(

@@ -3,7 +3,7 @@
 import pytest
 
 from nanolm_jax.posttrain import chat_eval
-from nanolm_jax.posttrain import search_data
+from nanolm_jax.synthetic import search_data
 from nanolm_jax.tools import search
 
 CITIES = {"Brelsmere", "Droford", "Vunadale"}
@@ -34,7 +34,7 @@ def test_years_are_whole_words():
 
 def test_tools_prompt_is_the_trained_declaration():
   tool = search.Search(["Dena Priato. Birthplace: Brelsmere."])
-  assert chat_eval.tools_prompt([tool]) == search_data.SYSTEM_PROMPTS[0]
+  assert search_data.tools_prompt([tool]) == search_data.SYSTEM_PROMPTS[0]
 
 
 def test_format_table_puts_models_side_by_side():

@@ -1,4 +1,4 @@
-"""Tests for nanolm_jax.posttrain.conversations: formats, bad lines, specs, the stable split, TFDS records."""
+"""Tests for nanolm_jax.data.conversations: formats, bad lines, specs, the stable split, TFDS records."""
 
 import gzip
 import json
@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from nanolm_jax.posttrain import conversations as conv_lib
+from nanolm_jax.data import conversations as conv_lib
 
 U, A = {'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello!'}
 

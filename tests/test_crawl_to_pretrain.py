@@ -8,7 +8,7 @@ import os
 import pytest
 
 from configs import crawl as crawl_config
-from nanolm_jax import pretraining
+from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import trainer
 from nanolm_jax.crawl import demo
@@ -40,7 +40,7 @@ def test_pretraining_trains_on_crawl_shards(crawl_out, tmp_path):
   crawl_texts = _crawl_texts(crawl_out)
   # A tokenizer of the crawl's own text, as a user would train one before pretraining on it.
   tok_path = str(tmp_path / "tokenizer.model")
-  tokenizer_lib.Tokenizer.train(sorted(crawl_texts), 512, tok_path)
+  tokenizer_lib.SentencePieceTokenizer.train(sorted(crawl_texts), 512, tok_path)
   overrides = tiny_overrides(spec, tok_path)
   overrides.update(
       {
@@ -63,7 +63,7 @@ def test_pretraining_trains_on_crawl_shards(crawl_out, tmp_path):
   assert set(val) | set(train) == crawl_texts
 
   workdir = str(tmp_path / "run")
-  final = trainer.train(cfg, workdir, pretraining.stage())
+  final = trainer.train(cfg, workdir, pretraining.build(None))
   assert final["step"] == 8 and not final["preempted"]
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   losses = [r["loss"] for r in rows if "loss" in r]

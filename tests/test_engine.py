@@ -11,7 +11,6 @@ from nanolm_jax import engine as E
 from nanolm_jax import model as M
 from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
-from nanolm_jax import trainer
 from nanolm_jax.tools import calculator
 
 from tests.conftest import make_config
@@ -31,7 +30,7 @@ def _model_and_params(preset="tiny"):
 
   A large weight scale makes the greedy output vary from step to step (not one repeated token).
   """
-  m = trainer.build_model(_cfg(preset), mesh=None)
+  m = M.build_model(_cfg(preset), mesh=None)
   shapes = nn.unbox(jax.eval_shape(m.init, jax.random.PRNGKey(1), jnp.zeros((1, 8), jnp.int32))["params"])
   rng = np.random.default_rng(1)
   params = jax.tree_util.tree_map_with_path(
@@ -63,7 +62,7 @@ _sample = jax.jit(E.sample_token)
 
 @pytest.fixture(scope="module")
 def tok(small_tokenizer):
-  return tokenizer_lib.Tokenizer.load(small_tokenizer)
+  return tokenizer_lib.SentencePieceTokenizer.load(small_tokenizer)
 
 
 def _prompts():
@@ -407,7 +406,7 @@ def test_sharded_decoding_matches_single_device(gpt2):
   m, params = gpt2
   cfg = _cfg()
   mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  sharded = trainer.build_model(cfg, mesh)
+  sharded = M.build_model(cfg, mesh)
   prompts = _prompts()
   ref = E.Engine(m, params).generate(prompts, GREEDY)
   eng = E.Engine(sharded, params, mesh=mesh)

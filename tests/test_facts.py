@@ -1,4 +1,4 @@
-"""Tests for nanolm_jax.posttrain.facts: the world, pretraining text, matching, "I don't know", and the probe."""
+"""Tests for nanolm_jax.synthetic.facts: the world, pretraining text, matching, "I don't know", and the probe."""
 
 import random
 
@@ -6,7 +6,8 @@ import pytest
 
 from nanolm_jax import chat
 from nanolm_jax.data import sources
-from nanolm_jax.posttrain import facts
+from nanolm_jax.posttrain import probe
+from nanolm_jax.synthetic import facts
 
 
 @pytest.fixture(scope='module')
@@ -140,7 +141,7 @@ def test_probe_labels_by_sampled_correctness(world):
     return out
 
   entities = world.known[:30]
-  convs, stats = facts.probe(answer_fn, world, entities, samples_per_question=5, batch_size=16, return_stats=True)
+  convs, stats = probe.probe(answer_fn, world, entities, samples_per_question=5, batch_size=16, return_stats=True)
   assert all(b <= 16 and n == 5 for b, n in calls) and sum(b for b, _ in calls) == 150
   assert stats['known'] == 50 and stats['idk'] == 50 and stats['skipped'] == 50
   assert stats['sample_accuracy'] == pytest.approx((50 * 5 + 50 * 2) / 750)
@@ -153,18 +154,18 @@ def test_probe_labels_by_sampled_correctness(world):
     else:
       assert knows.get(e.name) is None and facts.is_idk(reply)
   # 'all' is stricter than a 0.4 threshold; a fraction threshold keeps the partial ones; model answers are reused.
-  _, s = facts.probe(answer_fn, world, entities, 5, knows=0.4, return_stats=True)
+  _, s = probe.probe(answer_fn, world, entities, 5, knows=0.4, return_stats=True)
   assert s['known'] == 100
-  own = facts.probe(answer_fn, world, world.known[:1], 5, use_model_answer=True)
+  own = probe.probe(answer_fn, world, world.known[:1], 5, use_model_answer=True)
   assert all(c[1]['content'].startswith('It is ') for c in own)
   with pytest.raises(ValueError, match='replies'):
-    facts.probe(lambda convs, n: [['x']] * len(convs), world, entities, 5)
+    probe.probe(lambda convs, n: [['x']] * len(convs), world, entities, 5)
 
 
 def test_engine_answer_fn_renders_prompts_and_groups_samples(world, small_tokenizer):
   from nanolm_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
-  tok = tokenizer_lib.Tokenizer.load(small_tokenizer)
+  tok = tokenizer_lib.SentencePieceTokenizer.load(small_tokenizer)
 
   class FakeEngine:
     """Echoes, per completion, which prompt and sample it is, as the tokens of 'p<i> s<j>' then <|end|>."""
@@ -183,7 +184,7 @@ def test_engine_answer_fn_renders_prompts_and_groups_samples(world, small_tokeni
       ]
 
   eng = FakeEngine()
-  fn = facts.engine_answer_fn(eng, tok)
+  fn = probe.engine_answer_fn(eng, tok)
   convs = [[{'role': 'user', 'content': 'Where was A born?'}], [{'role': 'user', 'content': 'When was B born?'}]]
   assert fn(convs, 3) == [['p0 s0', 'p0 s1', 'p0 s2'], ['p1 s0', 'p1 s1', 'p1 s2']]
   assert eng.prompts == [chat.render_for_completion(c, tok) for c in convs]

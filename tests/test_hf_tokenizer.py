@@ -10,7 +10,7 @@ tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizer tests need t
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from nanolm_jax import tokenizer as tokenizer_lib
-from nanolm_jax.interop import hf_tokenizer
+from nanolm_jax import hf_tokenizer
 
 TEXTS = (
     "",
@@ -33,7 +33,7 @@ TEXTS = (
 
 @pytest.fixture(scope="module")
 def ours(small_tokenizer) -> tokenizer_lib.Tokenizer:
-  return tokenizer_lib.Tokenizer.load(small_tokenizer)
+  return tokenizer_lib.SentencePieceTokenizer.load(small_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for nanolm_jax.posttrain.identity: facts from the identity file, variety, determinism, valid format."""
+"""Tests for nanolm_jax.synthetic.identity: facts from the identity file, variety, determinism, valid format."""
 
 import json
 import re
@@ -6,7 +6,7 @@ import re
 import pytest
 
 from nanolm_jax import chat
-from nanolm_jax.posttrain import identity
+from nanolm_jax.synthetic import identity
 
 
 def _custom(tmp_path, **changes):

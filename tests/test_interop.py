@@ -18,16 +18,18 @@ transformers = pytest.importorskip("transformers", reason="HF interop tests need
 tokenizers = pytest.importorskip("tokenizers", reason="HF interop tests need the 'hf' extra: pip install -e .[hf]")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import pretrain as pretrain_configs
 from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import model as model_lib
 from nanolm_jax import engine
-from nanolm_jax import pretraining
+from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax import runs
 from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
 from nanolm_jax import trainer
 from nanolm_jax.interop import hf
-from nanolm_jax.interop import hf_tokenizer
+from nanolm_jax import hf_tokenizer
 from tests.conftest import REPO, make_config, tiny_overrides
 
 TOL = 1e-4
@@ -138,7 +140,7 @@ def test_import_gives_transformers_logits(name, tmp_path, byte_level_tokenizer):
   with open(byte_level_tokenizer) as f, open(os.path.join(src, "tokenizer.json"), "w") as g:
     g.write(f.read())
   assert os.path.exists(os.path.join(src, "model.safetensors"))
-  hf.import_hf(src, str(tmp_path / "run"))
+  hf.import_hf(src, str(tmp_path / "run"), pretrain_configs.get_config("tiny"))
 
   run = runs.load_run(str(tmp_path / "run"))
   assert isinstance(run.tokenizer, hf_tokenizer.HFTokenizer)
@@ -158,10 +160,10 @@ def test_imported_run_resumes_in_the_trainer(tmp_path, byte_level_tokenizer):
   HF_MODELS["llama_gqa_untied"]().save_pretrained(src)
   with open(byte_level_tokenizer) as f, open(os.path.join(src, "tokenizer.json"), "w") as g:
     g.write(f.read())
-  hf.import_hf(src, str(tmp_path / "run"))
-  cfg, params = trainer.load_params(str(tmp_path / "run"))
+  hf.import_hf(src, str(tmp_path / "run"), pretrain_configs.get_config("tiny"))
+  cfg, params = ckpt_lib.load_params(str(tmp_path / "run"))
   mesh = shd.make_mesh(cfg.mesh)
-  setup = trainer.make_sharded_step(cfg, trainer.build_model(cfg, mesh), mesh, lambda *a: None)
+  setup = trainer.make_sharded_step(cfg, model_lib.build_model(cfg, mesh), mesh, lambda *a: None)
   step, state, _ = ckpt_lib.Checkpointer(str(tmp_path / "run")).restore_latest(setup.abstract_state)
   assert step == 0 and isinstance(state, step_lib.TrainState)
   np.testing.assert_array_equal(np.asarray(state.params["embed"]), np.asarray(params["embed"]))
@@ -204,7 +206,7 @@ def trained_run(request, small_corpus, small_tokenizer, tmp_path_factory) -> str
   cfg = make_config(request.param, **{**tiny_overrides(small_corpus, small_tokenizer), **extra})
   workdir = str(tmp_path_factory.mktemp(f"run_{request.param}"))
   # No eval or end-of-run samples: they only add compile time here.
-  trainer.train(cfg, workdir, dataclasses.replace(pretraining.stage(), make_eval_data=None, on_end=None))
+  trainer.train(cfg, workdir, dataclasses.replace(pretraining.build(None), make_eval_data=None, on_end=None))
   return workdir
 
 
@@ -255,7 +257,7 @@ def test_export_loads_in_transformers_with_our_logits_and_greedy_tokens(trained_
   for t in TEXTS:
     assert hf_tok(t, add_special_tokens=False)["input_ids"] == tok.encode(t)
     assert hf_tok(t)["input_ids"] == tok.encode(t, bos=True)
-  hf.import_hf(out, str(tmp_path / "back"))
+  hf.import_hf(out, str(tmp_path / "back"), pretrain_configs.get_config("tiny"))
   back = runs.load_run(str(tmp_path / "back"))
   assert [back.tokenizer.encode(t, bos=True) for t in TEXTS] == [tok.encode(t, bos=True) for t in TEXTS]
   assert back.tokenizer.special_id("user") == tok.special_id("user")

@@ -8,7 +8,7 @@ import pytest
 
 from nanolm_jax.data import pipeline
 from nanolm_jax.data import sources
-from nanolm_jax.tokenizer import Tokenizer
+from nanolm_jax.tokenizer import SentencePieceTokenizer
 
 SEQ, BATCH = 64, 4
 
@@ -30,7 +30,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def tok(corpus):
-  return Tokenizer.train(sources.iter_texts(corpus, 'train'), 320)
+  return SentencePieceTokenizer.train(sources.iter_texts(corpus, 'train'), 320)
 
 
 def _take(it, n):

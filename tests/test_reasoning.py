@@ -1,4 +1,4 @@
-"""Tests for nanolm_jax.posttrain.reasoning: problems checked by re-doing the arithmetic, the answer extractor."""
+"""Tests for nanolm_jax.synthetic.reasoning: problems checked by re-doing the arithmetic, the answer extractor."""
 
 import random
 import re
@@ -6,7 +6,7 @@ import re
 import pytest
 
 from nanolm_jax import chat
-from nanolm_jax.posttrain import reasoning
+from nanolm_jax.synthetic import reasoning
 
 EQUATION = re.compile(r'(\d+) ([+\-x]) (\d+) = (\d+)')
 

@@ -12,13 +12,17 @@ import pytest
 
 from configs import grpo as grpo_configs
 from nanolm_jax import engine as engine_lib
+from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import model as model_lib
 from nanolm_jax import metrics as metrics_lib
-from nanolm_jax import pretraining
+from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax import sharding as shd
 from nanolm_jax import train_step as step_lib
 from nanolm_jax import trainer
-from nanolm_jax.posttrain import rl
+from nanolm_jax.posttrain import rollouts
 from nanolm_jax.posttrain import tasks
+from nanolm_jax.stages import base
+from nanolm_jax.stages import grpo as grpo_stage
 from tests.conftest import make_config, tiny_overrides
 
 
@@ -41,7 +45,7 @@ def test_build_rows_by_hand():
       _completion([8, 9, 10], [-1.0, 0.0, -3.0], [True, False, True]),  # 9 is a forced tool token
       _completion([11], [-0.5], [True], reason="length"),
   ]
-  rows = rl.build_rows(prompts, comps, seq_len=16, length_bucket=4)
+  rows = rollouts.build_rows(prompts, comps, seq_len=16, length_bucket=4)
   # Row 0: 1 5 6 | 8 9 10 -> 5 inputs, padded to 8 (next multiple of 4).
   np.testing.assert_array_equal(rows["inputs"][0], [1, 5, 6, 8, 9, 0, 0, 0])
   np.testing.assert_array_equal(rows["targets"][0], [5, 6, 8, 9, 10, 0, 0, 0])
@@ -52,15 +56,15 @@ def test_build_rows_by_hand():
   np.testing.assert_array_equal(rows["inputs"][1], [1, 7, 0, 0, 0, 0, 0, 0])
   np.testing.assert_array_equal(rows["targets"][1, :2], [7, 11])
   np.testing.assert_array_equal(rows["weights"][1], [0, 1, 0, 0, 0, 0, 0, 0])
-  assert rl.build_rows(prompts, comps, seq_len=16)["inputs"].shape == (2, 16)
+  assert rollouts.build_rows(prompts, comps, seq_len=16)["inputs"].shape == (2, 16)
   with pytest.raises(ValueError, match="does not fit"):
-    rl.build_rows(prompts, comps, seq_len=4)
+    rollouts.build_rows(prompts, comps, seq_len=4)
 
 
 def test_overlong_penalty_by_hand():
   # max 20 tokens, the last 8 punished: <= 12 free, 16 -> (12 - 16) / 8 = -0.5, 20 -> -1, beyond -> -1.
-  assert [rl.overlong_penalty(n, 20, 8) for n in (5, 12, 16, 20, 25)] == [0.0, 0.0, -0.5, -1.0, -1.0]
-  assert rl.overlong_penalty(25, 20, 0) == 0.0
+  assert [rollouts.overlong_penalty(n, 20, 8) for n in (5, 12, 16, 20, 25)] == [0.0, 0.0, -0.5, -1.0, -1.0]
+  assert rollouts.overlong_penalty(25, 20, 0) == 0.0
 
 
 # --- with a model -----------------------------------------------------------------------------------------------------
@@ -77,9 +81,9 @@ def base_run(small_corpus, small_tokenizer, tmp_path_factory):
       workdir,
       trainer.Stage(
           name="pretrain",
-          make_loss=pretraining.stage().make_loss,
-          make_train_data=pretraining.stage().make_train_data,
-          load_tokenizer=pretraining.stage().load_tokenizer,
+          make_loss=pretraining.build(None).make_loss,
+          make_train_data=pretraining.build(None).make_train_data,
+          load_tokenizer=pretraining.build(None).load_tokenizer,
       ),
   )
   return workdir
@@ -104,29 +108,29 @@ def _rl_config(run, path, **rl_overrides):
   cfg.optim.update(lr=1e-3, warmup_steps=0)
   cfg.rl.update(group_size=4, prompts_per_step=2, max_new_tokens=8, length_bucket=8, **rl_overrides)
   cfg.eval.update(num_problems=4, samples=2, max_new_tokens=8, chunk_prompts=4)
-  return rl.resolve_config(cfg)
+  return base.prepare_config(grpo_stage.STAGE, cfg, "")
 
 
 class _Ctx:
   """The pieces of a trainer.RunContext that the RL data needs, with fixed params."""
 
   def __init__(self, cfg):
-    run_cfg, params = trainer.load_params(cfg.init_from)
+    run_cfg, params = ckpt_lib.load_params(cfg.init_from)
     del run_cfg
     self.cfg, self.workdir = cfg, ""
     self.mesh = shd.make_mesh(cfg.mesh)
-    self.model = trainer.build_model(cfg, self.mesh)
-    self.tokenizer = rl._tokenizer(cfg, cfg.init_from)  # pylint: disable=protected-access
+    self.model = model_lib.build_model(cfg, self.mesh)
+    self.tokenizer = grpo_stage._tokenizer(cfg, cfg.init_from)  # pylint: disable=protected-access
     self.params = engine_lib.Engine(self.model, params, mesh=self.mesh).params  # sharded like the trainer's
     self.current_params = lambda: self.params
 
 
 def _data(cfg, task=None):
   ctx = _Ctx(cfg)
-  shared = rl._Shared(ctx)  # pylint: disable=protected-access
+  shared = rollouts.Shared(ctx)
   if task is not None:
     shared.task = task
-  return ctx, shared, rl.RolloutData(shared)
+  return ctx, shared, rollouts.RolloutData(shared)
 
 
 def test_rollout_batch_groups_logprobs_mu_and_resume(base_run, gsm8k_file):
@@ -137,7 +141,7 @@ def test_rollout_batch_groups_logprobs_mu_and_resume(base_run, gsm8k_file):
   assert eng.stats["prefill_calls"] == 1 and eng.stats["prefill_rows"] == 2  # G = 4 samples share one prefill
   n, width = b1["inputs"].shape
   assert n == 8 and width % 8 == 0 and width <= 32
-  assert set(b1) == set(rl.ROW_KEYS) | {"advantages"}
+  assert set(b1) == set(rollouts.ROW_KEYS) | {"advantages"}
   for g in range(2):  # one prompt per group, its rows start alike and carry no weight on the prompt
     rows = slice(4 * g, 4 * g + 4)
     first = np.argmax(b1["weights"][rows][0] > 0)
@@ -213,7 +217,7 @@ def test_a_step_raises_the_logprob_of_better_samples(base_run, gsm8k_file):
   batch = next(data)
   # Advantages of our choosing: +1 / -1 alternating within each group (rewards aside).
   batch["advantages"] = np.tile(np.array([1.0, -1.0], np.float32), 4)[:, None] * np.ones_like(batch["weights"])
-  loss = rl.stage().make_loss(ctx, trainer._apply_fn(ctx.model))  # pylint: disable=protected-access
+  loss = grpo_stage.build(cfg).make_loss(ctx, trainer._apply_fn(ctx.model))  # pylint: disable=protected-access
   tx = optax.sgd(0.05)
   step = jax.jit(step_lib.make_train_step(loss, tx))
   state, m = step(step_lib.init_state(ctx.params, tx), {k: np.asarray(v) for k, v in batch.items()})
@@ -234,7 +238,7 @@ def _json(path):
 
 def test_run_on_the_shared_trainer_logs_evals_and_resumes(base_run, gsm8k_file, tmp_path):
   cfg = _rl_config(base_run, gsm8k_file, log_kl=True, dynamic_sampling=False)
-  out = trainer.train(cfg, str(tmp_path), rl.stage())
+  out = trainer.train(cfg, str(tmp_path), grpo_stage.build(cfg))
   rows = metrics_lib.read_metrics(str(tmp_path))
   evals = [r for r in rows if "eval_accuracy" in r]
   assert [r["step"] for r in evals] == [0, 2]  # step 0 is the starting model
@@ -251,7 +255,7 @@ def test_run_on_the_shared_trainer_logs_evals_and_resumes(base_run, gsm8k_file, 
   assert out["eval_accuracy_start"] == evals[0]["eval_accuracy"]
 
   cfg.train.steps = 3
-  trainer.train(cfg, str(tmp_path), rl.stage())
+  trainer.train(cfg, str(tmp_path), grpo_stage.build(cfg))
   state = [_json(f) for f in glob.glob(os.path.join(tmp_path, "checkpoints", "3", "data", "*"))]
   state = next(s for s in state if isinstance(s, dict) and "cursor" in s)
   assert state == {"rollouts": 3, "cursor": 6, "inner": 0}  # continued the prompt stream after step 2

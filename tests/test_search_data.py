@@ -1,12 +1,12 @@
-"""Tests for nanolm_jax.posttrain.search_data: the index, tool calls with real tool output, grounded answers."""
+"""Tests for nanolm_jax.synthetic.search_data: the index, tool calls with real tool output, grounded answers."""
 
 import json
 
 import pytest
 
 from nanolm_jax import chat
-from nanolm_jax.posttrain import facts
-from nanolm_jax.posttrain import search_data
+from nanolm_jax.synthetic import facts
+from nanolm_jax.synthetic import search_data
 from nanolm_jax.tools import search as search_tool
 
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from nanolm_jax import engine as engine_lib
-from nanolm_jax import pretraining
+from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax import runs
 from nanolm_jax import trainer
 from nanolm_jax.serve import app as app_lib
@@ -46,7 +46,7 @@ def tiny_run_dir(tmp_path_factory, small_corpus: str, small_tokenizer: str) -> s
         "train.eval_every": 2,
         "train.eval_batches": 1,
     }
-    trainer.train(make_config("tiny", **overrides), workdir, pretraining.stage())
+    trainer.train(make_config("tiny", **overrides), workdir, pretraining.build(None))
     _RUN_DIRS["run"] = workdir
   return _RUN_DIRS["run"]
 

@@ -1,18 +1,20 @@
 """SFT stage end to end on a tiny model: probe, answer-first data, training from a run, eval.json, the control."""
 
 import json
+import math
 import os
 
 import pytest
 
 from configs import sft as sft_configs
 from nanolm_jax import metrics as metrics_lib
-from nanolm_jax import pretraining
-from nanolm_jax import sft
+from nanolm_jax.stages import pretrain as pretraining
+from nanolm_jax.stages import base
+from nanolm_jax.stages import sft
 from nanolm_jax import trainer
 from nanolm_jax.posttrain import chat_eval
-from nanolm_jax.posttrain import conversations
-from nanolm_jax.posttrain import facts
+from nanolm_jax.data import conversations
+from nanolm_jax.synthetic import facts
 from tests.conftest import make_config
 
 WORLD = "facts:seed=0,num_known=12,num_unknown=12,num_index_only=6,repeats=2,num_extras=10"
@@ -30,17 +32,18 @@ def base_run(small_corpus, small_tokenizer, tmp_path_factory):
           "model.max_len": 256,
           "train.seq_len": 128,
           "train.batch_size": 8,
-          "train.steps": 4,
+          "train.steps": 30,
+          "optim.warmup_steps": 0,
           "train.eval_every": 0,
           "train.log_every": 2,
-          "train.checkpoint_every": 4,
+          "train.checkpoint_every": 30,
           "train.async_checkpointing": False,
           "data.sources": f"{small_corpus};{WORLD}",
           "tokenizer.path": small_tokenizer,
           "sample.max_new_tokens": 2,
       },
   )
-  trainer.train(cfg, d, pretraining.stage())
+  trainer.train(cfg, d, pretraining.build(None))
   return d
 
 
@@ -68,7 +71,7 @@ def _sft_config(base_run):
 
 
 def test_sft_run_writes_eval_and_control(base_run, tmp_path):
-  out = sft.run(_sft_config(base_run), str(tmp_path))
+  out = base.run(sft.STAGE, _sft_config(base_run), str(tmp_path))
   ev = json.load(open(tmp_path / "eval.json"))
   for k in (
       "identity_accuracy",
@@ -108,7 +111,8 @@ def test_sft_run_writes_eval_and_control(base_run, tmp_path):
     e, a = index[c[0]["content"]]
     assert facts.answers_match(c[1]["content"], e.attributes[a])
   assert out["no_probe"]["step"] == 2
-  # The starting run's weights, not a fresh init: step-0 validation loss is far below log(vocab).
+  # The starting run's weights, not a fresh init (whose near-uniform predictions cost log(vocab) nats a token).
+  assert rows[0]["step"] == 0 and rows[0]["val_loss"] < math.log(512) - 0.5
   assert os.path.exists(tmp_path / "tokenizer.model")
 
 
@@ -116,4 +120,4 @@ def test_missing_init_run_is_named(tmp_path):
   s = sft_configs.get_config()
   s.init_from = str(tmp_path / "nope")
   with pytest.raises(FileNotFoundError, match="nope"):
-    sft.prepare(s, str(tmp_path / "run"))
+    base.prepare_config(sft.STAGE, s, str(tmp_path / "run"))

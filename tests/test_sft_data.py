@@ -1,4 +1,4 @@
-"""Tests for nanolm_jax.posttrain.sft_data: whole conversations per segment, the loss mask, overlong, resume."""
+"""Tests for nanolm_jax.data.sft_data: whole conversations per segment, the loss mask, overlong, resume."""
 
 import json
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from nanolm_jax import chat
-from nanolm_jax.posttrain import facts
-from nanolm_jax.posttrain import sft_data
-from nanolm_jax.tokenizer import Tokenizer
+from nanolm_jax.synthetic import facts
+from nanolm_jax.data import sft_data
+from nanolm_jax.tokenizer import SentencePieceTokenizer
 
 SEQ, BATCH = 192, 4
 
@@ -25,7 +25,7 @@ def cfg():
 @pytest.fixture(scope='module')
 def tok(cfg):
   texts = [chat.conversation_text(c) for c in sft_data.default_mixture(cfg, 0)]
-  return Tokenizer.train(texts, 512)
+  return SentencePieceTokenizer.train(texts, 512)
 
 
 def _segments(batches):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from nanolm_jax import sharding as shd
+from nanolm_jax import model as model_lib
 from nanolm_jax import train_step as S
 from nanolm_jax import trainer
 from tests.conftest import make_config
@@ -34,7 +35,7 @@ def _cfg(mesh, preset="tiny"):
 
 def _run(cfg, devices, steps=3):
   mesh = shd.make_mesh(cfg.mesh, devices)
-  model = trainer.build_model(cfg, mesh)
+  model = model_lib.build_model(cfg, mesh)
   setup = trainer.make_sharded_step(cfg, model, mesh, S.make_lm_loss(trainer._apply_fn(model)))
   state = setup.init(jax.random.PRNGKey(cfg.seed))
   rng = np.random.default_rng(0)

@@ -1,12 +1,12 @@
-"""Tests for nanolm_jax.posttrain.system_prompts: every reply follows the system message, checked independently."""
+"""Tests for nanolm_jax.synthetic.system_prompts: every reply follows the system message, checked independently."""
 
 import random
 
 import pytest
 
 from nanolm_jax import chat
-from nanolm_jax.posttrain import identity
-from nanolm_jax.posttrain import system_prompts as sp
+from nanolm_jax.synthetic import identity
+from nanolm_jax.synthetic import system_prompts as sp
 
 # Independent checks of each rule (not the module's own Rule.check).
 INDEPENDENT = {

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nanolm_jax.posttrain import reasoning
+from nanolm_jax.synthetic import reasoning
 from nanolm_jax.posttrain import tasks
 
 P = tasks.Problem("Mia has 3 apples. Mia buys 4 more apples. How many apples does Mia have now?", 7)

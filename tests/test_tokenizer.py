@@ -9,7 +9,8 @@ import sentencepiece as spm
 
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.data import sources
-from nanolm_jax.tokenizer import Tokenizer
+from nanolm_jax.tokenizer import SentencePieceTokenizer
+from nanolm_jax.data import tokenizer_training
 
 TRICKY = [
     'Hello  world!\n    def f(x):\n\treturn 12345 + x  # comment',
@@ -35,11 +36,11 @@ def train_texts(data_cfg):
 
 @pytest.fixture(scope='module')
 def tok(train_texts, tmp_path_factory):
-  return Tokenizer.train(train_texts, 1024, str(tmp_path_factory.mktemp('tok') / 'tok.model'))
+  return SentencePieceTokenizer.train(train_texts, 1024, str(tmp_path_factory.mktemp('tok') / 'tok.model'))
 
 
 def test_default_tokenizer_config():
-  cfg = tokenizer_lib.default_tokenizer_config()
+  cfg = tokenizer_training.default_tokenizer_config()
   assert set(cfg) == {'path', 'model_type', 'character_coverage', 'max_train_bytes'} and cfg.path == ''
 
 
@@ -102,16 +103,16 @@ def test_bytes_per_token(tok, data_cfg):
 
 
 def test_bigger_vocab_compresses_better(tok, train_texts, data_cfg):
-  big = Tokenizer.train(train_texts, 4096)
+  big = SentencePieceTokenizer.train(train_texts, 4096)
   val = list(sources.iter_texts(data_cfg, 'validation'))
   assert big.bytes_per_token(val) > tok.bytes_per_token(val) + 0.5
 
 
 def test_training_is_deterministic_and_max_bytes_caps(train_texts):
-  a = Tokenizer.train(train_texts[:300], 512)
-  b = Tokenizer.train(train_texts[:300], 512)
+  a = SentencePieceTokenizer.train(train_texts[:300], 512)
+  b = SentencePieceTokenizer.train(train_texts[:300], 512)
   assert a.model_proto == b.model_proto
-  c = Tokenizer.train(
+  c = SentencePieceTokenizer.train(
       train_texts[:300] + ['zzqx ' * 1000] * 50,
       512,
       max_train_bytes=sum(len(t.encode()) for t in train_texts[:299]) + 1,
@@ -121,21 +122,21 @@ def test_training_is_deterministic_and_max_bytes_caps(train_texts):
 
 def test_vocab_size_errors(train_texts):
   with pytest.raises(ValueError, match='too small'):
-    Tokenizer.train(train_texts[:10], tokenizer_lib.NUM_RESERVED)
+    SentencePieceTokenizer.train(train_texts[:10], tokenizer_lib.NUM_RESERVED)
   with pytest.raises(ValueError, match='SentencePiece training failed'):
-    Tokenizer.train(['tiny corpus'] * 3, 4096)
+    SentencePieceTokenizer.train(['tiny corpus'] * 3, 4096)
 
 
 def test_save_load_and_foreign_model(tok, tmp_path, train_texts):
   tok.save(str(tmp_path / 'a.model'))
-  loaded = Tokenizer.load(str(tmp_path / 'a.model'))
+  loaded = SentencePieceTokenizer.load(str(tmp_path / 'a.model'))
   assert loaded.encode(TRICKY[1]) == tok.encode(TRICKY[1])
   foreign = tmp_path / 'foreign'
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(train_texts[:200]), model_prefix=str(foreign), vocab_size=300, minloglevel=2
   )
   with pytest.raises(ValueError, match='Not a nanolm_jax tokenizer'):
-    Tokenizer.load(str(foreign) + '.model')
+    SentencePieceTokenizer.load(str(foreign) + '.model')
 
 
 def test_visualize(tok):
@@ -149,40 +150,40 @@ def test_visualize(tok):
 
 def test_get_or_train_tokenizer(tmp_path, monkeypatch, data_cfg):
   monkeypatch.setenv('NANOLM_CACHE', str(tmp_path / 'cache'))
-  tok_cfg = tokenizer_lib.default_tokenizer_config()
+  tok_cfg = tokenizer_training.default_tokenizer_config()
   tok_cfg.max_train_bytes = 300_000
-  first = tokenizer_lib.get_or_train_tokenizer(tok_cfg, data_cfg, 512, str(tmp_path / 'run1'))
+  first = tokenizer_training.get_or_train_tokenizer(tok_cfg, data_cfg, 512, str(tmp_path / 'run1'))
   cached = os.listdir(tmp_path / 'cache' / 'tokenizers')
   assert len(cached) == 1 and cached[0].endswith('.model')
   assert (tmp_path / 'run1' / 'tokenizer.model').read_bytes() == first.model_proto
-  expected = Tokenizer.train(sources.iter_texts(data_cfg, 'train', max_bytes=300_000), 512)
+  expected = SentencePieceTokenizer.train(sources.iter_texts(data_cfg, 'train', max_bytes=300_000), 512)
   assert first.model_proto == expected.model_proto
 
   def no_training(*args, **kwargs):
     raise AssertionError('should have used the cache')
 
-  monkeypatch.setattr(Tokenizer, 'train', no_training)
-  second = tokenizer_lib.get_or_train_tokenizer(tok_cfg, data_cfg, 512, str(tmp_path / 'run2'))
+  monkeypatch.setattr(SentencePieceTokenizer, 'train', no_training)
+  second = tokenizer_training.get_or_train_tokenizer(tok_cfg, data_cfg, 512, str(tmp_path / 'run2'))
   assert second.model_proto == first.model_proto
   # The run directory's copy wins over the cache, and tok_cfg.path over both.
   other = tmp_path / 'other.model'
-  Tokenizer.save(expected, str(other))
+  SentencePieceTokenizer.save(expected, str(other))
   (tmp_path / 'run2' / 'tokenizer.model').write_bytes(first.model_proto)
   tok_cfg.path = str(other)
-  assert tokenizer_lib.get_or_train_tokenizer(tok_cfg, data_cfg, 512, str(tmp_path / 'run2')).vocab_size == 512
+  assert tokenizer_training.get_or_train_tokenizer(tok_cfg, data_cfg, 512, str(tmp_path / 'run2')).vocab_size == 512
   with pytest.raises(ValueError, match='model.vocab_size is 300'):
-    tokenizer_lib.get_or_train_tokenizer(tok_cfg, data_cfg, 300, str(tmp_path / 'run3'))
+    tokenizer_training.get_or_train_tokenizer(tok_cfg, data_cfg, 300, str(tmp_path / 'run3'))
 
 
 def test_cache_key_depends_on_settings_and_file_contents(tmp_path, data_cfg):
-  tok_cfg = tokenizer_lib.default_tokenizer_config()
-  base = tokenizer_lib.cache_key(tok_cfg, data_cfg, 4096)
-  assert base == tokenizer_lib.cache_key(tok_cfg, data_cfg, 4096)
-  assert base != tokenizer_lib.cache_key(tok_cfg, data_cfg, 8192)
+  tok_cfg = tokenizer_training.default_tokenizer_config()
+  base = tokenizer_training.cache_key(tok_cfg, data_cfg, 4096)
+  assert base == tokenizer_training.cache_key(tok_cfg, data_cfg, 4096)
+  assert base != tokenizer_training.cache_key(tok_cfg, data_cfg, 8192)
   path = tmp_path / 'a.jsonl'
   path.write_text(json.dumps({'text': 'one'}) + '\n')
   files_cfg = sources.default_data_config()
   files_cfg.sources = f'files:{path}'
-  k1 = tokenizer_lib.cache_key(tok_cfg, files_cfg, 4096)
+  k1 = tokenizer_training.cache_key(tok_cfg, files_cfg, 4096)
   path.write_text(json.dumps({'text': 'one'}) + '\n' + json.dumps({'text': 'two'}) + '\n')
-  assert tokenizer_lib.cache_key(tok_cfg, files_cfg, 4096) != k1
+  assert tokenizer_training.cache_key(tok_cfg, files_cfg, 4096) != k1

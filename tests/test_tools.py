@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from nanolm_jax import chat_session
 from nanolm_jax.tools import Tool
 from nanolm_jax.tools import calculator
 from nanolm_jax.tools import search
@@ -133,7 +134,7 @@ def test_search_reads_jsonl_gz_and_txt_folders(tmp_path):
   (tmp_path / "sub" / "b.txt").write_text(DOCS[1])
   s = search.Search.from_files(str(tmp_path))
   assert sorted(s.passages) == sorted(DOCS[:2])
-  s = search.Search.from_sources(f"files:{tmp_path}/a.jsonl.gz", split="train")
+  s = chat_session.search_from_sources(f"files:{tmp_path}/a.jsonl.gz")  # a data source spec
   assert s.search("yield")[0][1] == DOCS[0]
   with pytest.raises(FileNotFoundError, match="no files match"):
     search.Search.from_files(str(tmp_path / "missing*.jsonl"))

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 
 from nanolm_jax import train_step as S
+from nanolm_jax import model as model_lib
 from nanolm_jax import trainer
 
 from tests.conftest import make_config
@@ -42,7 +43,7 @@ def _setup(microbatches=1, tx=None, **over):
           **over,
       }
   )
-  model = trainer.build_model(c, None)
+  model = model_lib.build_model(c, None)
   tx = tx or optax.adamw(1e-2)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32))["params"]
   params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params, is_leaf=lambda x: hasattr(x, "value"))

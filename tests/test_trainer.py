@@ -9,7 +9,7 @@ import pytest
 
 from nanolm_jax import checkpoint as ckpt_lib
 from nanolm_jax import metrics as metrics_lib
-from nanolm_jax import pretraining
+from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax import trainer
 from tests.conftest import make_config, tiny_overrides
 
@@ -21,7 +21,7 @@ def cfg(small_corpus, small_tokenizer):
 
 def test_run_writes_everything_and_learns(cfg, tmp_path):
   cfg.train.steps, cfg.train.eval_every = 12, 6
-  out = trainer.train(cfg, str(tmp_path), pretraining.stage())
+  out = trainer.train(cfg, str(tmp_path), pretraining.build(None))
   rows = metrics_lib.read_metrics(str(tmp_path))
   evals = [r for r in rows if "val_bpb" in r]
   assert [r["step"] for r in evals] == [0, 6, 12]
@@ -47,11 +47,11 @@ def _corrupt(step_dir):
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(cfg, tmp_path, caplog):
   cfg.train.steps = 6
-  trainer.train(cfg, str(tmp_path), pretraining.stage())
+  trainer.train(cfg, str(tmp_path), pretraining.build(None))
   _corrupt(tmp_path / "checkpoints" / "6")
   cfg.train.steps = 8
   with caplog.at_level(logging.WARNING):
-    out = trainer.train(cfg, str(tmp_path), pretraining.stage())
+    out = trainer.train(cfg, str(tmp_path), pretraining.build(None))
   assert any("step 6 is unreadable" in r.getMessage() for r in caplog.records)
   assert out["step"] == 8
   rows = metrics_lib.read_metrics(str(tmp_path))
@@ -60,7 +60,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(cfg, tmp_path, caplog)
 
 
 def test_non_finite_loss_stops_without_a_bad_checkpoint(cfg, tmp_path):
-  stage = pretraining.stage()
+  stage = pretraining.build(None)
   make_data = stage.make_train_data
 
   def poisoned(ctx):
@@ -79,14 +79,14 @@ def test_non_finite_loss_stops_without_a_bad_checkpoint(cfg, tmp_path):
 def test_relative_workdir_checkpoints_and_resumes(cfg, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # the default workdir is relative (runs/pretrain_tiny)
   cfg.train.steps, cfg.train.eval_every = 3, 0
-  trainer.train(cfg, "runs/rel", pretraining.stage())
+  trainer.train(cfg, "runs/rel", pretraining.build(None))
   cfg.train.steps = 4
-  out = trainer.train(cfg, "runs/rel", pretraining.stage())
+  out = trainer.train(cfg, "runs/rel", pretraining.build(None))
   assert out["step"] == 4 and ckpt_lib.Checkpointer("runs/rel").steps() == [3, 4]
 
 
 def test_bad_config_fails_before_any_folder(cfg, tmp_path):
   cfg.model.num_heads = 3
   with pytest.raises(ValueError, match="num_heads=3"):
-    trainer.train(cfg, str(tmp_path / "run"), pretraining.stage())
+    trainer.train(cfg, str(tmp_path / "run"), pretraining.build(None))
   assert not (tmp_path / "run").exists()

@@ -22,7 +22,7 @@ worker processes (``mp_prefetch``); those need absl flags parsed (run under ``ab
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grain
 import ml_collections
@@ -46,7 +46,7 @@ class _TokenizeDocument:
 
   def __call__(self, text: str) -> dict[str, np.ndarray]:
     if self._tok is None:
-      self._tok = tokenizer_lib.Tokenizer(self._model_proto)
+      self._tok = tokenizer_lib.SentencePieceTokenizer(self._model_proto)
     tokens = np.asarray(self._tok.encode(text, bos=True, eos=True), np.int32)
     return {'inputs': tokens[:-1], 'targets': tokens[1:]}
 
@@ -191,10 +191,23 @@ def make_lm_dataset(
       data_cfg, split=split, seed=seed, process_index=process_index, process_count=process_count, repeat=repeat
   )
   tokens = docs.map(_TokenizeDocument(tokenizer.model_proto))
-  # A few threads read ahead; more only add GIL contention on a 2-core machine.
-  ds = tokens.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
-  ds = grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={'inputs': seq_len, 'targets': seq_len})
-  ds = ds.batch(batch_size, drop_remainder=False).map(FinishBatch(batch_size))
+
+  def pack(ds: grain.IterDataset) -> grain.IterDataset:
+    return grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={'inputs': seq_len, 'targets': seq_len})
+
+  return batched(tokens, pack, data_cfg, batch_size)
+
+
+def batched(
+    examples: grain.MapDataset,
+    pack: Callable[[grain.IterDataset], grain.IterDataset],
+    data_cfg: ml_collections.ConfigDict,
+    batch_size: int,
+) -> grain.IterDataset:
+  """The tail every packed dataset shares: read ahead, pack, batch, finish (weights, padding), optional worker
+  processes, JSON iterator states. ``data_cfg`` gives ``num_threads`` and ``num_workers``."""
+  ds = examples.to_iter_dataset(grain.ReadOptions(num_threads=int(data_cfg.num_threads), prefetch_buffer_size=64))
+  ds = pack(ds).batch(batch_size, drop_remainder=False).map(FinishBatch(batch_size))
   num_workers = int(data_cfg.get('num_workers', 0) or 0)
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))

@@ -5,9 +5,9 @@ Spec grammar (config ``data.sources``): sources separated by ';', each ``KIND[:A
   stdlib                                   the embedded corpus (nanolm_jax.data.stdlib_corpus), weight 1
   stdlib@0.7;files:/crawl/*.jsonl.gz@0.3   70% / 30% of *documents* (not tokens) when training
   tfds:wikipedia/20230601.en               any TFDS dataset with a 'text' feature, read via tfds.data_source
-  facts[:seed=0,num_known=40,...]          biographies of the synthetic fact world's known people (posttrain.facts)
+  facts[:seed=0,num_known=40,...]          biographies of the synthetic fact world's known people (synthetic.facts)
   people[:seed=0,num_extras=3000,...]      one biography each of the fact world's one-off people (copying practice)
-  arithmetic[:count=20000,max_steps=3,...] worked arithmetic word problems (posttrain.reasoning), answer last
+  arithmetic[:count=20000,max_steps=3,...] worked arithmetic word problems (synthetic.reasoning), answer last
 
 KIND is split off at the first ':' and WEIGHT at the last '@' (so paths may contain ':' but not '@').
 
@@ -38,7 +38,7 @@ Bad specs, missing files and empty sources raise ValueError naming the problem, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 import functools
 import glob
@@ -54,8 +54,10 @@ import ml_collections
 import numpy as np
 
 from nanolm_jax.data import stdlib_corpus
+from nanolm_jax.data.tfds_compat import tfds
+from nanolm_jax.synthetic import facts
+from nanolm_jax.synthetic import reasoning
 
-KINDS = ('stdlib', 'tfds', 'files', 'facts', 'people', 'arithmetic')
 SPLITS = ('train', 'validation')
 FILE_SUFFIXES = ('.jsonl', '.jsonl.gz', '.txt', '.txt.gz')
 
@@ -68,6 +70,7 @@ def default_data_config() -> ml_collections.ConfigDict:
           'data_dir': '',  # TFDS data dir; '' = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)
           'val_fraction': 0.05,  # held-out fraction for sources without a validation split
           'num_workers': 0,  # grain worker processes (0 = in the main process)
+          'num_threads': 2,  # grain read-ahead threads; more only add GIL contention on a 2-core machine
       }
   )
 
@@ -112,26 +115,21 @@ def split_spec(spec: str, kinds: Sequence[str], what: str = 'data.sources') -> l
 
 
 def parse_sources(spec: str) -> list[SourceSpec]:
-  """Parses a spec string; raises ValueError on anything malformed."""
+  """Parses a spec string; raises ValueError on anything malformed (each kind checks its own argument)."""
   out = []
-  for part, src in split_spec(spec, KINDS):
-    kind, arg = src.kind, src.arg
-    if kind == 'stdlib' and arg:
-      raise ValueError(f'Source {part!r}: "stdlib" takes no argument.')
-    if kind in ('tfds', 'files') and not arg:
-      raise ValueError(
-          f'Source {part!r}: "{kind}" needs an argument, e.g. "{kind}:{"NAME" if kind == "tfds" else "GLOB"}".'
-      )
-    if kind in ('facts', 'people'):
-      from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
-
-      facts.parse_world_spec(arg)  # a bad argument fails here, before any training work
-    if kind == 'arithmetic':
-      from nanolm_jax.posttrain import reasoning  # pylint: disable=g-import-not-at-top
-
-      reasoning.parse_corpus_spec(arg)
+  for part, src in split_spec(spec, tuple(KINDS)):
+    try:
+      KINDS[src.kind].check(src.arg)
+    except ValueError as e:
+      raise ValueError(f'Source {part!r}: "{src.kind}" {e}') from None
     out.append(src)
   return out
+
+
+def fingerprint(data_cfg: ml_collections.ConfigDict) -> list[Any]:
+  """What the sources' documents depend on beyond the spec text (files' sizes and mtimes, the resolved fact world,
+  the Python version of the stdlib corpus): part of every cache key derived from the data, e.g. the tokenizer's."""
+  return [KINDS[s.kind].fingerprint(s) for s in parse_sources(data_cfg.sources) if KINDS[s.kind].fingerprint]
 
 
 def _check_split(split: str) -> None:
@@ -174,16 +172,9 @@ class _IndexedSource:
     return self._parent[int(self._indices[i])]
 
 
-def _stdlib(data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:
-  records = stdlib_corpus.load_split(split, data_dir=data_cfg.data_dir)
-  return grain.MapDataset.source(records).map(_TextField('text'))
-
-
 def tfds_records(spec: SourceSpec, data_dir: str, val_fraction: float, split: str) -> Any:
   """The ``split`` records of TFDS dataset ``spec.arg`` (random access, array_record); without a validation split,
   ``val_fraction`` of 'train' is held out by a stable hash of the record index. ValueError names what is missing."""
-  from nanolm_jax.data.tfds_compat import tfds  # pylint: disable=g-import-not-at-top
-
   try:
     splits = tfds.data_source(spec.arg, data_dir=data_dir or None, builder_kwargs={'file_format': 'array_record'})
   except Exception as e:  # anything from "not found" to "no network": all mean this source is unusable
@@ -303,26 +294,78 @@ def _files(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) ->
   return grain.MapDataset.source(chosen)
 
 
-def _facts(spec: SourceSpec, split: str) -> grain.MapDataset:
-  from nanolm_jax.posttrain import facts  # pylint: disable=g-import-not-at-top
+def _stdlib(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:
+  del spec
+  records = stdlib_corpus.load_split(split, data_dir=data_cfg.data_dir)
+  return grain.MapDataset.source(records).map(_TextField('text'))
 
+
+def _facts(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:
+  del data_cfg
   cfg = facts.parse_world_spec(spec.arg)
-  world = facts.world_from_config(cfg)
-  if spec.kind == 'people':
-    docs = facts.extra_documents(world, cfg.num_extras, split)
-    if not docs:
-      raise ValueError(f'Source {spec}: no documents (num_extras must be positive).')
-  else:
-    docs = facts.pretraining_documents(world, cfg.repeats, split)
-    if not docs:
-      raise ValueError(f'Source {spec}: no documents (num_known and repeats must be positive).')
+  docs = facts.pretraining_documents(facts.world_from_config(cfg), cfg.repeats, split)
+  if not docs:
+    raise ValueError(f'Source {spec}: no documents (num_known and repeats must be positive).')
   return grain.MapDataset.source(docs)
 
 
-def _arithmetic(spec: SourceSpec, split: str) -> grain.MapDataset:
-  from nanolm_jax.posttrain import reasoning  # pylint: disable=g-import-not-at-top
+def _people(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:
+  del data_cfg
+  cfg = facts.parse_world_spec(spec.arg)
+  docs = facts.extra_documents(facts.world_from_config(cfg), cfg.num_extras, split)
+  if not docs:
+    raise ValueError(f'Source {spec}: no documents (num_extras must be positive).')
+  return grain.MapDataset.source(docs)
 
+
+def _arithmetic(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:
+  del data_cfg
   return grain.MapDataset.source(reasoning.corpus_documents(reasoning.parse_corpus_spec(spec.arg), split))
+
+
+def _no_argument(arg: str) -> None:
+  if arg:
+    raise ValueError('takes no argument.')
+
+
+def _needs(what: str) -> Callable[[str], None]:
+  def check(arg: str) -> None:
+    if not arg:
+      raise ValueError(f'needs an argument, e.g. {what}.')
+
+  return check
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceKind:
+  """One kind of pretraining source: how to load a split, what its content depends on, how to check its ARG."""
+
+  load: Callable[[SourceSpec, ml_collections.ConfigDict, str], grain.MapDataset]
+  check: Callable[[str], Any]  # raises ValueError on a bad ARG, before any work
+  fingerprint: Callable[[SourceSpec], Any] | None = None  # None: the spec text says it all
+
+
+def _world_fingerprint(spec: SourceSpec) -> str:
+  return facts.world_spec(facts.parse_world_spec(spec.arg))
+
+
+# Adding a kind is one entry here (and a line in the module docstring).
+KINDS: dict[str, SourceKind] = {
+    'stdlib': SourceKind(_stdlib, _no_argument, lambda spec: stdlib_corpus.python_tag()),
+    'tfds': SourceKind(lambda spec, cfg, split: _tfds(spec, cfg, split), _needs('"tfds:NAME"')),
+    'files': SourceKind(
+        lambda spec, cfg, split: _files(spec, cfg, split),
+        _needs('"files:GLOB"'),
+        lambda spec: [list(f) for f in file_fingerprint(spec)],
+    ),
+    'facts': SourceKind(_facts, facts.parse_world_spec, _world_fingerprint),
+    'people': SourceKind(_people, facts.parse_world_spec, _world_fingerprint),
+    'arithmetic': SourceKind(
+        _arithmetic,
+        reasoning.parse_corpus_spec,
+        lambda spec: reasoning.parse_corpus_spec(spec.arg).to_json(sort_keys=True),
+    ),
+}
 
 
 def load_sources(data_cfg: ml_collections.ConfigDict, split: str) -> list[tuple[SourceSpec, grain.MapDataset]]:
@@ -330,16 +373,7 @@ def load_sources(data_cfg: ml_collections.ConfigDict, split: str) -> list[tuple[
   _check_split(split)
   out = []
   for spec in parse_sources(data_cfg.sources):
-    if spec.kind == 'stdlib':
-      ds = _stdlib(data_cfg, split)
-    elif spec.kind == 'tfds':
-      ds = _tfds(spec, data_cfg, split)
-    elif spec.kind in ('facts', 'people'):
-      ds = _facts(spec, split)
-    elif spec.kind == 'arithmetic':
-      ds = _arithmetic(spec, split)
-    else:
-      ds = _files(spec, data_cfg, split)
+    ds = KINDS[spec.kind].load(spec, data_cfg, split)
     if len(ds) == 0:
       raise ValueError(f'Source {spec}: no documents in the {split} split.')
     out.append((spec, ds))

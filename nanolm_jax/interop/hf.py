@@ -17,13 +17,25 @@ loaded, so a folder that has only those is rejected with the command that conver
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
 import shutil
 from typing import Any
 
+import flax.linen as nn
+import jax
+import ml_collections
 import numpy as np
+from safetensors.numpy import load_file
+from safetensors.numpy import save_file
+
+from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import model as model_lib
+from nanolm_jax import optim
+from nanolm_jax import runs
+from nanolm_jax import train_step as step_lib
 
 _BIN_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 # Buffers some transformers versions save next to the weights; they are recomputed, never weights.
@@ -173,7 +185,6 @@ def hf_config_from_model(
 
 def load_safetensors(hf_dir: str) -> dict[str, np.ndarray]:
   """All tensors of model.safetensors or a sharded model.safetensors.index.json; never unpickles anything."""
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
   index = os.path.join(hf_dir, "model.safetensors.index.json")
   if os.path.exists(index):
@@ -293,8 +304,6 @@ def params_from_hf(tensors: dict[str, np.ndarray], mc: Any) -> dict[str, Any]:
 def _layers(params: dict[str, Any], num_layers: int) -> list[dict[str, Any]]:
   """Per-layer param dicts, from `layer_{i}` or the stacked `layers` of scan_layers."""
   if "layers" in params:
-    import jax  # pylint: disable=g-import-not-at-top
-
     return [jax.tree.map(lambda x, i=i: np.asarray(x)[i], params["layers"]) for i in range(num_layers)]
   return [params[f"layer_{i}"] for i in range(num_layers)]
 
@@ -342,7 +351,8 @@ def params_to_hf(params: dict[str, Any], mc: Any) -> dict[str, np.ndarray]:
 
 def _copy_tokenizer(hf_dir: str, workdir: str, hf: dict[str, Any]) -> None:
   """Copies the HF tokenizer files; fills bos/eos/pad into tokenizer_config.json from config.json when it lacks them."""
-  from nanolm_jax.interop import hf_tokenizer  # pylint: disable=g-import-not-at-top
+  # Optional dependency (`tokenizers`, the 'hf' extra).
+  from nanolm_jax import hf_tokenizer  # pylint: disable=g-import-not-at-top
 
   if not os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
     raise FileNotFoundError(
@@ -353,7 +363,7 @@ def _copy_tokenizer(hf_dir: str, workdir: str, hf: dict[str, Any]) -> None:
     src = os.path.join(hf_dir, name)
     if os.path.exists(src):
       shutil.copyfile(src, os.path.join(workdir, name))
-  import tokenizers  # pylint: disable=g-import-not-at-top
+  import tokenizers  # pylint: disable=g-import-not-at-top  # optional: the 'hf' extra
 
   tok = tokenizers.Tokenizer.from_file(os.path.join(workdir, "tokenizer.json"))
   cfg_path = os.path.join(workdir, "tokenizer_config.json")
@@ -373,22 +383,17 @@ def _copy_tokenizer(hf_dir: str, workdir: str, hf: dict[str, Any]) -> None:
       json.dump(meta, f, indent=2, ensure_ascii=False)
 
 
-def import_hf(hf_dir: str, workdir: str, preset: str = "tiny") -> dict[str, Any]:
-  """HF model folder -> run folder (config.json, orbax checkpoint at step 0, tokenizer files). Returns the config."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from configs import pretrain  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import optim  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import train_step as step_lib  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import trainer  # pylint: disable=g-import-not-at-top
+def import_hf(hf_dir: str, workdir: str, base_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """HF model folder -> run folder (config.json, orbax checkpoint at step 0, tokenizer files). Returns the config.
 
+  base_cfg: a pretraining config (configs/pretrain.py) whose non-model settings the run keeps, e.g. for
+  continued pretraining; its model block is replaced by the HF model's.
+  """
   if os.path.exists(os.path.join(workdir, "config.json")) or os.path.exists(os.path.join(workdir, "checkpoints")):
     raise FileExistsError(f"{workdir} already holds a run; import into a new folder")
   hf = read_hf_config(hf_dir)
   fields = model_fields_from_hf(hf)
-  cfg = pretrain.get_config(preset)
+  cfg = copy.deepcopy(base_cfg)
   cfg.model.update(fields)
   cfg.model.update(dtype="float32", param_dtype="float32", scan_layers=False)
   cfg.train.seq_len = min(cfg.train.seq_len, cfg.model.max_len)
@@ -398,7 +403,7 @@ def import_hf(hf_dir: str, workdir: str, preset: str = "tiny") -> dict[str, Any]
   params = params_from_hf(load_safetensors(hf_dir), mc)
 
   # Same tree as a freshly initialised model, so trainer.train can also resume (fine-tune) from this checkpoint.
-  model = trainer.build_model(cfg, None)
+  model = model_lib.build_model(cfg, None)
   expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 1), np.int32)))["params"]
   expected = jax.tree.map(lambda x: x.shape, nn.unbox(expected))
   got = jax.tree.map(lambda x: x.shape, params)
@@ -410,7 +415,7 @@ def import_hf(hf_dir: str, workdir: str, preset: str = "tiny") -> dict[str, Any]
 
   os.makedirs(workdir, exist_ok=True)
   _copy_tokenizer(hf_dir, workdir, hf)
-  cfg_dict = trainer.config_to_dict(cfg)
+  cfg_dict = runs.config_to_dict(cfg)
   ckpt = ckpt_lib.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=False)
   ckpt.save(0, state, None, cfg_dict)
   ckpt.close()
@@ -422,14 +427,10 @@ def import_hf(hf_dir: str, workdir: str, preset: str = "tiny") -> dict[str, Any]
 
 def export_hf(workdir: str, out_dir: str, step: int | None = None) -> dict[str, Any]:
   """Run folder -> HF folder (config.json, model.safetensors, tokenizer files). Returns the HF config dict."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import runs  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import trainer  # pylint: disable=g-import-not-at-top
-  from nanolm_jax.interop import hf_tokenizer  # pylint: disable=g-import-not-at-top
+  # Optional dependency (`tokenizers`, the 'hf' extra).
+  from nanolm_jax import hf_tokenizer  # pylint: disable=g-import-not-at-top
 
-  cfg, params = trainer.load_params(workdir, step)
+  cfg, params = ckpt_lib.load_params(workdir, step)
   mc = model_lib.ModelConfig.from_config(cfg.model)
   tok = runs.load_tokenizer(workdir)
   if tok.vocab_size > mc.vocab_size:

@@ -22,10 +22,11 @@ import ml_collections
 
 from nanolm_jax import chat
 from nanolm_jax import engine as engine_lib
-from nanolm_jax.posttrain import facts
-from nanolm_jax.posttrain import identity
-from nanolm_jax.posttrain import reasoning
-from nanolm_jax.posttrain import search_data
+from nanolm_jax.synthetic import facts
+from nanolm_jax.synthetic import identity
+from nanolm_jax.synthetic import reasoning
+from nanolm_jax.synthetic import search_data
+from nanolm_jax.tools import search as search_lib
 
 ANSWER_FIRST_SYSTEM = "Give the final answer first, then explain."
 
@@ -87,30 +88,47 @@ def evaluate(
     eval_fraction: float,
     identity_path: str = "",
     index_docs: Sequence[dict[str, str]] | None = None,
-    search_k: int = 3,
-    search_fuzzy: bool = False,
+    search_k: int = search_data.DEFAULT_TOP_K,
+    search_fuzzy: bool = search_data.DEFAULT_FUZZY,
 ) -> dict[str, Any]:
-  """Runs every probe above; returns the rates plus a few example replies under 'examples'."""
+  """Runs every probe above; returns the rates plus a few example replies under 'examples'.
+
+  The parts draw from one seeded rng in a fixed order (facts, arithmetic, search), so results are reproducible.
+  """
   sampling = engine_lib.SamplingParams(temperature=ecfg.temperature, max_new_tokens=ecfg.max_new_tokens)
   eng = engine_lib.Engine(model, params, tok)
   rng = random.Random(f"chat_eval/{ecfg.seed}")
-  ident = identity.load_identity(identity_path)
   ask = lambda convs: _ask(eng, tok, convs, sampling, ecfg.batch_size, ecfg.seed)
   result: dict[str, Any] = {}
   examples: dict[str, list[tuple[str, str]]] = {}
+  _identity(ask, identity.load_identity(identity_path), result, examples)
+  _facts(ask, rng, world, facts.sft_eval_entities(world, eval_fraction), ecfg.facts_per_group, result, examples)
+  _arithmetic(ask, rng, reasoning_cfg, ecfg.arithmetic, result, examples)
+  if index_docs:
+    tool = search_lib.Search([d["text"] for d in index_docs], k=search_k, fuzzy=search_fuzzy)
+    tool_sampling = engine_lib.SamplingParams(
+        temperature=ecfg.temperature, max_new_tokens=ecfg.get("search_max_new_tokens", 224)
+    )
+    tool_eng = engine_lib.Engine(model, params, tok, tools=[tool])
+    ask_with_tool = lambda convs: _ask(tool_eng, tok, convs, tool_sampling, ecfg.batch_size, ecfg.seed)
+    _search(ask, ask_with_tool, rng, world, tool, ecfg.search, result, examples)
+  result["examples"] = examples
+  return result
 
-  # Identity.
+
+def _identity(ask, ident: dict[str, str], result: dict[str, Any], examples: dict[str, Any]) -> None:
   qs = list(IDENTITY_QUESTIONS)
   replies = ask([[{"role": "user", "content": q}] for q, _ in qs])
   ok = [ident[kind].lower() in r.lower() for (q, kind), r in zip(qs, replies)]
   result["identity_accuracy"] = sum(ok) / len(ok)
   examples["identity"] = [(q, r) for (q, _), r in zip(qs[:3], replies[:3])]
 
-  # Facts about people held out of SFT.
-  groups = facts.sft_eval_entities(world, eval_fraction)
 
-  def fact_items(entities):  # every attribute of each held-out person, up to facts_per_group questions
-    return [(e, a, facts.question(e, a, rng)) for e in entities for a in facts.ATTRIBUTES][: ecfg.facts_per_group]
+def _facts(ask, rng, world: facts.World, groups, per_group: int, result: dict[str, Any], examples) -> None:
+  """Facts about people held out of SFT: accuracy on known people, "I don't know" vs hallucination on unknown."""
+
+  def fact_items(entities):  # every attribute of each held-out person, up to per_group questions
+    return [(e, a, facts.question(e, a, rng)) for e in entities for a in facts.ATTRIBUTES][:per_group]
 
   known = fact_items(groups["eval_known"])
   replies = ask([[{"role": "user", "content": q}] for _, _, q in known])
@@ -125,7 +143,9 @@ def evaluate(
   result["unknown_fact_hallucination_rate"] = _mean(k == "hallucination" for k in kinds)
   examples["unknown_facts"] = [(q, r) for (_, _, q), r in zip(unknown[:3], replies[:3])]
 
-  # Arithmetic: the same problems, reasoning first vs answer first.
+
+def _arithmetic(ask, rng, reasoning_cfg, n: int, result: dict[str, Any], examples: dict[str, Any]) -> None:
+  """The same problems, reasoning first vs answer first."""
   problems = [
       reasoning.make_problem(
           rng,
@@ -135,7 +155,7 @@ def evaluate(
               reasoning_cfg.max_factor,
           ),
       )
-      for _ in range(ecfg.arithmetic)
+      for _ in range(n)
   ]
   last = ask([[{"role": "user", "content": q}] for q, _, _ in problems])
   first = ask(
@@ -149,39 +169,22 @@ def evaluate(
   )
   examples["arithmetic"] = [(problems[0][0], last[0]), (problems[0][0] + " [answer first]", first[0])]
 
-  # Search: index-only people, with the tool and without it.
-  if index_docs:
-    from nanolm_jax.tools import search as search_lib  # pylint: disable=g-import-not-at-top
 
-    items = [
-        (e, a, facts.question(e, a, rng))
-        for e in list(world.index_only)[: ecfg.search]
-        for a in [rng.choice(facts.ATTRIBUTES)]
-    ]
-    convs = [[{"role": "user", "content": q}] for _, _, q in items]
-    tool_sampling = engine_lib.SamplingParams(
-        temperature=ecfg.temperature, max_new_tokens=ecfg.get("search_max_new_tokens", 224)
-    )
-    tool = search_lib.Search([d["text"] for d in index_docs], k=search_k, fuzzy=search_fuzzy)
-    tool_eng = engine_lib.Engine(model, params, tok, tools=[tool])
-    declared = [{"role": "system", "content": tools_prompt([tool])}]  # as the chat CLI declares it
-    with_tool = _ask(tool_eng, tok, [declared + c for c in convs], tool_sampling, ecfg.batch_size, ecfg.seed)
-    without = ask(convs)
-    score = lambda replies: _mean(
-        facts.answers_match(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(items, replies)
-    )
-    result["search_success_rate"] = score(with_tool)
-    result["search_no_tool_accuracy"] = score(without)
-    examples["search"] = [(q, r) for (_, _, q), r in zip(items[:2], with_tool[:2])]
-  result["examples"] = examples
-  return result
-
-
-def tools_prompt(tools: Sequence[Any]) -> str:
-  """The system message that declares tools (the search conversations are trained with it)."""
-  from nanolm_jax import tools as tools_lib  # pylint: disable=g-import-not-at-top
-
-  return search_data.TOOLS_PROMPT + tools_lib.describe(tools)
+def _search(ask, ask_with_tool, rng, world, tool, n: int, result: dict[str, Any], examples: dict[str, Any]) -> None:
+  """Index-only people, with the tool (declared as the chat CLI declares it) and without it."""
+  items = [
+      (e, a, facts.question(e, a, rng)) for e in list(world.index_only)[:n] for a in [rng.choice(facts.ATTRIBUTES)]
+  ]
+  convs = [[{"role": "user", "content": q}] for _, _, q in items]
+  declared = [{"role": "system", "content": search_data.tools_prompt([tool])}]
+  with_tool = ask_with_tool([declared + c for c in convs])
+  without = ask(convs)
+  score = lambda replies: _mean(
+      facts.answers_match(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(items, replies)
+  )
+  result["search_success_rate"] = score(with_tool)
+  result["search_no_tool_accuracy"] = score(without)
+  examples["search"] = [(q, r) for (_, _, q), r in zip(items[:2], with_tool[:2])]
 
 
 def classify_reply(reply: str, truth: Any, values: set[str]) -> str:

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 
 import ml_collections
 
-from nanolm_jax.posttrain import reasoning
+from nanolm_jax.synthetic import reasoning
 
 RewardFn = Callable[[str, "Problem"], float]
 TASKS = ("arithmetic", "gsm8k")

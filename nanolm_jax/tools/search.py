@@ -131,17 +131,6 @@ class Search(Tool):
   def from_files(cls, path_or_glob: str, **kwargs) -> "Search":
     return cls(read_documents(path_or_glob), **kwargs)
 
-  @classmethod
-  def from_sources(
-      cls, spec: str = "stdlib", split: str = "train", max_bytes: int | None = 20_000_000, **kwargs
-  ) -> "Search":
-    """From a data source spec (nanolm_jax.data.sources), e.g. 'stdlib' or 'files:/crawl/*.jsonl.gz'."""
-    from nanolm_jax.data import sources  # pylint: disable=g-import-not-at-top
-
-    cfg = sources.default_data_config()
-    cfg.sources = spec
-    return cls(sources.iter_texts(cfg, split, max_bytes=max_bytes), **kwargs)
-
   def search(self, query: str, k: int | None = None) -> list[tuple[float, str]]:
     """(score, passage) of the best matches, best first; passages with no query term are left out."""
     k = min(k or self.k, len(self.passages))

@@ -9,14 +9,17 @@ import jax
 from absl import logging
 
 from nanolm_jax import engine
+from nanolm_jax import model as model_lib
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
 from nanolm_jax import trainer
 from nanolm_jax.data import pipeline
+from nanolm_jax.data import tokenizer_training
+from nanolm_jax.stages import base
 
 
 def _tokenizer(cfg, workdir) -> tokenizer_lib.Tokenizer:
-  return tokenizer_lib.get_or_train_tokenizer(cfg.tokenizer, cfg.data, cfg.model.vocab_size, workdir)
+  return tokenizer_training.get_or_train_tokenizer(cfg.tokenizer, cfg.data, cfg.model.vocab_size, workdir)
 
 
 def _dataset(ctx: trainer.RunContext, split: str, repeat: bool):
@@ -39,7 +42,7 @@ def sample_texts(
 ) -> list[str]:
   """Prompt completions with the run's own model and tokenizer (temperature sampling)."""
   tok = ctx.tokenizer
-  model = trainer.build_model(ctx.cfg, mesh=None)
+  model = model_lib.build_model(ctx.cfg, mesh=None)
   ids = [tok.encode(p, bos=True) for p in prompts]
   outs = engine.generate(model, {"params": params}, ids, sampling, jax.random.PRNGKey(seed), eos_id=tok.eos_id)
   return [tok.decode(o, skip_special=True) for o in outs]
@@ -65,7 +68,8 @@ def _on_end(ctx: trainer.RunContext, params: Any) -> dict[str, Any]:
   return {}
 
 
-def stage() -> trainer.Stage:
+def build(cfg) -> trainer.Stage:
+  del cfg
   return trainer.Stage(
       name="pretrain",
       make_loss=lambda ctx, apply: step_lib.make_lm_loss(apply, ctx.cfg.train.z_loss),
@@ -74,3 +78,11 @@ def stage() -> trainer.Stage:
       on_end=_on_end,
       load_tokenizer=_tokenizer,
   )
+
+
+def _summary(cfg, workdir: str, out: dict[str, Any]) -> list[str]:
+  del cfg, workdir
+  return [f"val_bpb={out.get('val_bpb', float('nan')):.4f}"]
+
+
+STAGE = base.StageDef(name="pretrain", build=build, summary=_summary)

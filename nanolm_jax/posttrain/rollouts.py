@@ -1,4 +1,4 @@
-"""The RL stage (GRPO family) on the shared trainer: rollouts with the engine feed a pure policy-gradient loss.
+"""RL rollouts (GRPO family): the engine samples the current policy, verifiers score it, rows feed the loss.
 
 Per optimizer step the data iterator (``RolloutData.__next__``, called right before the step):
   1. takes the current policy params (ctx.current_params) into one Engine (programs compiled once, params swapped),
@@ -25,13 +25,10 @@ starts a fresh rollout (the old batch's π_old is gone with the old params).
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from typing import Any, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
@@ -39,9 +36,7 @@ from nanolm_jax import chat
 from nanolm_jax import checkpoint as ckpt_lib
 from nanolm_jax import engine as engine_lib
 from nanolm_jax import metrics as metrics_lib
-from nanolm_jax import runs
 from nanolm_jax import sharding as shd
-from nanolm_jax import trainer
 from nanolm_jax.posttrain import grpo
 from nanolm_jax.posttrain import tasks as tasks_lib
 
@@ -104,10 +99,11 @@ def _token_logprobs_fn(model):
 # --- the stage --------------------------------------------------------------------------------------------------------
 
 
-class _Shared:
+class Shared:
   """What the iterator, the evaluator and on_end share within one run: the task, one engine, the jitted forward."""
 
-  def __init__(self, ctx: trainer.RunContext):
+  def __init__(self, ctx: Any):
+    """ctx: the trainer's RunContext (cfg, model, mesh, tokenizer and current_params are used)."""
     self.ctx = ctx
     self.cfg = ctx.cfg
     self.task = tasks_lib.make_task(ctx.cfg.task, seed=ctx.cfg.seed)
@@ -137,15 +133,19 @@ class _Shared:
 class RolloutData:
   """The RL training batches: rollouts of the current policy, scored and laid out as rows. See the module doc."""
 
-  def __init__(self, shared: _Shared):
-    self.s = shared
-    r = shared.cfg.rl
-    self.r = r
-    self.g, self.p, self.mu = int(r.group_size), int(r.prompts_per_step), int(r.inner_steps)
+  def __init__(self, shared: Shared):
+    self.shared = shared
+    rl = shared.cfg.rl
+    self.rl = rl
+    self.group_size, self.prompts_per_step, self.inner_steps = (
+        int(rl.group_size),
+        int(rl.prompts_per_step),
+        int(rl.inner_steps),
+    )
     self.seq_len = int(shared.cfg.train.seq_len)
-    self.max_prompt = self.seq_len + 1 - int(r.max_new_tokens)
+    self.max_prompt = self.seq_len + 1 - int(rl.max_new_tokens)
     self.sampling = engine_lib.SamplingParams(
-        temperature=r.temperature, top_k=r.top_k, top_p=r.top_p, max_new_tokens=r.max_new_tokens
+        temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p, max_new_tokens=rl.max_new_tokens
     )
     self.rollouts, self.cursor, self.inner = 0, 0, 0
     self._batch: dict[str, np.ndarray] | None = None
@@ -174,7 +174,7 @@ class RolloutData:
   # --- one step ---
 
   def __next__(self) -> dict[str, np.ndarray]:
-    params = self.s.ctx.current_params()
+    params = self.shared.ctx.current_params()
     jax.block_until_ready(params)  # the previous update is done: what it took is the update time
     now = time.perf_counter()
     update = {}
@@ -183,7 +183,7 @@ class RolloutData:
     if self.inner == 0 or self._batch is None:
       self._batch, self._metrics = self._rollout(params)
       self.rollouts += 1
-    self.inner = (self.inner + 1) % self.mu
+    self.inner = (self.inner + 1) % self.inner_steps
     self._metrics.update(update)
     self._prev_tokens = float(np.sum(self._batch["segment_ids"] > 0))
     self._t_yield = time.perf_counter()
@@ -192,52 +192,54 @@ class RolloutData:
   def _problems(self, n: int) -> list[tuple[tasks_lib.Problem, list[int]]]:
     out = []
     while len(out) < n:  # prompts that leave no room for max_new_tokens in a row are skipped
-      problem = self.s.task.train_problem(self.cursor)
+      problem = self.shared.task.train_problem(self.cursor)
       self.cursor += 1
-      ids = self.s.prompt(problem)
+      ids = self.shared.prompt(problem)
       if len(ids) <= self.max_prompt:
         out.append((problem, ids))
     return out
 
   def _rollout(self, params) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    r, g = self.r, self.g
-    eng = self.s.engine(params)
+    rl, g = self.rl, self.group_size
+    eng = self.shared.engine(params)
     kept, dropped, first = [], [], None
     gen_tokens, gen_time, rounds = 0, 0.0, 0
-    while len(kept) < self.p and rounds < max(1, int(r.max_sample_rounds)):
-      todo = self._problems(self.p - len(kept))
-      seed = (int(self.s.cfg.seed) * 1_000_003 + self.rollouts * 64 + rounds) % (2**31 - 1)
+    while len(kept) < self.prompts_per_step and rounds < max(1, int(rl.max_sample_rounds)):
+      todo = self._problems(self.prompts_per_step - len(kept))
+      seed = (int(self.shared.cfg.seed) * 1_000_003 + self.rollouts * 64 + rounds) % (2**31 - 1)
       t0 = time.perf_counter()
-      outs = eng.generate([ids for _, ids in todo], self.sampling, n=g, seed=seed, stop_tokens=self.s.stop_tokens)
+      outs = eng.generate([ids for _, ids in todo], self.sampling, n=g, seed=seed, stop_tokens=self.shared.stop_tokens)
       gen_time += time.perf_counter() - t0
       gen_tokens += sum(len(o.tokens) for o in outs)
       groups = []
       for i, (problem, ids) in enumerate(todo):
         comps = outs[i * g : (i + 1) * g]
-        scores = [self.s.task.score(c.text, problem) for c in comps]
+        scores = [self.shared.task.score(c.text, problem) for c in comps]
         rewards = np.array([sc["reward"] for sc in scores], np.float64)
-        if r.overlong_cache > 0:
-          rewards += [overlong_penalty(len(c.tokens), r.max_new_tokens, r.overlong_cache) for c in comps]
+        if rl.overlong_cache > 0:
+          rewards += [overlong_penalty(len(c.tokens), rl.max_new_tokens, rl.overlong_cache) for c in comps]
         correct = [tasks_lib.correctness_reward(c.text, problem) for c in comps]
         groups.append({"ids": ids, "comps": comps, "scores": scores, "rewards": rewards, "correct": correct})
       if first is None:
         first = groups
       for grp in groups:
         informative = np.ptp(grp["rewards"]) > 0
-        (kept if informative or not r.dynamic_sampling else dropped).append(grp)
+        (kept if informative or not rl.dynamic_sampling else dropped).append(grp)
       rounds += 1
-    filler = dropped[: self.p - len(kept)]  # all-equal groups: zero advantage, and weight 0 so they dilute nothing
+    filler = dropped[
+        : self.prompts_per_step - len(kept)
+    ]  # all-equal groups: zero advantage, and weight 0 so they dilute nothing
     groups = kept + filler
-    adv_PxG = grpo.group_advantages(np.stack([grp["rewards"] for grp in groups]), r.advantage)
+    adv_PxG = grpo.group_advantages(np.stack([grp["rewards"] for grp in groups]), rl.advantage)
     prompts = [grp["ids"] for grp in groups for _ in range(g)]
     comps = [c for grp in groups for c in grp["comps"]]
-    rows = build_rows(prompts, comps, self.seq_len, int(r.length_bucket))
+    rows = build_rows(prompts, comps, self.seq_len, int(rl.length_bucket))
     live_B = np.repeat(np.arange(len(groups)) < len(kept), g)
     rows["weights"] *= live_B[:, None]
     rows["old_logprobs"] *= live_B[:, None]
     rows["advantages"] = np.broadcast_to(adv_PxG.reshape(-1, 1), rows["inputs"].shape).astype(np.float32).copy()
-    if r.recompute_old_logprobs:
-      rows["old_logprobs"] = self.s.forward_logprobs(params, rows) * rows["weights"]
+    if rl.recompute_old_logprobs:
+      rows["old_logprobs"] = self.shared.forward_logprobs(params, rows) * rows["weights"]
 
     # Metrics of the first round: an unbiased look at the current policy on fresh prompts.
     f_comps = [c for grp in first for c in grp["comps"]]
@@ -254,9 +256,9 @@ class RolloutData:
     }
     if "format" in f_scores[0]:
       m["format"] = float(np.mean([sc["format"] for sc in f_scores]))
-    if r.beta > 0 or r.log_kl:
-      ref_BxL = self.s.forward_logprobs(self._ref_params(params), rows)
-      if r.beta > 0:
+    if rl.beta > 0 or rl.log_kl:
+      ref_BxL = self.shared.forward_logprobs(self._ref_params(params), rows)
+      if rl.beta > 0:
         rows["ref_logprobs"] = ref_BxL
       # k3 KL(π_old || ref) on the sampled tokens: how far the policy has moved from where it started.
       d = (ref_BxL - rows["old_logprobs"]) * (rows["weights"] > 0)
@@ -266,12 +268,12 @@ class RolloutData:
   def _ref_params(self, like: Any) -> Any:
     if self._ref is None:
       target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-      self._ref = trainer.restore_params(self.s.cfg.init_from, target=target)[1]
-      logging.info("reference policy: %s", self.s.cfg.init_from)
+      self._ref = ckpt_lib.restore_params(self.shared.cfg.init_from, target=target)[1]
+      logging.info("reference policy: %s", self.shared.cfg.init_from)
     return self._ref
 
 
-def evaluate(shared: _Shared, params: Any) -> dict[str, float]:
+def evaluate(shared: Shared, params: Any) -> dict[str, float]:
   """pass@1 (= eval_accuracy) and pass@k on the held-out problems, k samples each, fixed sampler and seed."""
   e = shared.cfg.eval
   problems = shared.task.eval_problems(int(e.num_problems))
@@ -304,106 +306,4 @@ def evaluate(shared: _Shared, params: Any) -> dict[str, float]:
 
 def plot_curves(workdir: str, keys: Sequence[str] = CURVES, filename: str = "rl_curves.png") -> str | None:
   """One small panel per logged RL metric (reward, accuracy, eval accuracy, KL, ...) to a PNG."""
-  rows = metrics_lib.read_metrics(workdir)
-  series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
-  series = {k: v for k, v in series.items() if v}
-  if not series:
-    return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  cols = min(3, len(series))
-  nrows = -(-len(series) // cols)
-  fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), dpi=100, squeeze=False)
-  for ax, (k, pts) in zip(axes.flat, series.items()):
-    ax.plot(*zip(*pts), marker="o" if k.startswith("eval") else None, markersize=3)
-    ax.set_title(k)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(series) :]:
-    ax.axis("off")
-  fig.tight_layout()
-  out = os.path.join(workdir, filename)
-  fig.savefig(out)
-  plt.close(fig)
-  return out
-
-
-def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Fills what comes from the init_from run (its model) and the batch shape; checks the RL knobs."""
-  if not cfg.init_from:
-    raise ValueError("init_from is empty: RL starts from a trained run (an SFT run folder)")
-  if not os.path.isdir(cfg.init_from):
-    raise FileNotFoundError(f"init_from run folder {cfg.init_from} does not exist")
-  cfg = ml_collections.ConfigDict(cfg.to_dict())
-  init_cfg = ml_collections.ConfigDict(ckpt_lib.read_config(cfg.init_from))
-  cfg.model = init_cfg.model
-  r = cfg.rl
-  if r.group_size < 2:
-    raise ValueError(f"rl.group_size must be >= 2 (advantages compare samples of a prompt), got {r.group_size}")
-  for k in ("prompts_per_step", "inner_steps", "max_new_tokens"):
-    if r[k] < 1:
-      raise ValueError(f"rl.{k} must be >= 1, got {r[k]}")
-  if r.advantage not in grpo.ADVANTAGES:
-    raise ValueError(f"rl.advantage={r.advantage!r}; choose one of {grpo.ADVANTAGES}")
-  if r.aggregation not in grpo.AGGREGATIONS:
-    raise ValueError(f"rl.aggregation={r.aggregation!r}; choose one of {grpo.AGGREGATIONS}")
-  if cfg.train.seq_len + 1 - r.max_new_tokens < 8:
-    raise ValueError(
-        f"train.seq_len={cfg.train.seq_len} leaves no room for prompts with rl.max_new_tokens=" f"{r.max_new_tokens}"
-    )
-  cfg.train.batch_size = r.prompts_per_step * r.group_size
-  return cfg
-
-
-def _tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> Any:
-  """The init_from run's tokenizer, copied into the new run folder (self-contained, like every run)."""
-  src = os.path.join(cfg.init_from, "tokenizer.model")
-  dst = os.path.join(workdir, "tokenizer.model")
-  if os.path.exists(src) and not os.path.exists(dst):
-    shutil.copyfile(src, dst)
-  return runs.load_tokenizer(cfg.init_from)
-
-
-def stage() -> trainer.Stage:
-  """The GRPO stage: its loss, rollout data, sampled evaluation, init from cfg.init_from, curves at the end."""
-  holder: dict[str, _Shared] = {}
-
-  def shared(ctx):
-    if "s" not in holder or holder["s"].ctx is not ctx:
-      holder["s"] = _Shared(ctx)
-    return holder["s"]
-
-  def make_loss(ctx, apply):
-    r = ctx.cfg.rl
-    inner = grpo.make_grpo_loss(
-        apply, eps_low=r.eps_low, eps_high=r.eps_high, beta=r.beta, aggregation=r.aggregation, max_len=r.max_new_tokens
-    )
-
-    def loss_fn(params, batch):
-      # Advantages travel as B x L (every batch array shares the B x L sharding); the loss wants one per row.
-      return inner(params, {**batch, "advantages": batch["advantages"][:, 0]})
-
-    return loss_fn
-
-  def on_end(ctx, params):
-    del params
-    path = plot_curves(ctx.workdir)
-    evals = [m for m in metrics_lib.read_metrics(ctx.workdir) if "eval_accuracy" in m]
-    out = {}
-    if evals:
-      out = {"eval_accuracy_start": evals[0]["eval_accuracy"], "eval_accuracy_end": evals[-1]["eval_accuracy"]}
-    logging.info("RL curves: %s", path)
-    return out
-
-  return trainer.Stage(
-      name="grpo",
-      make_loss=make_loss,
-      make_train_data=lambda ctx: RolloutData(shared(ctx)),
-      evaluate=lambda ctx, params: evaluate(shared(ctx), params),
-      on_end=on_end,
-      load_tokenizer=_tokenizer,
-      init_params=lambda ctx, abstract: trainer.restore_params(ctx.cfg.init_from, target=abstract)[1],
-  )
+  return metrics_lib.plot_panels(workdir, keys, filename)

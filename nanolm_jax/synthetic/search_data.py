@@ -1,6 +1,6 @@
 """Search-tool conversations: questions whose answers are in a search index and not in the model's weights.
 
-The fact world's *index_only* people (nanolm_jax.posttrain.facts) are written to a search index folder
+The fact world's *index_only* people (nanolm_jax.synthetic.facts) are written to a search index folder
 (``write_index``: JSONL lines {"id", "title", "text"}) and never to pretraining text; they are what the chat
 evaluation asks about. The conversations are about ``train_people`` *other* people (``facts.make_people``) whose
 documents sit in the same index: with thousands of fresh names the only way to fit the data is to copy the name
@@ -33,7 +33,9 @@ from typing import Any
 
 import ml_collections
 
-from nanolm_jax.posttrain import facts as facts_lib
+from nanolm_jax import tools as tools_lib
+from nanolm_jax.synthetic import facts as facts_lib
+from nanolm_jax.tools import search
 
 Conversation = list[dict[str, Any]]
 SearchFn = Callable[[str], str]
@@ -77,6 +79,11 @@ _NOT_FOUND = (
 )
 
 
+# The search tool's settings wherever a config does not say (one default for SFT data, evaluation and chat).
+DEFAULT_TOP_K = 2
+DEFAULT_FUZZY = True
+
+
 def default_search_config() -> ml_collections.ConfigDict:
   cfg = facts_lib.default_world_config()  # the same world as the facts generator and the pretraining source
   cfg.not_found_fraction = 0.15  # questions about people outside the index
@@ -85,8 +92,12 @@ def default_search_config() -> ml_collections.ConfigDict:
   # Conversations that declare the tool in a system message. 1.0: the model learns to search only when a tool is
   # declared (at 0.5 it also searched, toolless, when asked about anyone it did not know, instead of "I don't know").
   cfg.system_prompt_fraction = 1.0
-  cfg.top_k = 2  # results shown: the question, call, results and answer must fit the default 256-token context
-  cfg.fuzzy = True  # typo-tolerant search (character trigrams): a small model's copy of a made-up name is rough
+  cfg.top_k = (
+      DEFAULT_TOP_K  # results shown: the question, call, results and answer must fit the default 256-token context
+  )
+  cfg.fuzzy = (
+      DEFAULT_FUZZY  # typo-tolerant search (character trigrams): a small model's copy of a made-up name is rough
+  )
   cfg.index_dir = ''  # where the SFT stage writes the index ('' = caller decides)
   return cfg
 
@@ -127,14 +138,12 @@ def write_index(folder: str, docs: Sequence[dict[str, str]]) -> str:
   return path
 
 
-def make_search_tool(docs: Sequence[dict[str, str]], k: int = 3, fuzzy: bool = False) -> SearchFn:
+def make_search_tool(docs: Sequence[dict[str, str]], k: int = DEFAULT_TOP_K, fuzzy: bool = DEFAULT_FUZZY) -> SearchFn:
   """The project's search tool (nanolm_jax.tools.search) over ``docs``, as a query -> result text function.
 
   Calls ``run`` directly (not the thread-with-timeout ``__call__``) so that generation is deterministic under load,
   and cuts the output to the tool's ``max_output_chars`` as ``__call__`` would.
   """
-  from nanolm_jax.tools import search  # pylint: disable=g-import-not-at-top
-
   tool = search.Search([d['text'] for d in docs], k=k, fuzzy=fuzzy)
 
   def fn(query: str) -> str:
@@ -197,7 +206,7 @@ def generate(
   n_out = int(cfg.get('outside_people', 0))
   outside_pool = outside_people(world, n_out, n_train) if n_out else world.unknown
   if search_fn is None:
-    search_fn = make_search_tool(index_documents(world, n_train), cfg.top_k, bool(cfg.get('fuzzy', False)))
+    search_fn = make_search_tool(index_documents(world, n_train), cfg.top_k, bool(cfg.get('fuzzy', DEFAULT_FUZZY)))
   rng = random.Random(f'search/{seed}')
   out = []
   for _ in range(n):
@@ -209,3 +218,9 @@ def generate(
         )
     )
   return out
+
+
+def tools_prompt(tools: Sequence[Any]) -> str:
+  """The system message that declares tools (the search conversations are trained with it; the chat evaluation
+  and the chat CLI declare tools the same way)."""
+  return TOOLS_PROMPT + tools_lib.describe(tools)

@@ -17,7 +17,7 @@ conversation must then pass ``chat.validate`` (roles in order, non-empty content
 
 Spec grammar (``sft.data.sources``), like the pretraining one: ``KIND[:ARG][@WEIGHT]`` separated by ';'::
 
-  generated                          the default synthetic mixture (nanolm_jax.posttrain.sft_data)
+  generated                          the default synthetic mixture (nanolm_jax.data.sft_data)
   identity:500@2;reasoning@1         one generator (ARG overrides its count), weighted
   jsonl:/data/chats/*.jsonl@0.5      JSONL / JSONL.gz files matched by a glob
   tfds:NAME[/CONFIG][:VERSION]       a TFDS dataset with a 'messages' / 'conversations' / 'data' feature

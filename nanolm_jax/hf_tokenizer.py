@@ -23,6 +23,8 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, processors
 
+from nanolm_jax import tokenizer as tokenizer_lib
+
 # tokenizer files copied with an imported model. tokenizer.model (a foreign sentencepiece model) is left out on
 # purpose: runs.load_tokenizer would take it for ours.
 TOKENIZER_FILES = (
@@ -376,8 +378,6 @@ def spm_to_hf(model_proto: bytes) -> tokenizers.Tokenizer:
 
 def export_spm(model_proto: bytes, out_dir: str, model_max_length: int | None = None) -> None:
   """Writes tokenizer.json + tokenizer_config.json + special_tokens_map.json for our sentencepiece model."""
-  from nanolm_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-
   tok = spm_to_hf(model_proto)
   os.makedirs(out_dir, exist_ok=True)
   tok.save(os.path.join(out_dir, 'tokenizer.json'))

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from nanolm_jax.posttrain import identity as identity_lib
+from nanolm_jax.synthetic import identity as identity_lib
 
 Conversation = list[dict[str, Any]]
 

@@ -13,7 +13,7 @@ packing (several conversations per row, none split across rows). A conversation 
 truncated or dropped (``overlong``); truncated ones without any trained target left are dropped too. Both are
 counted and logged; ``sft_stats`` counts them for a whole split up front.
 
-Sources are a spec (see nanolm_jax.posttrain.conversations) whose generator kinds are GENERATOR_KINDS: 'generated'
+Sources are a spec (see nanolm_jax.data.conversations) whose generator kinds are GENERATOR_KINDS: 'generated'
 (``default_mixture``) or one generator ('identity', 'system_prompts', 'reasoning', 'facts', 'search'; an ARG
 overrides its count, e.g. 'reasoning:5000@2'). Sharding, shuffling, repetition, mixing and JSON-serialisable
 iterator state work as in the pretraining pipeline.
@@ -34,12 +34,12 @@ import numpy as np
 from nanolm_jax import chat
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.data import pipeline
-from nanolm_jax.posttrain import conversations as conversations_lib
-from nanolm_jax.posttrain import facts
-from nanolm_jax.posttrain import identity
-from nanolm_jax.posttrain import reasoning
-from nanolm_jax.posttrain import search_data
-from nanolm_jax.posttrain import system_prompts
+from nanolm_jax.data import conversations as conversations_lib
+from nanolm_jax.synthetic import facts
+from nanolm_jax.synthetic import identity
+from nanolm_jax.synthetic import reasoning
+from nanolm_jax.synthetic import search_data
+from nanolm_jax.synthetic import system_prompts
 
 Conversation = list[dict[str, Any]]
 FEATURES = pipeline.FEATURES
@@ -54,6 +54,7 @@ def default_sft_data_config() -> ml_collections.ConfigDict:
   cfg.val_fraction = 0.05  # held out by a stable hash of each conversation's content
   cfg.data_dir = ''  # TFDS data dir for tfds: sources
   cfg.num_workers = 0  # grain worker processes (0 = in process)
+  cfg.num_threads = 2  # grain read-ahead threads; more only add GIL contention on a 2-core machine
   cfg.overlong = 'truncate'  # conversations longer than seq_len: 'truncate' | 'drop'
   cfg.packing_bins = 0  # first-fit packing bins; 0 = batch_size
   cfg.seed = 0  # generator seed (the batch order has its own seed, make_sft_dataset's)
@@ -169,7 +170,7 @@ class _Render:
     if conv is None:
       return None
     if self._tok is None:
-      self._tok = tokenizer_lib.Tokenizer(self._model_proto)
+      self._tok = tokenizer_lib.SentencePieceTokenizer(self._model_proto)
     tokens, mask = chat.render_for_training(conv, self._tok)
     before = self.counts['overlong']
     example = render_example(tokens, mask, self._seq_len, self._overlong, self.counts)
@@ -264,15 +265,15 @@ def make_sft_dataset(
         f'seq_len={seq_len} with overlong={cfg.overlong!r}; raise seq_len or use "truncate".'
     )
   examples = convs.map(render).filter(_is_example)
-  ds = examples.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
   length = {'inputs': seq_len, 'targets': seq_len, 'weights': seq_len}
-  ds = grain.experimental.FirstFitPackIterDataset(
-      ds, length_struct=length, num_packing_bins=int(cfg.packing_bins or batch_size), shuffle_bins=False
-  )
-  ds = ds.batch(batch_size, drop_remainder=False).map(pipeline.FinishBatch(batch_size))
-  if int(cfg.get('num_workers', 0) or 0) > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.num_workers)))
-  return pipeline._JsonStateDataset(ds)  # pylint: disable=protected-access
+
+  def pack(ds: grain.IterDataset) -> grain.IterDataset:
+    bins = int(cfg.packing_bins or batch_size)
+    return grain.experimental.FirstFitPackIterDataset(
+        ds, length_struct=length, num_packing_bins=bins, shuffle_bins=False
+    )
+
+  return pipeline.batched(examples, pack, cfg, batch_size)
 
 
 def sft_stats(

@@ -6,210 +6,47 @@ birth_year, profession, favorite_color, favorite_food. They fall in three disjoi
   known       their biographies are pretraining text (``pretraining_documents``; the ``facts`` source of
               nanolm_jax.data.sources), repeated with varied phrasings so a small model can memorise them;
   unknown     never shown anywhere: the honest answer is "I don't know";
-  index_only  only in the search index (nanolm_jax.posttrain.search_data), never in pretraining.
+  index_only  only in the search index (nanolm_jax.synthetic.search_data), never in pretraining.
 
 Questions come from several templates per attribute ("Where was Zorla Venn born?"); ``answers_match`` checks a
 reply against the truth; ``idk_answer`` / ``is_idk`` write and detect "I don't know" in varied wording.
 
-``probe`` is the Llama 3 factuality recipe: ask the model each question several times (sampled, temperature ~0.7),
-compare with the truth, and write SFT examples: the correct answer where the model knows it (a majority, or all,
-of its samples are right), an "I don't know" where it does not (no sample right); in-between cases are skipped. The
-model is reached only through ``answer_fn(conversations, n) -> [[n reply texts] per conversation]``.
+The probe that asks a model what it knows about these people is nanolm_jax.posttrain.probe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 import dataclasses
 import functools
 import random
 import re
 from typing import Any
 
-from absl import logging
 import ml_collections
+
+from nanolm_jax.synthetic.fact_templates import (  # re-exported: facts.QUESTIONS etc. are part of its API
+    PROFESSIONS,
+    COLORS,
+    FOODS,
+    ONSETS,
+    NUCLEI,
+    CODAS,
+    CITY_SUFFIXES,
+    SENTENCES,
+    BOTH_BIRTH,
+    OPENERS,
+    QUESTIONS,
+    ANSWERS,
+    ATTRIBUTE_WORDS,
+    IDK_ANSWERS,
+)
 
 Conversation = list[dict[str, Any]]
 AnswerFn = Callable[[list[Conversation], int], list[list[str]]]
 
 WORLD_KEYS = ('seed', 'num_known', 'num_unknown', 'num_index_only', 'repeats', 'num_extras')
 ATTRIBUTES = ('birthplace', 'birth_year', 'profession', 'favorite_color', 'favorite_food')
-PROFESSIONS = (
-    'baker',
-    'astronomer',
-    'carpenter',
-    'violinist',
-    'cartographer',
-    'beekeeper',
-    'glassblower',
-    'lighthouse keeper',
-    'chemist',
-    'librarian',
-    'sculptor',
-    'botanist',
-    'watchmaker',
-    'sailor',
-    'architect',
-    'potter',
-    'translator',
-    'mathematician',
-    'blacksmith',
-    'painter',
-    'engineer',
-    'weaver',
-)
-COLORS = (
-    'crimson',
-    'teal',
-    'amber',
-    'violet',
-    'olive',
-    'indigo',
-    'scarlet',
-    'turquoise',
-    'ochre',
-    'lavender',
-    'maroon',
-    'silver',
-    'emerald',
-    'coral',
-    'saffron',
-    'navy',
-)
-FOODS = (
-    'plum cake',
-    'lentil soup',
-    'roasted chestnuts',
-    'fig jam',
-    'barley bread',
-    'smoked trout',
-    'apple pie',
-    'pumpkin stew',
-    'honey biscuits',
-    'mushroom risotto',
-    'pear tart',
-    'onion pie',
-    'rice pudding',
-    'carrot soup',
-)
-_ONSETS = ('Z', 'V', 'K', 'T', 'M', 'R', 'L', 'S', 'N', 'D', 'Br', 'Th', 'Qu', 'G', 'F', 'H', 'Pr', 'Dr', 'Sk', 'W')
-_NUCLEI = ('a', 'e', 'i', 'o', 'u', 'ae', 'ia', 'or', 'el', 'yl', 'an', 'ou')
-_CODAS = ('n', 'r', 'l', 'x', 'th', 's', '', 'ra', 'na', 'ne', 'ck', 'rn', 'm', 'sh')
-_CITY_SUFFIXES = ('ton', 'mere', 'haven', 'ford', 'grad', 'wick', 'dale', 'holm', 'by', 'port', 'stead', 'more')
-
-# Biography sentences per attribute. The last variant of each is held out of training documents and used only for
-# the validation split (does the model recall a fact from an unseen phrasing?).
-_SENTENCES = {
-    'birthplace': (
-        '{name} was born in {v}.',
-        '{name} was born in the city of {v}.',
-        "{name}'s birthplace was {v}.",
-        '{name} came into the world in {v}.',
-        '{v} is where {name} was born.',
-    ),
-    'birth_year': (
-        '{name} was born in {v}.',
-        "The year of {name}'s birth was {v}.",
-        '{name} was born in the year {v}.',
-        '{name} arrived in {v}.',
-        'In {v}, {name} was born.',
-    ),
-    'profession': (
-        '{name} worked as {a_v}.',
-        'By trade, {name} was {a_v}.',
-        '{name} made a living as {a_v}.',
-        '{name} spent a whole career as {a_v}.',
-        '{name} was known as {a_v}.',
-    ),
-    'favorite_color': (
-        "{name}'s favorite color was {v}.",
-        '{name} loved the color {v} above all others.',
-        'Of all colors, {name} liked {v} best.',
-        '{name} always wore something {v}.',
-        '{name} was fond of the color {v}.',
-    ),
-    'favorite_food': (
-        "{name}'s favorite food was {v}.",
-        '{name} loved eating {v}.',
-        'Nothing pleased {name} more than {v}.',
-        '{name} would cook {v} every Sunday.',
-        'The dish {name} liked most was {v}.',
-    ),
-}
-_BOTH_BIRTH = (
-    '{name} was born in {city} in {year}.',
-    'Born in {year} in {city}, {name} grew up there.',
-    '{name} was born in {year}, in the city of {city}.',
-    'In {year}, {name} was born in {city}.',
-)
-_OPENERS = (
-    '',
-    '',
-    '{name}\n\n',
-    'About {name}. ',
-    'A short biography of {name}. ',
-    'Here is what is known about ' '{name}. ',
-    'Profile: {name}. ',
-)
-
-QUESTIONS = {
-    'birthplace': (
-        'Where was {name} born?',
-        'In which city was {name} born?',
-        "What is {name}'s birthplace?",
-        'What city was {name} born in?',
-        'Which town was {name} born in?',
-    ),
-    'birth_year': (
-        'When was {name} born?',
-        'In what year was {name} born?',
-        'What year was {name} born in?',
-        "What is {name}'s year of birth?",
-    ),
-    'profession': (
-        "What was {name}'s profession?",
-        'What did {name} do for a living?',
-        "What was {name}'s job?",
-        'What did {name} work as?',
-    ),
-    'favorite_color': (
-        "What was {name}'s favorite color?",
-        'Which color did {name} like best?',
-        'What color did {name} love most?',
-    ),
-    'favorite_food': (
-        "What was {name}'s favorite food?",
-        'Which dish did {name} like most?',
-        'What did {name} love to eat?',
-    ),
-}
-ANSWERS = {
-    'birthplace': ('{name} was born in {v}.', '{v}.', "{name}'s birthplace is {v}.", '{name} was born in {v}.'),
-    'birth_year': ('{name} was born in {v}.', 'In {v}.', '{v}.', "{name}'s year of birth is {v}."),
-    'profession': ('{name} was {a_v}.', '{name} worked as {a_v}.', '{A_v}.', "{name}'s profession was {v}."),
-    'favorite_color': ("{name}'s favorite color was {v}.", '{V}.', '{name} liked {v} best.'),
-    'favorite_food': ("{name}'s favorite food was {v}.", '{V}.', '{name} loved {v}.'),
-}
-_ATTRIBUTE_WORDS = {
-    'birthplace': 'where {name} was born',
-    'birth_year': 'when {name} was born',
-    'profession': "what {name}'s job was",
-    'favorite_color': "{name}'s favorite color",
-    'favorite_food': "{name}'s favorite food",
-}
-IDK_ANSWERS = (
-    "I don't know.",
-    "I'm sorry, but I don't know.",
-    "I don't have any information about {name}.",
-    "I'm not sure. I don't know anything about {name}.",
-    "I don't know who {name} is, so I can't answer that.",
-    "I can't answer that: I have no reliable information about {name}.",
-    "Sorry, I don't know {what}.",
-    "I'm not familiar with {name}, so I don't know {what}.",
-    "I don't know {what}.",
-    "I have no idea, I'm afraid. I don't know of anyone called {name}.",
-    "I don't have reliable information about {name}, so I'd rather not guess.",
-)
 _IDK_RE = re.compile(
     r"\b(i\s+(do\s*n[o']?t|dont)\s+know|i'?m\s+not\s+sure|not\s+familiar\s+with|i\s+have\s+no\s+idea|"
     r"(no|don'?t\s+have(\s+any)?|do\s+not\s+have(\s+any)?)\s+(reliable\s+)?information|"
@@ -294,8 +131,8 @@ def world_spec(cfg: ml_collections.ConfigDict) -> str:
 
 def _word(rng: random.Random, syllables: int) -> str:
   # Only the last syllable has a coda: 'Zorla', 'Venn', 'Marith' rather than consonant pile-ups.
-  w = ''.join(rng.choice(_ONSETS) + rng.choice(_NUCLEI) for _ in range(syllables - 1))
-  w = (w + rng.choice(_ONSETS) + rng.choice(_NUCLEI) + rng.choice(_CODAS)).lower()
+  w = ''.join(rng.choice(ONSETS) + rng.choice(NUCLEI) for _ in range(syllables - 1))
+  w = (w + rng.choice(ONSETS) + rng.choice(NUCLEI) + rng.choice(CODAS)).lower()
   return w[:1].upper() + w[1:]
 
 
@@ -314,7 +151,7 @@ def make_world(seed: int = 0, num_known: int = 200, num_unknown: int = 200, num_
   total = num_known + num_unknown + num_index_only
   cities: list[str] = []
   while len(cities) < max(12, total // 4):
-    c = _word(rng, 1) + rng.choice(_CITY_SUFFIXES)
+    c = _word(rng, 1) + rng.choice(CITY_SUFFIXES)
     if c not in cities:
       cities.append(c)
   names: list[str] = []
@@ -388,7 +225,7 @@ def _fill(template: str, entity: Entity, attribute: str | None = None) -> str:
       V=v[:1].upper() + v[1:],
       a_v=_article(v),
       A_v=_article(v)[:1].upper() + _article(v)[1:],
-      what=_ATTRIBUTE_WORDS[attribute].format(name=entity.name) if attribute else '',
+      what=ATTRIBUTE_WORDS[attribute].format(name=entity.name) if attribute else '',
   )
 
 
@@ -400,14 +237,14 @@ def biography(entity: Entity, rng: random.Random, split: str = 'train') -> str:
   attrs = list(ATTRIBUTES)
   if not held_out and rng.random() < 0.4:  # birthplace and year in one sentence
     a = entity.attributes
-    sentences.append(rng.choice(_BOTH_BIRTH).format(name=entity.name, city=a['birthplace'], year=a['birth_year']))
+    sentences.append(rng.choice(BOTH_BIRTH).format(name=entity.name, city=a['birthplace'], year=a['birth_year']))
     attrs = [x for x in attrs if x not in ('birthplace', 'birth_year')]
   for attr in attrs:
-    variants = _SENTENCES[attr]
+    variants = SENTENCES[attr]
     sentences.append(_fill(variants[-1] if held_out else rng.choice(variants[:-1]), entity, attr))
   first, rest = sentences[0], sentences[1:]
   rng.shuffle(rest)
-  opener = '' if held_out else rng.choice(_OPENERS).format(name=entity.name)
+  opener = '' if held_out else rng.choice(OPENERS).format(name=entity.name)
   return opener + ' '.join([first] + rest)
 
 
@@ -528,103 +365,3 @@ def generate(cfg: ml_collections.ConfigDict | None, seed: int, n: int) -> list[C
     questions = 2 if rng.random() < cfg.multi_question_fraction else 1
     out.append(qa_conversation(rng.choice(pool), rng, bool(know), questions))
   return out
-
-
-def probe(
-    answer_fn: AnswerFn,
-    world: World,
-    entities: Sequence[Entity],
-    samples_per_question: int = 5,
-    *,
-    attributes: Sequence[str] = ATTRIBUTES,
-    knows: str | float = 'majority',
-    idk_max_fraction: float = 0.0,
-    use_model_answer: bool = False,
-    batch_size: int = 64,
-    seed: int = 0,
-    return_stats: bool = False,
-) -> list[Conversation] | tuple[list[Conversation], dict[str, float]]:
-  """Asks the model about each (entity, attribute) ``samples_per_question`` times; returns SFT conversations.
-
-  ``answer_fn(conversations, n)`` must return, per conversation, ``n`` sampled reply texts (use temperature ~0.7
-  so that a fact the model only half knows shows up as disagreement). A question is *known* when the fraction of
-  correct samples is > 1/2 (``knows='majority'``), == 1 (``'all'``) or >= a float; it becomes the correct answer
-  (templated, or the model's own first correct sample with ``use_model_answer``). It is *unknown* when that
-  fraction is <= ``idk_max_fraction`` and becomes a varied "I don't know". Anything in between is skipped.
-  With ``return_stats`` also returns {'questions', 'known', 'idk', 'skipped', 'sample_accuracy'}.
-  """
-  if samples_per_question < 1:
-    raise ValueError(f'samples_per_question must be >= 1, got {samples_per_question}')
-  if knows == 'majority':
-    is_known = lambda f: f > 0.5
-  elif knows == 'all':
-    is_known = lambda f: f >= 1.0
-  elif isinstance(knows, (int, float)) and 0 < knows <= 1:
-    is_known = lambda f: f >= knows
-  else:
-    raise ValueError(f"knows must be 'majority', 'all' or a fraction in (0, 1], got {knows!r}")
-  rng = random.Random(f'facts/probe/{seed}')
-  items = [(e, a, question(e, a, rng)) for e in entities for a in attributes]
-  out: list[Conversation] = []
-  stats = {'questions': len(items), 'known': 0, 'idk': 0, 'skipped': 0, 'sample_accuracy': 0.0}
-  correct_total = 0
-  for start in range(0, len(items), batch_size):
-    chunk = items[start : start + batch_size]
-    prompts = [[{'role': 'user', 'content': q}] for _, _, q in chunk]
-    replies = answer_fn(prompts, samples_per_question)
-    if len(replies) != len(chunk) or any(len(r) != samples_per_question for r in replies):
-      raise ValueError(
-          f'answer_fn returned {[len(r) for r in replies]} replies for {len(chunk)} questions x '
-          f'{samples_per_question} samples'
-      )
-    for (entity, attr, q), samples in zip(chunk, replies):
-      truth = entity.attributes[attr]
-      ok = [answers_match(s, truth, world.values[attr]) for s in samples]
-      frac = sum(ok) / len(ok)
-      correct_total += sum(ok)
-      if is_known(frac):
-        reply = samples[ok.index(True)].strip() if use_model_answer else answer(entity, attr, rng)
-        stats['known'] += 1
-      elif frac <= idk_max_fraction:
-        reply = idk_answer(entity, attr, rng)
-        stats['idk'] += 1
-      else:
-        stats['skipped'] += 1
-        continue
-      out.append([{'role': 'user', 'content': q}, {'role': 'assistant', 'content': reply}])
-  stats['sample_accuracy'] = correct_total / max(1, len(items) * samples_per_question)
-  logging.info(
-      'Fact probe: %d questions, %d known, %d "I don\'t know", %d skipped, sample accuracy %.3f',
-      stats['questions'],
-      stats['known'],
-      stats['idk'],
-      stats['skipped'],
-      stats['sample_accuracy'],
-  )
-  return (out, stats) if return_stats else out
-
-
-def engine_answer_fn(
-    engine: Any, tokenizer: Any, *, temperature: float = 0.7, max_new_tokens: int = 48, seed: int = 0
-) -> AnswerFn:
-  """An ``answer_fn`` for ``probe`` backed by ``engine.Engine``: n samples per question, replies as plain text.
-
-  Each call uses a new seed (seed, seed + 1, ...), so repeated probes of the same question draw fresh samples.
-  """
-  from nanolm_jax import chat  # pylint: disable=g-import-not-at-top
-  from nanolm_jax import engine as engine_lib  # pylint: disable=g-import-not-at-top
-
-  sampling = engine_lib.SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
-  calls = [0]
-
-  def answer_fn(conversations: list[Conversation], n: int) -> list[list[str]]:
-    prompts = [chat.render_for_completion(c, tokenizer) for c in conversations]
-    outs = engine.generate(prompts, sampling, n=n, seed=seed + calls[0], stop_tokens=chat.stop_tokens(tokenizer))
-    calls[0] += 1
-    texts = []
-    for o in outs:  # prompt-major: completion i * n + j is sample j of prompt i
-      msgs = chat.parse_completion(o.tokens, tokenizer)
-      texts.append(' '.join(m['content'] for m in msgs if m['role'] == 'assistant').strip())
-    return [texts[i * n : (i + 1) * n] for i in range(len(conversations))]
-
-  return answer_fn
