@@ -31,7 +31,7 @@ setup(
         "tensorboardX>=2.6",
         "tqdm>=4.66",
         "safetensors>=0.4",
-        # crawl pipeline (issue 3)
+        # the crawl pipeline
         "warcio>=1.7",
         "trafilatura>=2.0",
         "lxml_html_clean",  # justext (trafilatura's fallback) imports lxml.html.clean, split out of lxml 5.2
@@ -41,7 +41,7 @@ setup(
         "resiliparse>=0.14",  # the fast extractor (extract.extractor = "resiliparse")
         "fsspec",
         "numba>=0.60",  # fused MinHash kernel (crawl dedup); dedup falls back to numpy, same signatures, if absent
-        "bm25s>=0.2",  # the search tool's BM25 index (inference tools, issue 4)
+        "bm25s>=0.2",  # the search tool's BM25 index
     ],
     extras_require={
         "test": [

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from nanolm_jax import tokenizer as tokenizer_lib
+
 ROLES = ("system", "user", "assistant", "tool")
 Message = Mapping[str, Any]
 
@@ -39,7 +41,7 @@ class ChatFormatError(ValueError):
   """A conversation that does not follow the format; the message names the offending message and rule."""
 
 
-def _ids(tok: Any) -> dict[str, int]:
+def _ids(tok: tokenizer_lib.Tokenizer) -> dict[str, int]:
   names = (
       "system",
       "user",
@@ -55,7 +57,7 @@ def _ids(tok: Any) -> dict[str, int]:
   return {n: tok.special_id(n) for n in names}
 
 
-def stop_tokens(tok: Any) -> tuple[int, ...]:
+def stop_tokens(tok: tokenizer_lib.Tokenizer) -> tuple[int, ...]:
   """Tokens that end an assistant turn: <|end|> (and eos, which a base model may emit)."""
   return (tok.special_id("end"), tok.eos_id)
 
@@ -132,7 +134,7 @@ def validate(messages: Sequence[Message], *, for_completion: bool = False) -> No
     raise ChatFormatError(f"render_for_training: the conversation must end with an assistant message, not {prev!r}")
 
 
-def _render(messages: Sequence[Message], tok: Any) -> tuple[list[int], list[int]]:
+def _render(messages: Sequence[Message], tok: tokenizer_lib.Tokenizer) -> tuple[list[int], list[int]]:
   s = _ids(tok)
   tokens, mask = [tok.bos_id], [0]
 
@@ -165,13 +167,13 @@ def _render(messages: Sequence[Message], tok: Any) -> tuple[list[int], list[int]
   return tokens, mask
 
 
-def render_for_training(messages: Sequence[Message], tok: Any) -> tuple[list[int], list[int]]:
+def render_for_training(messages: Sequence[Message], tok: tokenizer_lib.Tokenizer) -> tuple[list[int], list[int]]:
   """(tokens, loss_mask): mask 1 on assistant text, tool calls and the assistant's <|end|>; 0 elsewhere."""
   validate(messages)
   return _render(messages, tok)
 
 
-def render_for_completion(messages: Sequence[Message], tok: Any) -> list[int]:
+def render_for_completion(messages: Sequence[Message], tok: tokenizer_lib.Tokenizer) -> list[int]:
   """Tokens that prompt the next assistant turn: ends with <|start|><|assistant|> (or a tool result to continue)."""
   validate(messages, for_completion=True)
   tokens, _ = _render(messages, tok)
@@ -180,7 +182,7 @@ def render_for_completion(messages: Sequence[Message], tok: Any) -> list[int]:
   return tokens
 
 
-def parse_completion(tokens: Sequence[int], tok: Any) -> list[dict[str, Any]]:
+def parse_completion(tokens: Sequence[int], tok: tokenizer_lib.Tokenizer) -> list[dict[str, Any]]:
   """Generated tokens (after the assistant header) -> the assistant / tool messages they spell.
 
   Tool calls and forced results become {"role": "assistant", ..., "tool_calls": [...]} and {"role": "tool", ...};

@@ -14,6 +14,7 @@ from nanolm_jax import chat
 from nanolm_jax import engine as engine_lib
 from nanolm_jax import runs
 from nanolm_jax import tools as tools_lib
+from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.data import sources
 from nanolm_jax.synthetic import search_data
 from nanolm_jax.tools import calculator
@@ -66,7 +67,7 @@ class ChatSession:
   def __init__(
       self,
       engine: engine_lib.Engine,
-      tokenizer: Any,
+      tokenizer: tokenizer_lib.Tokenizer,
       sampling: engine_lib.SamplingParams,
       *,
       system: str = "",

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from absl import logging
 import numpy as np
@@ -78,6 +78,7 @@ def _write_atomic(path: str, data: bytes) -> None:
   os.replace(tmp, path)  # concurrent writers (several hosts) never leave a torn file
 
 
+@runtime_checkable
 class Tokenizer(Protocol):
   """What the rest of the code needs of a tokenizer: ids, specials, encode/decode and per-token byte lengths.
 

@@ -30,6 +30,7 @@ from nanolm_jax import optim
 from nanolm_jax import runs
 from nanolm_jax import sharding as shd
 from nanolm_jax import train_step as step_lib
+from nanolm_jax import tokenizer as tokenizer_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,7 +45,7 @@ class RunContext:
   workdir: str
   model: model_lib.Transformer
   mesh: jax.sharding.Mesh
-  tokenizer: Any
+  tokenizer: tokenizer_lib.Tokenizer
   # The current params, for stages whose data depends on the policy (RL rollouts); set once the state exists.
   current_params: Callable[[], Any] | None = None
 

@@ -99,6 +99,9 @@ def test_autotokenizer_loads_the_export(ours, exported):
 
 def test_hftokenizer_on_our_export_has_our_interface(ours, exported):
   tok = hf_tokenizer.HFTokenizer.load(exported)
+  # Both implement the Tokenizer protocol (every member present), which is all the rest of the code relies on.
+  assert isinstance(tok, tokenizer_lib.Tokenizer) and isinstance(ours, tokenizer_lib.Tokenizer)
+  assert not isinstance(object(), tokenizer_lib.Tokenizer)
   assert (tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id) == (
       ours.vocab_size,
       ours.bos_id,

@@ -124,3 +124,8 @@ def test_bad_shapes_are_named():
     M.validate_model_config(M.ModelConfig(d_model=64, num_heads=5, num_kv_heads=5))
   with pytest.raises(ValueError, match="num_kv_heads"):
     M.validate_model_config(M.ModelConfig(d_model=64, num_heads=4, num_kv_heads=3))
+
+
+def test_model_config_defaults_are_the_config_blocks_defaults():
+  """One set of model defaults: the dataclass's own equal the resolved `model` config block's."""
+  assert M.ModelConfig.from_config(M.default_model_config()) == M.ModelConfig()

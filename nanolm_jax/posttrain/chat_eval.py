@@ -22,6 +22,7 @@ import ml_collections
 
 from nanolm_jax import chat
 from nanolm_jax import engine as engine_lib
+from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.synthetic import facts
 from nanolm_jax.synthetic import identity
 from nanolm_jax.synthetic import reasoning
@@ -61,7 +62,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
 
 def _ask(
     eng: engine_lib.Engine,
-    tok: Any,
+    tok: tokenizer_lib.Tokenizer,
     convs: Sequence[list[dict[str, Any]]],
     sampling: engine_lib.SamplingParams,
     batch_size: int,
@@ -81,7 +82,7 @@ def _ask(
 def evaluate(
     model: Any,
     params: Any,
-    tok: Any,
+    tok: tokenizer_lib.Tokenizer,
     world: facts.World,
     ecfg: ml_collections.ConfigDict,
     reasoning_cfg: ml_collections.ConfigDict,

@@ -20,6 +20,7 @@ import ml_collections
 from nanolm_jax import chat
 from nanolm_jax import engine as engine_lib
 from nanolm_jax import runs
+from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.synthetic import facts
 from nanolm_jax.synthetic.facts import ATTRIBUTES, Conversation, Entity, World
 
@@ -101,7 +102,12 @@ def probe(
 
 
 def engine_answer_fn(
-    engine: Any, tokenizer: Any, *, temperature: float = 0.7, max_new_tokens: int = 48, seed: int = 0
+    engine: Any,
+    tokenizer: tokenizer_lib.Tokenizer,
+    *,
+    temperature: float = 0.7,
+    max_new_tokens: int = 48,
+    seed: int = 0,
 ) -> AnswerFn:
   """An ``answer_fn`` for ``probe`` backed by ``engine.Engine``: n samples per question, replies as plain text.
 
@@ -170,7 +176,13 @@ CLOZES = {
 
 
 def cloze_answer_fn(
-    eng: engine_lib.Engine, tok: Any, world: World, *, temperature: float, seed: int, max_new_tokens: int = 12
+    eng: engine_lib.Engine,
+    tok: tokenizer_lib.Tokenizer,
+    world: World,
+    *,
+    temperature: float,
+    seed: int,
+    max_new_tokens: int = 12,
 ) -> AnswerFn:
   """Asks a *base* model in its own distribution: each probe question becomes a biography sentence to complete.
 

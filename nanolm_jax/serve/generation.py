@@ -11,9 +11,10 @@ import dataclasses
 import math
 import time
 import uuid
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 from nanolm_jax import engine as engine_lib
+from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.serve import batcher as batcher_lib
 from nanolm_jax.serve import protocol
 from nanolm_jax.serve import streaming
@@ -94,7 +95,7 @@ class Generation:
       pass
 
 
-def start(batcher: batcher_lib.Batcher, tokenizer: Any, job: Job, timeout_s: float) -> Generation:
+def start(batcher: batcher_lib.Batcher, tokenizer: tokenizer_lib.Tokenizer, job: Job, timeout_s: float) -> Generation:
   """Submits the job's rows (n per prompt, in order) to the batcher; must run on the event loop."""
   options = job.options
   generation = Generation(timeout_s)

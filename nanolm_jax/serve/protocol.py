@@ -16,6 +16,7 @@ import fastapi
 from fastapi import responses
 
 from nanolm_jax import chat as chat_lib
+from nanolm_jax import tokenizer as tokenizer_lib
 
 _MAX_STOP_STRINGS = 4
 
@@ -256,7 +257,7 @@ def parse_completion_logprobs(body: Mapping[str, Any], n: int) -> bool:
   return logprobs is not None
 
 
-def completion_prompts(body: Mapping[str, Any], tokenizer: Any) -> list[list[int]]:
+def completion_prompts(body: Mapping[str, Any], tokenizer: tokenizer_lib.Tokenizer) -> list[list[int]]:
   """The prompts as token ids: a string, a list of strings, token ids, or a list of token-id lists."""
   prompt = body.get("prompt")
   if prompt is None:
@@ -310,7 +311,7 @@ def parse_chat_logprobs(body: Mapping[str, Any], n: int, max_batch: int) -> bool
   return want_logprobs
 
 
-def chat_prompt(body: Mapping[str, Any], tokenizer: Any) -> list[int]:
+def chat_prompt(body: Mapping[str, Any], tokenizer: tokenizer_lib.Tokenizer) -> list[int]:
   """The request's messages rendered for the assistant's next turn."""
   messages = to_chat_messages(body.get("messages"))
   try:

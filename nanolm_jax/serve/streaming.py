@@ -14,6 +14,7 @@ from fastapi import responses
 
 from nanolm_jax import chat as chat_lib
 from nanolm_jax import engine as engine_lib
+from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.serve import batcher as batcher_lib
 from nanolm_jax.serve import protocol
 
@@ -28,7 +29,7 @@ class Choice:
   def __init__(
       self,
       index: int,
-      tokenizer: Any,
+      tokenizer: tokenizer_lib.Tokenizer,
       stop_tokens: Sequence[int],
       stop: Sequence[str],
       max_tokens: int,
