@@ -16,12 +16,13 @@ How it works:
     when every row has stopped. Between chunks the host streams new tokens, checks stop strings and runs tools (and
     grows the cache when paused rows used up its slots).
   * The cache is float32 on CPU (converting a bfloat16 cache each step cost more than the attention) and the
-    model's compute dtype elsewhere; `cache_dtype` overrides. benchmarks/decode_bench.py measures decode speed.
+    model's compute dtype elsewhere; `cache_dtype` overrides. experiments/bench_sample.py measures decode speed.
   * Shapes are bucketed to powers of two (prompt length, batch, cache length, output buffer), and every sampling knob
     is a traced per-row value, so a server's mixed requests reuse a handful of compiled programs.
   * Sampling: temperature (0 = greedy), top-k (0 = off), top-p (1 = off), per prompt (pass a list of
     SamplingParams). The draw for token t of completion r uses key fold_in(fold_in(seed, r), t), so a completion does
-    not depend on what else is in the batch, on padding, or on the chunk size.
+    not depend on what else is in the batch, on padding, or on the chunk size. The sampler and the jitted prefill /
+    decode programs are in nanolm_jax.sampling; this module is the host side.
   * Stops: `stop_tokens` (kept as the last token: RL trains on the stop), `stop_strings` (host side; tokens are cut
     after the token that completes the string, `text` before the string), `max_new_tokens` (counts every completion
     token, forced tool results included) and the model's context -> finish_reason 'stop' | 'length'.
@@ -50,30 +51,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nanolm_jax import chat
 from nanolm_jax import model as model_lib
+from nanolm_jax import sampling as sampling_lib
+
+# The sampler lives in nanolm_jax.sampling; callers keep importing it from here.
+SamplingParams = sampling_lib.SamplingParams
+filter_logits = sampling_lib.filter_logits
+sample_token = sampling_lib.sample_token
 
 OnToken = Callable[[int, int, str, bool], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-  """temperature 0 = greedy; top_k 0 and top_p 1 switch those filters off."""
-
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  max_new_tokens: int = 64
-
-  def validate(self) -> "SamplingParams":
-    if not (self.temperature >= 0 and np.isfinite(self.temperature)):
-      raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
-    if self.top_k < 0 or int(self.top_k) != self.top_k:
-      raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k}")
-    if not 0 < self.top_p <= 1:
-      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-    if self.max_new_tokens < 1 or int(self.max_new_tokens) != self.max_new_tokens:
-      raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens}")
-    return self
 
 
 @dataclasses.dataclass
@@ -98,178 +85,40 @@ class Completion:
     return self.finish_reason == "length"
 
 
-def _pow2(n: int) -> int:
-  return 1 << max(0, int(n) - 1).bit_length()
-
-
-def _per_row(x: jax.Array, b: int) -> jax.Array:
-  """Scalar or (B,) knob -> (B, 1) for broadcasting against logits_BxV."""
-  return jnp.broadcast_to(jnp.reshape(jnp.asarray(x), (-1, 1)), (b, 1))
-
-
-def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
-  """Temperature-scaled logits with everything outside top-k / the top-p nucleus set to -inf (float32).
-
-  The knobs are traced scalars or per-row (B,) arrays, so changing them does not recompile.
-  """
-  b, v = logits_BxV.shape
-  temperature, top_k, top_p = _per_row(temperature, b), _per_row(top_k, b), _per_row(top_p, b)
-  logits = logits_BxV.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
-  sorted_BxV = jnp.sort(logits, axis=-1)[:, ::-1]
-  k_Bx1 = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
-  kth_Bx1 = jnp.take_along_axis(sorted_BxV, k_Bx1 - 1, axis=-1)
-  logits = jnp.where(logits < kth_Bx1, -jnp.inf, logits)
-  # Nucleus: keep the smallest prefix of the sorted distribution whose mass reaches top_p (always >= 1 token).
-  sorted_BxV = jnp.where(sorted_BxV < kth_Bx1, -jnp.inf, sorted_BxV)
-  probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
-  mass_before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
-  keep_BxV = mass_before_BxV < top_p
-  cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
-  return jnp.where(logits < cutoff_Bx1, -jnp.inf, logits)
-
-
-def _inverse_cdf_sample(logp_BxV: jax.Array, u_B: jax.Array) -> jax.Array:
-  """One token per row from normalized log-probs by inverting the CDF at u in [0, 1).
-
-  One uniform per row instead of jax.random.categorical's Gumbel noise over the whole vocabulary: 1.6 ms instead of
-  9.3 ms for 128 x 4096 on 2 CPU cores, a quarter of a small model's decode step. Tokens of zero probability (-inf
-  logits) are never drawn: the first token whose cumulative mass exceeds u * total has positive mass.
-  """
-  probs_BxV = jnp.exp(logp_BxV)
-  cdf_BxV = jnp.cumsum(probs_BxV, axis=-1)
-  tok_B = jnp.sum(cdf_BxV <= (u_B * cdf_BxV[:, -1])[:, None], axis=-1)
-  v = logp_BxV.shape[-1]
-  last_B = v - 1 - jnp.argmax((probs_BxV > 0)[:, ::-1], axis=-1)  # u * total rounding up to total
-  return jnp.minimum(tok_B, last_B).astype(jnp.int32)
-
-
-def _sample_rows(logits_BxV: jax.Array, keys_B: jax.Array, temperature, top_k, top_p):
-  """(tokens_B, model_logp_B, sampling_logp_B) with one key per row; greedy where temperature == 0."""
-  b = logits_BxV.shape[0]
-  # The sort behind top-k / top-p costs as much as a small model's step: skip it when no row filters.
-  needs_filter = jnp.any((_per_row(top_k, b) > 0) | (_per_row(top_p, b) < 1))
-  filtered_BxV = jax.lax.cond(
-      needs_filter,
-      lambda: filter_logits(logits_BxV, temperature, top_k, top_p),
-      lambda: logits_BxV.astype(jnp.float32) / jnp.maximum(_per_row(temperature, b), 1e-6),
-  )
-  slogp_BxV = jax.nn.log_softmax(filtered_BxV, axis=-1)
-  sampled_B = _inverse_cdf_sample(slogp_BxV, jax.vmap(jax.random.uniform)(keys_B))
-  greedy_B = _per_row(temperature, b)[:, 0] <= 0
-  tok_B = jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1), sampled_B).astype(jnp.int32)
-  logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
-  model_logp_B = jnp.take_along_axis(logp_BxV, tok_B[:, None], axis=-1)[:, 0]
-  sampling_logp_B = jnp.where(greedy_B, 0.0, jnp.take_along_axis(slogp_BxV, tok_B[:, None], axis=-1)[:, 0])
-  return tok_B, model_logp_B, sampling_logp_B
-
-
-def sample_token(
-    logits_BxV: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """Draws one token per row; returns (tokens_B, logprobs_B) under the model's unfiltered distribution."""
-  keys_B = jax.random.split(rng, logits_BxV.shape[0])
-  tok_B, logp_B, _ = _sample_rows(logits_BxV, keys_B, temperature, top_k, top_p)
-  return tok_B, logp_B
-
-
-# --- jitted programs --------------------------------------------------------------------------------------------------
-
-
-class _Programs:
-  """The jitted prefill and decode-chunk functions for one model (and mesh); compiled per bucketed shape."""
-
-  def __init__(self, model: model_lib.Transformer, mesh: Any):
-    self.model, self.mesh = model, mesh
-    self.rules = list(model.rules) if model.rules else []
-    self.prefill = jax.jit(self._prefill, static_argnames=("cache_len", "cache_dtype"))
-    self.decode = jax.jit(self._decode, donate_argnums=(1,))
-
-  def _constrain_cache(self, cache):
-    if self.mesh is None:
-      return cache
-    return jax.tree.map(
-        lambda axes, a: a if a.ndim == 0 else nn.with_logical_constraint(a, axes, rules=self.rules, mesh=self.mesh),
-        model_lib.cache_axes(cache),
-        cache,
-        is_leaf=lambda x: isinstance(x, tuple),
-    )
-
-  def _prefill(self, params, prompt_PxT, pad_P, rows_B, cache_len: int, cache_dtype: str):
-    """Runs the unique (left-padded) prompts once, then gathers their cache rows / last logits into the batch."""
-    p, t = prompt_PxT.shape
-    cache = self._constrain_cache(model_lib.init_cache(self.model.cfg, p, cache_len, jnp.dtype(cache_dtype)))
-    slot_PxT = jnp.broadcast_to(jnp.arange(t), (p, t))
-    real_PxT = slot_PxT >= pad_P[:, None]
-    positions_PxT = jnp.maximum(slot_PxT - pad_P[:, None], 0)
-    logits_PxTxV, cache = self.model.apply(
-        {"params": params}, prompt_PxT, real_PxT.astype(jnp.int32), positions_PxT, cache=cache
-    )
-    cache = jax.tree.map(lambda a: a if a.ndim == 0 else jnp.take(a, rows_B, axis=1 if a.ndim == 5 else 0), cache)
-    return self._constrain_cache(cache), jnp.take(logits_PxTxV[:, -1], rows_B, axis=0)
-
-  def _decode(self, params, state, knobs, num_steps):
-    """Up to num_steps decode steps (fewer when every row is done or paused); state is donated."""
-    cache_len = state["cache"]["valid"].shape[1]
-    ctx = self.model.cfg.max_len
-    m = state["out_tok"].shape[1]
-    b = state["pos"].shape[0]
-    rows_B = jnp.arange(b)
-
-    def cond(carry):
-      i, s = carry
-      return (i < num_steps) & jnp.any(~s["done"] & ~s["paused"]) & (s["cache"]["index"] < cache_len)
-
-    def body(carry):
-      i, s = carry
-      active_B = ~s["done"] & ~s["paused"]
-      keys_B = jax.vmap(lambda r, t: jax.random.fold_in(jax.random.fold_in(knobs["key"], r), t))(
-          knobs["row_id"], s["n_out"]
-      )
-      tok_B, logp_B, slogp_B = _sample_rows(s["logits"], keys_B, knobs["temperature"], knobs["top_k"], knobs["top_p"])
-      fi_B = jnp.minimum(s["forced_i"], s["forced"].shape[1] - 1)
-      has_forced_B = s["forced_i"] < s["forced_n"]
-      tok_B = jnp.where(has_forced_B, s["forced"][rows_B, fi_B], tok_B)
-      logp_B = jnp.where(has_forced_B, 0.0, logp_B)
-      slogp_B = jnp.where(has_forced_B, 0.0, slogp_B)
-      slot_B = jnp.minimum(s["n_out"], m - 1)
-
-      def put(buf, val):
-        return buf.at[rows_B, slot_B].set(jnp.where(active_B, val, buf[rows_B, slot_B]))
-
-      new = dict(s)
-      new["out_tok"] = put(s["out_tok"], tok_B)
-      new["out_logp"] = put(s["out_logp"], logp_B)
-      new["out_slogp"] = put(s["out_slogp"], slogp_B)
-      new["out_forced"] = put(s["out_forced"], has_forced_B)
-      # Inactive rows still run (fixed shapes); their slot is marked invalid (segment id 0), so nobody sees it.
-      pos_B = jnp.minimum(s["pos"], ctx - 1)
-      logits_Bx1xV, cache = self.model.apply(
-          {"params": params}, tok_B[:, None], active_B[:, None].astype(jnp.int32), pos_B[:, None], cache=s["cache"]
-      )
-      new["cache"] = self._constrain_cache(cache)
-      new["logits"] = jnp.where(active_B[:, None], logits_Bx1xV[:, 0], s["logits"])
-      a = active_B.astype(jnp.int32)
-      new["pos"] = s["pos"] + a
-      new["n_out"] = s["n_out"] + a
-      new["forced_i"] = s["forced_i"] + (active_B & has_forced_B).astype(jnp.int32)
-      sampled_B = active_B & ~has_forced_B
-      stopped_B = sampled_B & jnp.any(tok_B[:, None] == knobs["stop_ids"][None, :], axis=-1)
-      full_B = active_B & ((new["n_out"] >= knobs["max_new"]) | (new["pos"] >= ctx))
-      call_B = sampled_B & (tok_B == knobs["call_end_id"]) & ~stopped_B & ~full_B
-      new["done"] = s["done"] | stopped_B | full_B
-      new["reason"] = jnp.where(stopped_B, 1, jnp.where(full_B & ~s["done"], 2, s["reason"]))
-      new["paused"] = s["paused"] | call_B
-      return i + 1, new
-
-    _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), state))
-    return state
-
-
 # Compiled programs are shared by every Engine of the same model and mesh (a server may build several).
-_PROGRAMS: dict[Any, _Programs] = {}
+_PROGRAMS: dict[Any, sampling_lib.Programs] = {}
 
 
 # --- the engine -------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _DecodeCall:
+  """One generate call in flight: the jitted loop's state and knobs, and the host's bookkeeping per row.
+
+  Rows are prompt-major (row r is sample r % n of prompt r // n); the batch is padded past `rows` with rows that never
+  run, so that its size is one of a few buckets.
+  """
+
+  state: dict[str, Any]  # donated to every decode chunk: only the chunk's result may be used afterwards
+  knobs: dict[str, jax.Array]
+  rows: int
+  out_len: int  # output slots per row, also the step by which a full cache grows
+  cache_len: int
+  steps: int  # decode steps per jitted chunk
+  interactive: bool  # the host must look at every chunk (streaming, stop strings, tools)
+  seen: list[int] = dataclasses.field(init=False)  # tokens already streamed / checked
+  streamed_text: list[str] = dataclasses.field(init=False)
+  final_len: list[int | None] = dataclasses.field(init=False)  # set when the host cut a row (stop string)
+  stop_what: list[Any] = dataclasses.field(init=False)
+  calls: list[list[dict[str, str]]] = dataclasses.field(init=False)
+
+  def __post_init__(self):
+    self.seen = [0] * self.rows
+    self.streamed_text = [""] * self.rows
+    self.final_len = [None] * self.rows
+    self.stop_what = [None] * self.rows
+    self.calls = [[] for _ in range(self.rows)]
 
 
 class Engine:
@@ -316,7 +165,7 @@ class Engine:
     self.params = params
     key = (model, mesh)
     if key not in _PROGRAMS:
-      _PROGRAMS[key] = _Programs(model, mesh)
+      _PROGRAMS[key] = sampling_lib.Programs(model, mesh)
     self._programs = _PROGRAMS[key]
     self.stats = {"prefill_calls": 0, "prefill_rows": 0, "decode_chunks": 0, "cache_grows": 0}
 
@@ -344,9 +193,12 @@ class Engine:
   def _decode_text(self, ids: Sequence[int]) -> str:
     return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
 
-  def _run_tool(self, call_ids: Sequence[int]) -> tuple[dict[str, str], list[int]]:
-    from nanolm_jax import chat  # pylint: disable=g-import-not-at-top
-
+  def _run_tool(self, toks: list[int], forced_mask: np.ndarray) -> tuple[dict[str, str], list[int]]:
+    """Runs the call a paused row just closed; returns (its record, the result tokens to force into the row)."""
+    # The call is what was sampled since the last <|tool_call_start|> (a forced result cannot open a call).
+    call_start = self._special("tool_call_start")
+    starts = [i for i, t in enumerate(toks) if t == call_start and not forced_mask[i]]
+    call_ids = toks[starts[-1] + 1 : -1] if starts else toks[:-1]
     text = self.tokenizer.decode(call_ids, skip_special=True)
     try:
       name, args = chat.parse_tool_call(text)
@@ -382,6 +234,14 @@ class Engine:
     sampling: one SamplingParams for all prompts or one per prompt. truncate_prompt: keep the last tokens of a prompt
     that leaves no room to generate (else ValueError). Raises ValueError naming bad input.
     """
+    prompts, sampling = self._validate(prompts, sampling, n, stop_strings, truncate_prompt)
+    interactive = bool(on_token or stop_strings or self.tools)
+    call = self._prefill(prompts, sampling, n, seed, stop_tokens, interactive)
+    self._decode_loop(call, on_token, stop_strings)
+    return self._finish(call, prompts, n)
+
+  def _validate(self, prompts, sampling, n, stop_strings, truncate_prompt):
+    """(prompts as lists of ints, cut to the context if allowed; one SamplingParams per prompt) or ValueError."""
     if isinstance(sampling, SamplingParams):
       sampling = [sampling] * len(prompts)
     if len(sampling) != len(prompts):
@@ -412,20 +272,25 @@ class Engine:
           )
         keep = max(1, ctx - sampling[i].max_new_tokens)
         prompts[i] = p[-keep:]
+    return prompts, sampling
 
+  def _batch_bucket(self, rows: int) -> int:
+    """A power of two, rounded up to a multiple of the data-parallel width."""
+    return -(-sampling_lib.pow2(rows) // self._batch_multiple) * self._batch_multiple
+
+  def _prefill(self, prompts, sampling, n, seed, stop_tokens, interactive: bool) -> _DecodeCall:
+    """Runs each distinct prompt once and repeats its cache rows for its n samples: the call, ready to decode."""
     # Unique prompts -> one prefill row each; decode rows point at their prompt's row.
     uniq: dict[tuple[int, ...], int] = {}
     prompt_row = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
     uniq_prompts = list(uniq)
     rows = len(prompts) * n
-    b = _pow2(rows)
-    b = -(-b // self._batch_multiple) * self._batch_multiple
-    p_b = -(-_pow2(len(uniq_prompts)) // self._batch_multiple) * self._batch_multiple
-    t_max = max(len(p) for p in uniq_prompts)
+    b, p_b = self._batch_bucket(rows), self._batch_bucket(len(uniq_prompts))
+    t_b = sampling_lib.pow2(max(len(p) for p in uniq_prompts))
     max_new = max(sp.max_new_tokens for sp in sampling)
-    t_b = _pow2(t_max)
-    m = min(_pow2(max_new), _pow2(ctx - min(len(p) for p in uniq_prompts)))  # no row outgrows the context
-    cache_len = t_b + m  # slots: the left-padded prompts, then one per decode step
+    room = self.cfg.max_len - min(len(p) for p in uniq_prompts)  # no row outgrows the context
+    out_len = min(sampling_lib.pow2(max_new), sampling_lib.pow2(room))
+    cache_len = t_b + out_len  # slots: the left-padded prompts, then one per decode step
 
     prompt_PxT = np.zeros((p_b, t_b), np.int32)
     pad_P = np.full((p_b,), t_b - 1, np.int32)  # padding prompt rows: one (unused) token
@@ -446,109 +311,82 @@ class Engine:
     )
     self.stats["prefill_calls"] += 1
     self.stats["prefill_rows"] += len(uniq_prompts)
-
-    def rowwise(f, dtype, pad):
-      out = np.full((b,), pad, dtype)
-      out[:rows] = np.repeat([f(sp) for sp in sampling], n)
-      return jnp.asarray(out)
-
-    key = jax.random.PRNGKey(seed) if isinstance(seed, (int, np.integer)) else seed
-    stop_ids = np.array(sorted(set(int(t) for t in stop_tokens)) or [-1], np.int32)
-    stop_ids = np.pad(stop_ids, (0, _pow2(len(stop_ids)) - len(stop_ids)), constant_values=-1)
-    knobs = {
-        "key": key,
-        "row_id": jnp.arange(b, dtype=jnp.int32),
-        "temperature": rowwise(lambda s: s.temperature, np.float32, 0.0),
-        "top_k": rowwise(lambda s: s.top_k, np.int32, 0),
-        "top_p": rowwise(lambda s: s.top_p, np.float32, 1.0),
-        "max_new": rowwise(lambda s: s.max_new_tokens, np.int32, 1),
-        "stop_ids": jnp.asarray(stop_ids),
-        "call_end_id": jnp.int32(self._special("tool_call_end") if self.tools else -1),
-    }
     lengths_B = np.ones((b,), np.int32)
     lengths_B[:rows] = lengths_P[src_B[:rows]]
-    f = self.max_tool_result_tokens + 2 if self.tools else 1
-    done_B = np.arange(b) >= rows  # padding rows never run
-    state = {
-        "cache": cache,
-        "logits": logits_BxV,
-        "pos": jnp.asarray(lengths_B),
-        "n_out": jnp.zeros((b,), jnp.int32),
-        "done": jnp.asarray(done_B),
-        "paused": jnp.zeros((b,), bool),
-        "reason": jnp.zeros((b,), jnp.int32),
-        "forced": jnp.zeros((b, f), jnp.int32),
-        "forced_n": jnp.zeros((b,), jnp.int32),
-        "forced_i": jnp.zeros((b,), jnp.int32),
-        "out_tok": jnp.zeros((b, m), jnp.int32),
-        "out_logp": jnp.zeros((b, m), jnp.float32),
-        "out_slogp": jnp.zeros((b, m), jnp.float32),
-        "out_forced": jnp.zeros((b, m), bool),
-    }
-    interactive = bool(on_token or stop_strings or self.tools)
-    steps = self.chunk_steps if interactive else m
+    forced_len = self.max_tool_result_tokens + 2 if self.tools else 1  # <|tool_result_start|> result <|..._end|>
+    call_end_id = self._special("tool_call_end") if self.tools else -1
+    return _DecodeCall(
+        state=sampling_lib.initial_state(cache, logits_BxV, lengths_B, rows, out_len, forced_len),
+        knobs=sampling_lib.decode_knobs(sampling, n, b, seed, stop_tokens, call_end_id),
+        rows=rows,
+        out_len=out_len,
+        cache_len=cache_len,
+        steps=self.chunk_steps if interactive else out_len,
+        interactive=interactive,
+    )
 
-    # Host-side bookkeeping per row.
-    seen = [0] * rows  # tokens already streamed / checked
-    streamed_text = [""] * rows
-    final_len: list[int | None] = [None] * rows  # set when the host cut a row (stop string)
-    stop_what: list[Any] = [None] * rows
-    calls: list[list[dict[str, str]]] = [[] for _ in range(rows)]
-    call_start = self._special("tool_call_start")
+  def _decode_loop(self, call: _DecodeCall, on_token: OnToken | None, stop_strings: Sequence[str]) -> None:
+    """Runs decode chunks until every row is done; the host steps in between them only when the call is interactive."""
     while True:
-      if interactive and int(state["cache"]["index"]) + steps > cache_len:
+      if call.interactive and int(call.state["cache"]["index"]) + call.steps > call.cache_len:
         # Rows paused for tools left invalid slots behind: make room (one recompile per new length).
-        state, cache_len = self._grow_cache(state, m), cache_len + m
+        call.state, call.cache_len = self._programs.grow_cache(call.state, call.out_len), call.cache_len + call.out_len
         self.stats["cache_grows"] += 1
-      state = self._programs.decode(self.params, state, knobs, jnp.int32(steps))
+      call.state = self._programs.decode(self.params, call.state, call.knobs, jnp.int32(call.steps))
       self.stats["decode_chunks"] += 1
-      if not interactive:
-        break
-      n_out, done, paused, out_tok, out_forced = jax.device_get(
-          (state["n_out"], state["done"], state["paused"], state["out_tok"], state["out_forced"])
-      )
-      host_done = np.array(done)
-      new_forced: dict[int, list[int]] = {}
-      for r in range(rows):
-        if final_len[r] is not None:
-          continue
-        toks = out_tok[r, : n_out[r]].tolist()
-        end = n_out[r]
-        if stop_strings and n_out[r] > seen[r]:
-          cut = self._find_stop_string(toks, out_forced[r], seen[r], stop_strings)
-          if cut is not None:
-            end, stop_what[r] = cut
-            final_len[r] = end
-            host_done[r] = True
-        if on_token is not None and end > seen[r]:
-          finished = bool(host_done[r])
-          for t in range(seen[r], end):
-            text = self._decode_text(toks[: t + 1])
-            delta = ""
-            # Hold back an incomplete UTF-8 character (it decodes as U+FFFD until its last byte arrives).
-            if not text.endswith("\ufffd") or (finished and t + 1 == end):
-              common = len(os.path.commonprefix([text, streamed_text[r]]))
-              delta, streamed_text[r] = text[common:], text
-            on_token(r, toks[t], delta, not bool(out_forced[r, t]))
-        seen[r] = end
-        if paused[r] and final_len[r] is None:
-          starts = [i for i, t in enumerate(toks) if t == call_start and not out_forced[r, i]]
-          call_ids = toks[starts[-1] + 1 : -1] if starts else toks[:-1]
-          record, forced = self._run_tool(call_ids)
-          calls[r].append(record)
-          new_forced[r] = forced
-      if new_forced or (host_done != done).any():
-        state = self._update_rows(state, new_forced, host_done)
-      if host_done[:rows].all():
-        break
+      if not call.interactive or self._after_chunk(call, on_token, stop_strings):
+        return
 
-    out = jax.device_get({k: state[k] for k in ("n_out", "reason", "out_tok", "out_logp", "out_slogp", "out_forced")})
+  def _after_chunk(self, call: _DecodeCall, on_token: OnToken | None, stop_strings: Sequence[str]) -> bool:
+    """Checks stop strings, streams new tokens and runs tool calls of one chunk; True when every row is done."""
+    state = call.state
+    n_out, done, paused, out_tok, out_forced = jax.device_get(
+        (state["n_out"], state["done"], state["paused"], state["out_tok"], state["out_forced"])
+    )
+    host_done = np.array(done)
+    new_forced: dict[int, list[int]] = {}
+    for r in range(call.rows):
+      if call.final_len[r] is not None:
+        continue
+      toks = out_tok[r, : n_out[r]].tolist()
+      end = n_out[r]
+      if stop_strings and n_out[r] > call.seen[r]:
+        cut = self._find_stop_string(toks, out_forced[r], call.seen[r], stop_strings)
+        if cut is not None:
+          end, call.stop_what[r] = cut
+          call.final_len[r] = end
+          host_done[r] = True
+      if on_token is not None and end > call.seen[r]:
+        self._stream(call, r, toks, end, out_forced[r], bool(host_done[r]), on_token)
+      call.seen[r] = end
+      if paused[r] and call.final_len[r] is None:
+        record, new_forced[r] = self._run_tool(toks, out_forced[r])
+        call.calls[r].append(record)
+    if new_forced or (host_done != done).any():
+      call.state = self._update_rows(state, new_forced, host_done)
+    return bool(host_done[: call.rows].all())
+
+  def _stream(self, call: _DecodeCall, r: int, toks, end: int, forced_mask, finished: bool, on_token: OnToken):
+    """Calls on_token for row r's tokens from call.seen[r] to end, with the text each one adds."""
+    for t in range(call.seen[r], end):
+      text = self._decode_text(toks[: t + 1])
+      delta = ""
+      # Hold back an incomplete UTF-8 character (it decodes as U+FFFD until its last byte arrives).
+      if not text.endswith("\ufffd") or (finished and t + 1 == end):
+        common = len(os.path.commonprefix([text, call.streamed_text[r]]))
+        delta, call.streamed_text[r] = text[common:], text
+      on_token(r, toks[t], delta, not bool(forced_mask[t]))
+
+  def _finish(self, call: _DecodeCall, prompts: list[list[int]], n: int) -> list[Completion]:
+    """One Completion per real row, cut where the host saw a stop string."""
+    keys = ("n_out", "reason", "out_tok", "out_logp", "out_slogp", "out_forced")
+    out = jax.device_get({k: call.state[k] for k in keys})
     results = []
-    for r in range(rows):
-      length = final_len[r] if final_len[r] is not None else int(out["n_out"][r])
+    for r in range(call.rows):
+      length = call.final_len[r] if call.final_len[r] is not None else int(out["n_out"][r])
       toks = out["out_tok"][r, :length].tolist()
-      reason = "stop" if (stop_what[r] is not None or out["reason"][r] == 1) else "length"
-      stop = stop_what[r]
+      reason = "stop" if (call.stop_what[r] is not None or out["reason"][r] == 1) else "length"
+      stop = call.stop_what[r]
       text_toks = toks
       if stop is None and reason == "stop":
         stop = toks[-1]
@@ -567,7 +405,7 @@ class Engine:
               text=text,
               finish_reason=reason,
               stop=stop,
-              tool_calls=calls[r],
+              tool_calls=call.calls[r],
               prompt_tokens=len(prompts[r // n]),
           )
       )
@@ -585,37 +423,21 @@ class Engine:
           return t + 1, s
     return None
 
-  def _grow_cache(self, state, extra: int):
-    """The state with `extra` more (invalid, empty) cache slots per row."""
-
-    def pad(a):
-      if a.ndim == 0:
-        return a
-      widths = [(0, 0)] * a.ndim
-      widths[-2 if a.ndim >= 4 else -1] = (0, extra)
-      return jnp.pad(a, widths)
-
-    return {**state, "cache": self._programs._constrain_cache(jax.tree.map(pad, state["cache"]))}
-
   def _update_rows(self, state, new_forced, host_done):
-    forced = np.asarray(state["forced"])
-    forced_n = np.asarray(state["forced_n"]).copy()
-    forced_i = np.asarray(state["forced_i"]).copy()
-    paused = np.asarray(state["paused"]).copy()
-    forced = forced.copy()
+    """The state with each tool result queued to be forced into its (resuming) row, and the host's done flags."""
+    forced, forced_n, forced_i, paused = (np.array(state[k]) for k in ("forced", "forced_n", "forced_i", "paused"))
     for r, ids in new_forced.items():
       forced[r, :] = 0
       forced[r, : len(ids)] = ids
       forced_n[r], forced_i[r], paused[r] = len(ids), 0, False
-    state = dict(state)
-    state.update(
-        forced=jnp.asarray(forced),
-        forced_n=jnp.asarray(forced_n),
-        forced_i=jnp.asarray(forced_i),
-        paused=jnp.asarray(paused),
-        done=jnp.asarray(host_done),
-    )
-    return state
+    return {
+        **state,
+        "forced": jnp.asarray(forced),
+        "forced_n": jnp.asarray(forced_n),
+        "forced_i": jnp.asarray(forced_i),
+        "paused": jnp.asarray(paused),
+        "done": jnp.asarray(host_done),
+    }
 
 
 def generate(

@@ -227,7 +227,7 @@ def cached_attention(q_BxLxNxH: Array, k_BxKxSxH: Array, v_BxKxSxH: Array, mask_
   """Attention of new queries over a KV cache laid out BxKxSxH: both products are matmuls batched over (b, k).
 
   Inputs in the cache's dtype, float32 accumulation and softmax. On CPU the engine keeps a float32 cache: converting
-  a bfloat16 cache every decode step cost 5x the attention itself (benchmarks/decode_bench.py).
+  a bfloat16 cache every decode step cost 5x the attention itself (experiments/bench_sample.py times decode).
   """
   b, l, n, h = q_BxLxNxH.shape
   k = k_BxKxSxH.shape[1]
@@ -238,9 +238,8 @@ def cached_attention(q_BxLxNxH: Array, k_BxKxSxH: Array, v_BxKxSxH: Array, mask_
   s_BxKxMxS = jax.lax.dot_general(
       q_BxKxMxH.astype(dt), k_BxKxSxH, (((3,), (3,)), ((0, 1), (0, 1))), preferred_element_type=jnp.float32
   )
-  mask_Bx1xMxS = jnp.broadcast_to(mask_BxLxS[:, None, None], (b, 1, g, l, mask_BxLxS.shape[-1])).reshape(
-      b, 1, g * l, -1
-  )
+  s = mask_BxLxS.shape[-1]
+  mask_Bx1xMxS = jnp.broadcast_to(mask_BxLxS[:, None, None], (b, 1, g, l, s)).reshape(b, 1, g * l, s)
   p_BxKxMxS = jax.nn.softmax(jnp.where(mask_Bx1xMxS, s_BxKxMxS, jnp.finfo(jnp.float32).min), axis=-1)
   out_BxKxMxH = jax.lax.dot_general(
       p_BxKxMxS.astype(dt), v_BxKxSxH, (((3,), (2,)), ((0, 1), (0, 1))), preferred_element_type=jnp.float32
@@ -271,20 +270,20 @@ class Attention(nn.Module):
     wk = _param(self, "wk", (d, k, h), ("embed", "kv_heads", "head_dim"), init, cfg)
     wv = _param(self, "wv", (d, k, h), ("embed", "kv_heads", "head_dim"), init, cfg)
     wo = _param(self, "wo", (n, h, d), ("heads", "head_dim", "embed"), out_init, cfg)
-    q = _einsum("bld,dnh->blnh", x_BxLxD, wq, cfg)
-    kk = _einsum("bld,dkh->blkh", x_BxLxD, wk, cfg)
-    v = _einsum("bld,dkh->blkh", x_BxLxD, wv, cfg)
+    q_BxLxNxH = _einsum("bld,dnh->blnh", x_BxLxD, wq, cfg)
+    k_BxLxKxH = _einsum("bld,dkh->blkh", x_BxLxD, wk, cfg)
+    v_BxLxKxH = _einsum("bld,dkh->blkh", x_BxLxD, wv, cfg)
     if not cfg.llama:
       zeros = nn.initializers.zeros
-      q = q + _param(self, "bq", (n, h), ("heads", "head_dim"), zeros, cfg)
-      kk = kk + _param(self, "bk", (k, h), ("kv_heads", "head_dim"), zeros, cfg)
-      v = v + _param(self, "bv", (k, h), ("kv_heads", "head_dim"), zeros, cfg)
+      q_BxLxNxH = q_BxLxNxH + _param(self, "bq", (n, h), ("heads", "head_dim"), zeros, cfg)
+      k_BxLxKxH = k_BxLxKxH + _param(self, "bk", (k, h), ("kv_heads", "head_dim"), zeros, cfg)
+      v_BxLxKxH = v_BxLxKxH + _param(self, "bv", (k, h), ("kv_heads", "head_dim"), zeros, cfg)
     else:
-      q = rope(q, positions_BxL, cfg.rope_theta)
-      kk = rope(kk, positions_BxL, cfg.rope_theta)
-    q = c(q, ("act_batch", "act_length", "act_heads", "act_head_dim"))
-    kk = c(kk, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
-    v = c(v, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
+      q_BxLxNxH = rope(q_BxLxNxH, positions_BxL, cfg.rope_theta)
+      k_BxLxKxH = rope(k_BxLxKxH, positions_BxL, cfg.rope_theta)
+    q_BxLxNxH = c(q_BxLxNxH, ("act_batch", "act_length", "act_heads", "act_head_dim"))
+    k_BxLxKxH = c(k_BxLxKxH, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
+    v_BxLxKxH = c(v_BxLxKxH, ("act_batch", "act_length", "act_kv_heads", "act_head_dim"))
 
     if cache is not None:
       # Every row writes its L new keys / values at the same slots [cache_index, cache_index + L): one in-place
@@ -293,20 +292,19 @@ class Attention(nn.Module):
         new_BxKxLxH = jnp.swapaxes(new_BxLxKxH, 1, 2).astype(buf_BxKxSxH.dtype)
         return jax.lax.dynamic_update_slice(buf_BxKxSxH, new_BxKxLxH, (0, 0, cache_index, 0))
 
-      cache = {"k": write(cache["k"], kk), "v": write(cache["v"], v)}
-      out = cached_attention(q, cache["k"], cache["v"], mask_BxLxS)
+      cache = {"k": write(cache["k"], k_BxLxKxH), "v": write(cache["v"], v_BxLxKxH)}
+      out_BxLxNxH = cached_attention(q_BxLxNxH, cache["k"], cache["v"], mask_BxLxS)
     elif cfg.attention == "xla":
-      out = attention(q, kk, v, mask_BxLxS, cfg)
+      out_BxLxNxH = attention(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, mask_BxLxS, cfg)
     else:
       dt = _DTYPES[cfg.dtype]
-      out = jax.nn.dot_product_attention(
-          q.astype(dt), kk.astype(dt), v.astype(dt), mask=mask_BxLxS[:, None], implementation=cfg.attention
-      )
-    out = c(out, ("act_batch", "act_length", "act_heads", "act_head_dim"))
-    y = _einsum("blnh,nhd->bld", out, wo, cfg)
+      qkv = (q_BxLxNxH.astype(dt), k_BxLxKxH.astype(dt), v_BxLxKxH.astype(dt))
+      out_BxLxNxH = jax.nn.dot_product_attention(*qkv, mask=mask_BxLxS[:, None], implementation=cfg.attention)
+    out_BxLxNxH = c(out_BxLxNxH, ("act_batch", "act_length", "act_heads", "act_head_dim"))
+    y_BxLxD = _einsum("blnh,nhd->bld", out_BxLxNxH, wo, cfg)
     if not cfg.llama:
-      y = y + _param(self, "bo", (d,), ("embed",), nn.initializers.zeros, cfg)
-    return y, cache
+      y_BxLxD = y_BxLxD + _param(self, "bo", (d,), ("embed",), nn.initializers.zeros, cfg)
+    return y_BxLxD, cache
 
 
 class Mlp(nn.Module):
@@ -390,33 +388,36 @@ class Transformer(nn.Module):
       segment_ids_BxL = jnp.ones_like(tokens_BxL)
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
-    embed_VxD = _param(
-        self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), nn.initializers.normal(cfg.init_std), cfg
-    )
+    init = nn.initializers.normal(cfg.init_std)
+    embed_VxD = _param(self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), init, cfg)
     x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0).astype(jnp.float32)
     if not cfg.llama:
-      pos_PxD = _param(
-          self,
-          "pos_embed",
-          (cfg.max_len, cfg.d_model),
-          ("position", "embed"),
-          nn.initializers.normal(cfg.init_std / 2),
-          cfg,
-      )
+      pos_init = nn.initializers.normal(cfg.init_std / 2)
+      pos_PxD = _param(self, "pos_embed", (cfg.max_len, cfg.d_model), ("position", "embed"), pos_init, cfg)
       x_BxLxD = x_BxLxD + jnp.take(pos_PxD, positions_BxL, axis=0)
     x_BxLxD = c(x_BxLxD, ("act_batch", "act_length", "act_embed"))
     # One mask for all layers (not one B x L x S build per layer).
     if cache is None:
-      # Causal within a row and block-diagonal across packed documents (segment 0 is padding).
-      causal_LxL = jnp.tril(jnp.ones((tokens_BxL.shape[1], tokens_BxL.shape[1]), bool))
-      mask_BxLxS = (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]) & causal_LxL
+      x_BxLxD, _ = self._layers(x_BxLxD, None, packed_causal_mask(segment_ids_BxL), positions_BxL, None, c)
     else:
-      index, l = cache["index"], tokens_BxL.shape[1]
-      valid_BxS = jax.lax.dynamic_update_slice(cache["valid"], segment_ids_BxL > 0, (0, index))
-      slots_S = jnp.arange(valid_BxS.shape[1])
-      mask_BxLxS = valid_BxS[:, None, :] & (slots_S[None, None, :] <= index + jnp.arange(l)[None, :, None])
+      mask_BxLxS, valid_BxS = cached_mask(segment_ids_BxL, cache)
       kv = {"k": cache["k"], "v": cache["v"]}
+      x_BxLxD, kv = self._layers(x_BxLxD, kv, mask_BxLxS, positions_BxL, cache["index"], c)
+      cache = {**kv, "valid": valid_BxS, "index": cache["index"] + tokens_BxL.shape[1]}
+    x_BxLxD = Norm(cfg, name="ln_f")(x_BxLxD)
+    if cfg.tie_embeddings:
+      logits = _einsum("bld,vd->blv", x_BxLxD, embed_VxD, cfg)
+    else:
+      head_DxV = _param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), init, cfg)
+      logits = _einsum("bld,dv->blv", x_BxLxD, head_DxV, cfg)
+    logits = c(logits, ("act_batch", "act_length", "act_vocab"))
+    return logits if cache is None else (logits, cache)
 
+  def _layers(
+      self, x_BxLxD: Array, kv: Cache | None, mask_BxLxS: Array, positions_BxL: Array, index: Array | None, c: Any
+  ) -> tuple[Array, Cache | None]:
+    """The Y blocks, scanned or unrolled; kv holds the cache's "k" / "v" (None without a cache) and is returned new."""
+    cfg = self.cfg
     block = Block
     if cfg.remat != "none":
       block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
@@ -430,36 +431,32 @@ class Transformer(nn.Module):
           length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )
-      x_BxLxD, kv = scanned(cfg, c, name="layers")(
-          x_BxLxD, None if cache is None else kv, mask_BxLxS, positions_BxL, None if cache is None else index
-      )
-    else:
-      # Unscanned, the cache is one buffer per layer, each updated in place (slicing a stacked cache and stacking
-      # it back copied all of it every decode step).
-      new_k, new_v = [], []
-      for i in range(cfg.num_layers):
-        layer_kv = None if cache is None else {"k": kv["k"][i], "v": kv["v"][i]}
-        x_BxLxD, layer_kv = block(cfg, c, name=f"layer_{i}")(
-            x_BxLxD, layer_kv, mask_BxLxS, positions_BxL, None if cache is None else index
-        )
-        if cache is not None:
-          new_k.append(layer_kv["k"])
-          new_v.append(layer_kv["v"])
-      if cache is not None:
-        kv = {"k": new_k, "v": new_v}
-    if cache is not None:
-      cache = {**kv, "valid": valid_BxS, "index": index + l}
+      return scanned(cfg, c, name="layers")(x_BxLxD, kv, mask_BxLxS, positions_BxL, index)
+    # Unscanned, the cache is one buffer per layer, each updated in place (slicing a stacked cache and stacking it back
+    # copied all of it every decode step).
+    new_k, new_v = [], []
+    for i in range(cfg.num_layers):
+      layer_kv = None if kv is None else {"k": kv["k"][i], "v": kv["v"][i]}
+      x_BxLxD, layer_kv = block(cfg, c, name=f"layer_{i}")(x_BxLxD, layer_kv, mask_BxLxS, positions_BxL, index)
+      if kv is not None:
+        new_k.append(layer_kv["k"])
+        new_v.append(layer_kv["v"])
+    return x_BxLxD, None if kv is None else {"k": new_k, "v": new_v}
 
-    x_BxLxD = Norm(cfg, name="ln_f")(x_BxLxD)
-    if cfg.tie_embeddings:
-      logits = _einsum("bld,vd->blv", x_BxLxD, embed_VxD, cfg)
-    else:
-      head_DxV = _param(
-          self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), nn.initializers.normal(cfg.init_std), cfg
-      )
-      logits = _einsum("bld,dv->blv", x_BxLxD, head_DxV, cfg)
-    logits = c(logits, ("act_batch", "act_length", "act_vocab"))
-    return logits if cache is None else (logits, cache)
+
+def packed_causal_mask(segment_ids_BxL: Array) -> Array:
+  """mask_BxLxS without a cache: causal within a row and block-diagonal across packed documents (segment 0 pads)."""
+  l = segment_ids_BxL.shape[1]
+  causal_LxL = jnp.tril(jnp.ones((l, l), bool))
+  return (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]) & causal_LxL
+
+
+def cached_mask(segment_ids_BxL: Array, cache: Cache) -> tuple[Array, Array]:
+  """(mask_BxLxS, valid_BxS) for L new tokens at slots [index, index + L): a query sees valid slots up to its own."""
+  index, l = cache["index"], segment_ids_BxL.shape[1]
+  valid_BxS = jax.lax.dynamic_update_slice(cache["valid"], segment_ids_BxL > 0, (0, index))
+  slots_S = jnp.arange(valid_BxS.shape[1])
+  return valid_BxS[:, None, :] & (slots_S[None, None, :] <= index + jnp.arange(l)[None, :, None]), valid_BxS
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> Cache:
