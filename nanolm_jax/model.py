@@ -1,7 +1,7 @@
 """Decoder-only transformer (Flax Linen), GPT-2 or Llama style, with logical axis names and a KV-cache path.
 
 Shapes: B batch, L query length, S key/cache length, D d_model, N query heads, K kv heads, H head dim, F d_ff,
-V vocab, Y layers. Every parameter is created with logical axis names (see configs/pretrain.py DEFAULT_RULES) and key
+V vocab, Y layers. Every parameter is created with logical axis names (see sharding.DEFAULT_RULES) and key
 activations are constrained with `act_*` names, so one rules table decides data / FSDP / tensor parallelism.
 
 Matmuls take inputs in the compute dtype and accumulate in float32 (`preferred_element_type`): the residual stream
@@ -10,9 +10,8 @@ stays float32, which is both the fast path on CPUs with bf16 units and the numer
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,99 +19,22 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nanolm_jax import model_config
 from nanolm_jax import sharding as shd
+
+# The config lives in its own module; these names are part of this one's API (model_lib.ModelConfig, ...).
+from nanolm_jax.model_config import ModelConfig, default_model_config, validate_model_config  # noqa: F401
 
 Array = jax.Array
 Cache = dict[str, Any]  # see init_cache
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-_REMAT_POLICIES = {
-    "full": None,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Static model hyper-parameters (hashable, so it can live inside jitted closures)."""
-
-  style: str = "gpt2"
-  vocab_size: int = 4096
-  num_layers: int = 4
-  num_heads: int = 4
-  num_kv_heads: int = 4
-  d_model: int = 256
-  d_ff: int = 1024
-  max_len: int = 256
-  tie_embeddings: bool = True
-  dtype: str = "bfloat16"
-  param_dtype: str = "float32"
-  scan_layers: bool = False
-  remat: str = "none"
-  attention: str = "xla"
-  norm_eps: float = 1e-5
-  rope_theta: float = 10000.0
-  init_std: float = 0.02
-
-  @property
-  def head_dim(self) -> int:
-    return self.d_model // self.num_heads
-
-  @property
-  def llama(self) -> bool:
-    return self.style == "llama"
-
-  @classmethod
-  def from_config(cls, m: Mapping[str, Any]) -> "ModelConfig":
-    """Resolves the config's 0 / -1 defaults (kv heads, d_ff, tying) into concrete values."""
-    style = m["style"]
-    if style not in ("gpt2", "llama"):
-      raise ValueError(f"model.style must be 'gpt2' or 'llama', got {style!r}")
-    d_ff = m["d_ff"]
-    if not d_ff:
-      d_ff = 4 * m["d_model"] if style == "gpt2" else 64 * -(-(8 * m["d_model"] // 3) // 64)
-    tie = m["tie_embeddings"]
-    tie = (style == "gpt2") if tie == -1 else bool(tie)
-    return cls(
-        style=style,
-        vocab_size=m["vocab_size"],
-        num_layers=m["num_layers"],
-        num_heads=m["num_heads"],
-        num_kv_heads=m["num_kv_heads"] or m["num_heads"],
-        d_model=m["d_model"],
-        d_ff=d_ff,
-        max_len=m["max_len"],
-        tie_embeddings=tie,
-        dtype=m["dtype"],
-        param_dtype=m["param_dtype"],
-        scan_layers=m["scan_layers"],
-        remat=m["remat"],
-        attention=m["attention"],
-        norm_eps=m["norm_eps"],
-        rope_theta=m["rope_theta"],
-        init_std=m["init_std"],
+_DTYPES = {name: getattr(jnp, name) for name in model_config.DTYPES}
+_REMAT_POLICIES = dict(
+    zip(
+        model_config.REMAT_POLICIES,
+        (None, jax.checkpoint_policies.checkpoint_dots, jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
     )
-
-
-def validate_model_config(cfg: ModelConfig) -> None:
-  """Raises ValueError naming the first inconsistent field."""
-  if cfg.d_model % cfg.num_heads:
-    raise ValueError(f"model.num_heads={cfg.num_heads} does not divide model.d_model={cfg.d_model}")
-  if cfg.num_heads % cfg.num_kv_heads:
-    raise ValueError(f"model.num_kv_heads={cfg.num_kv_heads} does not divide model.num_heads={cfg.num_heads}")
-  if cfg.llama and cfg.head_dim % 2:
-    raise ValueError(f"RoPE needs an even head dim; d_model/num_heads = {cfg.head_dim}")
-  for name in ("dtype", "param_dtype"):
-    if getattr(cfg, name) not in _DTYPES:
-      raise ValueError(f"model.{name}={getattr(cfg, name)!r}; choose one of {sorted(_DTYPES)}")
-  if cfg.remat != "none" and cfg.remat not in _REMAT_POLICIES:
-    raise ValueError(f"model.remat={cfg.remat!r}; choose none or one of {sorted(_REMAT_POLICIES)}")
-  if cfg.attention not in ("xla", "cudnn"):
-    raise ValueError(f"model.attention={cfg.attention!r}; choose 'xla' or 'cudnn'")
-  for name in ("vocab_size", "num_layers", "num_heads", "d_model", "d_ff", "max_len"):
-    if getattr(cfg, name) <= 0:
-      raise ValueError(f"model.{name} must be positive, got {getattr(cfg, name)}")
+)
 
 
 def _param(
@@ -500,31 +422,6 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   mlp = (3 if cfg.llama else 2) * d * f
   matmul_params = cfg.num_layers * (attn + mlp) + d * cfg.vocab_size
   return 6.0 * matmul_params + 12.0 * cfg.num_layers * d * seq_len
-
-
-def default_model_config() -> ml_collections.ConfigDict:
-  """The ``model`` config block: the one set of model defaults (the CPU `tiny` shape); 0 / -1 mean "derive"."""
-  return ml_collections.ConfigDict(
-      dict(
-          style="gpt2",  # gpt2 | llama
-          vocab_size=4096,
-          num_layers=4,
-          num_heads=4,
-          num_kv_heads=0,  # 0 = num_heads (multi-head); fewer = grouped-query attention
-          d_model=256,
-          d_ff=0,  # 0 = 4*d_model (gpt2) or the Llama 8/3 rule rounded to 64
-          max_len=256,  # context length; learned positions (gpt2) are sized by it
-          tie_embeddings=-1,  # -1 = style default (gpt2 tied, llama untied); 0/1 force it
-          dtype="bfloat16",  # compute dtype: float32 | bfloat16 (params stay param_dtype, matmuls accumulate fp32)
-          param_dtype="float32",
-          scan_layers=False,
-          remat="none",  # none | full | dots | dots_no_batch
-          attention="xla",  # xla | cudnn (jax.nn.dot_product_attention implementation)
-          norm_eps=1e-5,
-          rope_theta=10000.0,
-          init_std=0.02,
-      )
-  )
 
 
 def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None) -> Transformer:
