@@ -26,7 +26,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       batch_size=config_dict.placeholder(int),  # rows = rl.prompts_per_step * rl.group_size (set by the stage)
       seq_len=224,  # the longest row (prompt + completion - 1); rows are bucketed below it
       eval_every=35,
-      eval_batches=1,  # unused: RL evaluation samples eval.num_problems problems
+      eval_batches=1,  # must stay 1: RL evaluation samples eval.num_problems problems instead
       log_every=1,
       checkpoint_every=35,
       keep_checkpoints=2,

@@ -54,6 +54,7 @@ import numpy as np
 from nanolm_jax import chat
 from nanolm_jax import model as model_lib
 from nanolm_jax import sampling as sampling_lib
+from nanolm_jax import tokenizer as tokenizer_lib
 
 # The sampler lives in nanolm_jax.sampling; callers keep importing it from here.
 SamplingParams = sampling_lib.SamplingParams
@@ -128,7 +129,7 @@ class Engine:
       self,
       model: model_lib.Transformer,
       params: Any,
-      tokenizer: Any = None,
+      tokenizer: tokenizer_lib.Tokenizer | None = None,
       *,
       mesh: Any = None,
       tools: Any = None,
@@ -148,7 +149,7 @@ class Engine:
       raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
     if mesh is not None and model.mesh is None:
       raise ValueError(
-          "Engine(mesh=...) needs a Transformer built with the same mesh and rules " "(trainer.build_model(cfg, mesh))"
+          "Engine(mesh=...) needs a Transformer built with the same mesh and rules (model.build_model(cfg, mesh))"
       )
     if isinstance(tools, Mapping):
       tools = list(tools.values())

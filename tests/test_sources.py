@@ -49,6 +49,7 @@ def test_default_data_config():
       'data_dir': '',
       'val_fraction': 0.05,
       'num_workers': 0,
+      'num_threads': 2,
   }
 
 

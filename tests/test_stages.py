@@ -80,9 +80,11 @@ def test_grpo_batch_is_prompts_times_group(start_run, tmp_path):
   c = grpo_configs.get_config()
   cfg = grpo.prepare(base.resolve_config(grpo.STAGE, c, str(tmp_path), init_from=start_run), str(tmp_path))
   assert cfg.train.batch_size == c.rl.prompts_per_step * c.rl.group_size
-  c.train.batch_size = 64
-  with pytest.raises(ValueError, match=r"train\.batch_size=64 cannot take effect"):
-    grpo.prepare(base.resolve_config(grpo.STAGE, c, str(tmp_path), init_from=start_run), str(tmp_path))
+  for key, value in (("batch_size", 64), ("eval_batches", 4), ("z_loss", 1e-4)):
+    bad = grpo_configs.get_config()
+    bad.train[key] = value
+    with pytest.raises(ValueError, match=rf"train\.{key}={value} cannot take effect"):
+      grpo.prepare(base.resolve_config(grpo.STAGE, bad, str(tmp_path), init_from=start_run), str(tmp_path))
 
 
 @pytest.mark.parametrize("entrypoint", ["sft", "grpo"])

@@ -195,8 +195,8 @@ def classify_reply(reply: str, truth: Any, values: set[str]) -> str:
     return "idk"
   if facts.answers_match(reply, truth, values):
     return "correct"
-  norm = facts._norm(reply)  # pylint: disable=protected-access
-  if any(facts._norm(v) in norm for v in values):  # pylint: disable=protected-access
+  norm = facts.normalize_words(reply)
+  if any(facts.normalize_words(v) in norm for v in values):
     return "hallucination"
   return "other"
 

@@ -21,6 +21,7 @@ import os
 from typing import Any, Callable
 
 from absl import logging
+import jax
 import ml_collections
 
 from nanolm_jax import runs
@@ -45,6 +46,23 @@ class StageDef:
   finish: Callable[[ml_collections.ConfigDict, str, dict[str, Any]], dict[str, Any]] | None = None
   # (cfg, workdir, output) -> printed lines summing the run up for the terminal.
   summary: Callable[[ml_collections.ConfigDict, str, dict[str, Any]], list[str]] | None = None
+
+
+def process_batches(ctx: trainer.RunContext, make: Callable[..., Any], data_cfg: Any, split: str, repeat: bool):
+  """A stage's batches for this process: ``make(data_cfg, tokenizer, ...)`` (pipeline.make_lm_dataset,
+  sft_data.make_sft_dataset) with the run's sequence length and seed, and this process's share and shard."""
+  cfg = ctx.cfg
+  return make(
+      data_cfg,
+      ctx.tokenizer,
+      split=split,
+      seq_len=cfg.train.seq_len,
+      batch_size=cfg.train.batch_size // jax.process_count(),
+      seed=cfg.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      repeat=repeat,
+  )
 
 
 def default_workdir(stage: StageDef, preset: str = "tiny") -> str:

@@ -45,6 +45,14 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
     raise ValueError(
         f"train.seq_len={cfg.train.seq_len} leaves no room for prompts with rl.max_new_tokens={rl.max_new_tokens}"
     )
+  # Trainer knobs the RL stage has no use for: refused rather than silently ignored.
+  if cfg.train.eval_batches != 1:
+    raise ValueError(
+        f"train.eval_batches={cfg.train.eval_batches} cannot take effect: GRPO evaluates by sampling "
+        "eval.num_problems held-out problems; set that instead"
+    )
+  if cfg.train.z_loss:
+    raise ValueError(f"train.z_loss={cfg.train.z_loss} cannot take effect: the GRPO policy loss has no z-loss term")
   rows = rl.prompts_per_step * rl.group_size
   if cfg.train.batch_size is not None and cfg.train.batch_size != rows:
     raise ValueError(

@@ -23,18 +23,7 @@ def _tokenizer(cfg, workdir) -> tokenizer_lib.Tokenizer:
 
 
 def _dataset(ctx: trainer.RunContext, split: str, repeat: bool):
-  cfg = ctx.cfg
-  return pipeline.make_lm_dataset(
-      cfg.data,
-      ctx.tokenizer,
-      split=split,
-      seq_len=cfg.train.seq_len,
-      batch_size=cfg.train.batch_size // jax.process_count(),
-      seed=cfg.seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      repeat=repeat,
-  )
+  return base.process_batches(ctx, pipeline.make_lm_dataset, ctx.cfg.data, split, repeat)
 
 
 def sample_texts(

@@ -110,18 +110,7 @@ def _tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> Any:
 
 
 def _dataset(ctx: trainer.RunContext, split: str, repeat: bool):
-  cfg = ctx.cfg
-  return sft_data.make_sft_dataset(
-      cfg.sft,
-      ctx.tokenizer,
-      split=split,
-      seq_len=cfg.train.seq_len,
-      batch_size=cfg.train.batch_size // jax.process_count(),
-      seed=cfg.seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      repeat=repeat,
-  )
+  return base.process_batches(ctx, sft_data.make_sft_dataset, ctx.cfg.sft, split, repeat)
 
 
 def _init_params(ctx: trainer.RunContext, abstract_params: Any) -> Any:

@@ -303,7 +303,8 @@ def is_idk(text: str) -> bool:
   return bool(_IDK_RE.search(text))
 
 
-def _norm(text: str) -> str:
+def normalize_words(text: str) -> str:
+  """Lowercase words of `text` joined by single spaces and padded with one, so `" x " in` matches whole words."""
   return ' ' + ' '.join(re.sub(r'[^0-9a-z]+', ' ', text.lower()).split()) + ' '
 
 
@@ -312,10 +313,10 @@ def answers_match(predicted_text: str, truth: str | int, distractors: Iterable[s
   without also naming any of ``distractors`` (other values of the attribute: hedging over candidates is wrong)."""
   if is_idk(predicted_text):
     return False
-  pred, t = _norm(predicted_text), _norm(str(truth))
+  pred, t = normalize_words(predicted_text), normalize_words(str(truth))
   if t.strip() == '' or t not in pred:
     return False
-  return not any(_norm(str(d)) in pred for d in distractors if str(d) != str(truth))
+  return not any(normalize_words(str(d)) in pred for d in distractors if str(d) != str(truth))
 
 
 # --- SFT conversations ------------------------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ def conversation(
   if found:
     reply = rng.choice(_FOUND).format(key=_KEYS[attribute], v=truth)
   else:
-    what = facts_lib._ATTRIBUTE_WORDS[attribute].format(name=entity.name)  # pylint: disable=protected-access
+    what = facts_lib.ATTRIBUTE_WORDS[attribute].format(name=entity.name)
     reply = rng.choice(_NOT_FOUND).format(name=entity.name, what=what)
   conv.append({'role': 'assistant', 'content': reply})
   return conv
