@@ -114,7 +114,7 @@ def generate(cfg: ml_collections.ConfigDict, kind: str, seed: int, n: int | None
 def default_mixture(cfg: ml_collections.ConfigDict, seed: int) -> list[Conversation]:
   """identity + system prompts + reasoning + known-fact QA + search conversations, ``cfg.counts`` of each, shuffled.
 
-  Add the fact probe's output (``facts.probe`` written with ``conversations.write_jsonl``) as a ``jsonl:`` source.
+  Add the fact probe's output (``posttrain.probe.probe`` written with ``conversations.write_jsonl``) as a ``jsonl:`` source.
   """
   out = []
   for kind in GENERATOR_KINDS[1:]:

@@ -136,7 +136,7 @@ def run_probe(cfg: ml_collections.ConfigDict, world: World) -> tuple[list, dict]
   groups = facts.sft_eval_entities(world, cfg.sft.facts.eval_fraction)
   answer_fn = cloze_answer_fn(eng, base.tokenizer, world, temperature=cfg.probe.temperature, seed=cfg.seed)
   entities = list(groups['sft_known']) + list(groups['sft_unknown'])
-  convs, stats = facts.probe(
+  convs, stats = probe(
       answer_fn, world, entities, cfg.probe.samples, knows=cfg.probe.knows, seed=cfg.seed, return_stats=True
   )
   # How well did the probe separate the groups? (The pretraining data decides who is known; the probe measures it.)
@@ -158,7 +158,7 @@ def oracle_conversations(cfg: ml_collections.ConfigDict, world: World) -> list:
     return [[str(e.attributes[a])] * n for e, a in (index[c[-1]['content']] for c in convs)]
 
   entities = list(groups['sft_known']) + list(groups['sft_unknown'])
-  return facts.probe(always_right, world, entities, cfg.probe.samples, knows=cfg.probe.knows, seed=cfg.seed)
+  return probe(always_right, world, entities, cfg.probe.samples, knows=cfg.probe.knows, seed=cfg.seed)
 
 
 def _name_in(text: str, names: set[str]) -> bool:
