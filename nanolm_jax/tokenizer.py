@@ -49,6 +49,8 @@ NUM_BYTES = 256
 NUM_RESERVED = 4 + len(SPECIAL_TOKENS) + len(USER_DEFINED) + NUM_BYTES  # ids before the first learned piece
 # Bump when training settings change meaning, so cached models are not reused across incompatible versions.
 FORMAT_VERSION = 1
+# Characters rarer than this share of the training text are left to byte fallback (also the config's default).
+DEFAULT_CHARACTER_COVERAGE = 0.9999
 _MAX_SENTENCE_CHARS = 8192  # spm silently drops "sentences" longer than max_sentence_length, so chunk below it
 _BLANK_RUN = re.compile(r'\n\s*\n')
 
@@ -156,7 +158,7 @@ class SentencePieceTokenizer:
       model_path: str | None = None,
       *,
       model_type: str = 'bpe',
-      character_coverage: float = 0.9995,
+      character_coverage: float = DEFAULT_CHARACTER_COVERAGE,
       max_train_bytes: int | None = None,
       num_threads: int | None = None,
   ) -> SentencePieceTokenizer:

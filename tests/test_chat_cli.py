@@ -20,6 +20,9 @@ from nanolm_jax.tools import calculator
 from tests.conftest import REPO, make_config, tiny_overrides
 from tests.test_engine import _Scripted
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 SAMPLING = E.SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8)
 SEED = 3
 

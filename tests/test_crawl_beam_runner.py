@@ -13,6 +13,9 @@ from apache_beam.testing.util import assert_that, equal_to  # pylint: disable=g-
 from configs import crawl as crawl_config  # pylint: disable=g-import-not-at-top
 from nanolm_jax.crawl import beam_runner, dedup, demo, local_runner, writer  # pylint: disable=g-import-not-at-top
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 _RUN_KEYS = ("runner", "num_workers", "resumed_files", "seconds", "shards", "input_files")
 
 

@@ -12,6 +12,9 @@ from nanolm_jax.crawl import local_runner
 from nanolm_jax.crawl import report
 from nanolm_jax.crawl import stages as stages_lib
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 _CHEAP = ("url_filter", "gopher_quality", "c4", "fineweb_quality", "pii")  # no extraction/langid: keep it fast
 _CASES = 1000
 

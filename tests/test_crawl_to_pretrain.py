@@ -17,6 +17,9 @@ from nanolm_jax.crawl import writer
 from nanolm_jax.data import sources
 from tests.conftest import make_config, tiny_overrides
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def crawl_out(tmp_path_factory) -> str:

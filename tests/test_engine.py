@@ -88,6 +88,7 @@ def test_cached_decoding_matches_recompute_at_every_step(preset):
   assert len({tuple(o.tokens) for o in outs}) == 3 and len(set(outs[0].tokens)) > 3
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_batch_padding_or_chunking(gpt2):
   m, params = gpt2
   prompts = _prompts()
@@ -153,6 +154,7 @@ def test_top_k_top_p_never_emit_excluded_tokens():
     assert t in nucleus
 
 
+@pytest.mark.slow
 def test_n_samples_share_one_prefill(gpt2):
   m, params = gpt2
   p = _prompts()[1]
@@ -311,6 +313,7 @@ class _TwoScripts(_Fake):
     return jnp.asarray(self.table)[positions_BxL, tokens_BxL]
 
 
+@pytest.mark.slow
 def test_cache_grows_when_a_paused_row_runs_out_of_slots(tok):
   # Row a calls a tool early while row b keeps sampling: a waits (its cache slots pass unused) until the chunk ends.
   # a's completion is 2 tokens short of the 64 slots given to decoding, so the wait runs it out: the engine must
@@ -402,6 +405,7 @@ def test_per_prompt_sampling_and_sampling_logprobs(gpt2):
   assert all(sl >= lp - 1e-5 for sl, lp in zip(sampled.sampling_logprobs, sampled.logprobs))  # same T=1, no filter
 
 
+@pytest.mark.slow
 def test_sharded_decoding_matches_single_device(gpt2):
   m, params = gpt2
   cfg = _cfg()

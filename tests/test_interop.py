@@ -32,6 +32,9 @@ from nanolm_jax.interop import hf
 from nanolm_jax import hf_tokenizer
 from tests.conftest import REPO, make_config, tiny_overrides
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 TOL = 1e-4
 TEXTS = ("def foo(x):\n    return x + 1  # done", "The quick brown fox, 1234 times.", "  spaces\n\n\ttabs")
 VOCAB = 320
@@ -176,7 +179,7 @@ def test_pickle_only_folder_is_rejected(tmp_path):
   (src / "config.json").write_text(model.config.to_json_string())
   (src / "pytorch_model.bin").write_bytes(b"not even read")
   with pytest.raises(ValueError, match=r"only pickled PyTorch weights \(pytorch_model.bin\).*safetensors"):
-    hf.import_hf(str(src), str(tmp_path / "run"))
+    hf.import_hf(str(src), str(tmp_path / "run"), pretrain_configs.get_config("tiny"))
   assert not (tmp_path / "run" / "config.json").exists()
 
 

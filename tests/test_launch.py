@@ -1,10 +1,14 @@
 """Launch scripts: TPU VM lifecycle commands (dry run) and the sweep runner."""
 
 import os
+import pytest
 import subprocess
 import sys
 
 from tests.conftest import REPO
+
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
 
 SH = os.path.join(REPO, "launch", "tpu_vm.sh")
 

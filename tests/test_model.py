@@ -18,6 +18,7 @@ def _model(preset="tiny", **over):
   return M.Transformer(M.ModelConfig.from_config(c.model))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset,scan", [("tiny", False), ("llama_tiny", False), ("llama_tiny", True)])
 def test_kv_cache_matches_recompute_at_every_step(preset, scan):
   m = _model(preset, **{"model.scan_layers": scan})
@@ -34,6 +35,7 @@ def test_kv_cache_matches_recompute_at_every_step(preset, scan):
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "llama_tiny"])
 def test_packed_documents_do_not_attend_to_each_other(preset):
   m = _model(preset)
@@ -50,6 +52,7 @@ def test_packed_documents_do_not_attend_to_each_other(preset):
   assert not np.allclose(m.apply(params, packed)[:, 7:], out[:, 7:], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_scan_over_layers_equals_loop_with_stacked_params():
   loop, scan = _model(), _model(**{"model.scan_layers": True})
   toks = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, 128)
@@ -63,6 +66,7 @@ def test_scan_over_layers_equals_loop_with_stacked_params():
   np.testing.assert_allclose(loop_out, scan_out, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_remat_keeps_gradients():
   plain, remat = _model(), _model(**{"model.remat": "full"})
   toks = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, 128)

@@ -11,6 +11,9 @@ import pytest
 
 from tests.conftest import REPO, cli_args, tiny_overrides
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 
 def _env(devices=8):
   env = dict(os.environ)

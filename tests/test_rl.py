@@ -25,6 +25,9 @@ from nanolm_jax.stages import base
 from nanolm_jax.stages import grpo as grpo_stage
 from tests.conftest import make_config, tiny_overrides
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 
 def _completion(tokens, logprobs, mask, reason="stop"):
   return engine_lib.Completion(

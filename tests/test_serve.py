@@ -32,6 +32,9 @@ LIMITS = app_lib.Limits(
     batch_wait_s=0.05,
     pad_to_batch=True,
 )
+
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
 PROMPTS = ["The function returns a list of values", "A list of values is returned by the function"]
 _RUN_DIRS: dict[str, str] = {}
 

@@ -27,13 +27,16 @@ def _binary(*names: str) -> str | None:
 
 CHROMIUM = _binary("chromium", "chromium-browser", "/usr/lib/chromium/chromium")
 DRIVER = _binary("chromedriver", "/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason=(
-        "no chromium/chromedriver binary found (apt-get install chromium chromium-driver); the web chat test needs a "
-        "real browser"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER),
+        reason=(
+            "no chromium/chromedriver binary found (apt-get install chromium chromium-driver); the web chat test needs "
+            "a real browser"
+        ),
     ),
-)
+]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,9 @@ from nanolm_jax.data import conversations
 from nanolm_jax.synthetic import facts
 from tests.conftest import make_config
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 WORLD = "facts:seed=0,num_known=12,num_unknown=12,num_index_only=6,repeats=2,num_extras=10"
 
 

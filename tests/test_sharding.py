@@ -10,6 +10,9 @@ from nanolm_jax import train_step as S
 from nanolm_jax import trainer
 from tests.conftest import make_config
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 MESHES = [dict(data=8, fsdp=1, tensor=1), dict(data=1, fsdp=8, tensor=1), dict(data=2, fsdp=2, tensor=2)]
 
 

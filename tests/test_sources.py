@@ -181,6 +181,7 @@ def test_tfds_errors(tmp_path):
     sources.load_texts(_cfg('tfds:no_such_dataset_xyz', data_dir=str(tmp_path)), 'train')
 
 
+@pytest.mark.slow
 def test_stdlib_source_uses_its_own_split(tmp_path):
   cfg = _cfg('stdlib', data_dir=str(tmp_path))
   val = list(sources.load_texts(cfg, 'validation'))

@@ -23,6 +23,7 @@ def data_dir(tmp_path_factory):
   return d
 
 
+@pytest.mark.slow
 def test_documents_are_sorted_unique_long_and_deterministic(docs):
   keys = [k for k, _ in docs]
   assert keys == sorted(keys) and len(set(keys)) == len(keys)

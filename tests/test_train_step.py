@@ -1,6 +1,7 @@
 """Train step: hand-computed losses, z-loss, gradient accumulation == whole batch, masked tokens have no effect."""
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -64,6 +65,7 @@ def _batch(seed=0, b=8, t=16):
   }
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_whole_batch():
   # SGD: Adam's per-coordinate normalisation would amplify float rounding on near-zero gradients.
   whole, s1 = _setup(1, optax.sgd(0.5))

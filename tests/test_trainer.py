@@ -13,6 +13,9 @@ from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax import trainer
 from tests.conftest import make_config, tiny_overrides
 
+# End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def cfg(small_corpus, small_tokenizer):

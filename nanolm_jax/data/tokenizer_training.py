@@ -26,7 +26,7 @@ def default_tokenizer_config() -> ml_collections.ConfigDict:
       {
           'path': '',  # an existing .model to load instead of training one
           'model_type': 'bpe',  # or 'unigram'
-          'character_coverage': 0.9999,  # rarer characters are left to byte fallback
+          'character_coverage': tokenizer_lib.DEFAULT_CHARACTER_COVERAGE,  # rarer characters: byte fallback
           'max_train_bytes': 50_000_000,  # cap on training text (UTF-8 bytes), read in source order
       }
   )
