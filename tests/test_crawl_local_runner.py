@@ -56,6 +56,7 @@ def _counts(rep: dict) -> dict:
   return {k: v for k, v in rep.items() if k not in _RUN_KEYS}
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_write_identical_output(crawl, tmp_path):
   rep1 = local_runner.run(_cfg(1), crawl, str(tmp_path / "w1"), stage_builder=fake_stages, progress=False)
   rep2 = local_runner.run(_cfg(2), crawl, str(tmp_path / "w2"), stage_builder=fake_stages, progress=False)

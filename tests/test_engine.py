@@ -70,6 +70,7 @@ def _prompts():
   return [rng.integers(300, V, size=n).tolist() for n in (5, 11, 3)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "llama_tiny"])
 def test_cached_decoding_matches_recompute_at_every_step(preset):
   m, params = _shared(preset)
@@ -171,6 +172,7 @@ def test_n_samples_share_one_prefill(gpt2):
   assert all(o.tokens == ref for o in greedy)
 
 
+@pytest.mark.slow
 def test_no_recompile_for_same_buckets(gpt2):
   m, params = gpt2
   eng = E.Engine(m, params)
@@ -186,6 +188,7 @@ def test_no_recompile_for_same_buckets(gpt2):
   assert (eng._programs.prefill._cache_size(), eng._programs.decode._cache_size()) == sizes  # pylint: disable=protected-access
 
 
+@pytest.mark.slow
 def test_stop_tokens_and_stop_strings(gpt2, tok):
   m, params = gpt2
   eng = E.Engine(m, params, tok)
@@ -204,6 +207,7 @@ def test_stop_tokens_and_stop_strings(gpt2, tok):
   assert needle in tok.decode(out.tokens) and needle not in tok.decode(out.tokens[:-1])
 
 
+@pytest.mark.slow
 def test_streaming_callback_sees_every_token_in_order(gpt2, tok):
   m, params = gpt2
   seen = {0: [], 1: []}
@@ -257,6 +261,7 @@ class _Scripted(_Fake):
     return jnp.asarray(self.script)[positions_BxL + 1]
 
 
+@pytest.mark.slow
 def test_tool_call_is_intercepted_and_result_forced(tok):
   s = {
       n: tok.special_id(n) for n in ("tool_call_start", "tool_call_end", "tool_result_start", "tool_result_end", "end")
@@ -348,6 +353,7 @@ def test_cache_grows_when_a_paused_row_runs_out_of_slots(tok):
   assert alone.tokens == a_done and alone.logprobs == both[0].logprobs
 
 
+@pytest.mark.slow
 def test_unknown_tool_gets_an_error_result(tok):
   s = {n: tok.special_id(n) for n in ("tool_call_start", "tool_call_end", "end")}
   prompt = tok.encode("Q", bos=True)

@@ -76,6 +76,7 @@ def test_remat_keeps_gradients():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g1, g2)
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_fp32_params_and_stays_close():
   f32, bf16 = _model(), _model(**{"model.dtype": "bfloat16"})
   toks = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, 128)
@@ -86,6 +87,7 @@ def test_bf16_compute_keeps_fp32_params_and_stays_close():
   np.testing.assert_allclose(a, b, atol=0.05)
 
 
+@pytest.mark.slow
 def test_styles_have_their_parameters_and_logical_axes():
   gpt = _model()
   llama = _model("llama_tiny", **{"model.num_kv_heads": 2})
@@ -101,6 +103,7 @@ def test_styles_have_their_parameters_and_logical_axes():
   assert pg["embed"].names == ("vocab", "embed")
 
 
+@pytest.mark.slow
 def test_llama_rmsnorm_and_swiglu_by_hand():
   m = _model("llama_tiny", **{"model.num_layers": 1})
   toks = jnp.array([[1, 2, 3]])

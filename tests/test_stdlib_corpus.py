@@ -10,6 +10,9 @@ import pytest
 from nanolm_jax.data import stdlib_corpus
 from nanolm_jax.data.tfds_compat import tfds
 
+# Builds the embedded corpus (TFDS array_record) from scratch: left out of the inner loop, always in CI.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def docs():
@@ -23,7 +26,6 @@ def data_dir(tmp_path_factory):
   return d
 
 
-@pytest.mark.slow
 def test_documents_are_sorted_unique_long_and_deterministic(docs):
   keys = [k for k, _ in docs]
   assert keys == sorted(keys) and len(set(keys)) == len(keys)

@@ -78,6 +78,7 @@ def test_gradient_accumulation_equals_whole_batch():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), s1.params, s4.params)
 
 
+@pytest.mark.slow
 def test_masked_tokens_do_not_affect_loss_or_gradients():
   step, s = _setup()
   b = _batch()
@@ -89,6 +90,7 @@ def test_masked_tokens_do_not_affect_loss_or_gradients():
   np.testing.assert_allclose(m1["grad_norm"], m2["grad_norm"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_at_init_is_near_log_vocab_and_decreases():
   step, s = _setup()
   b = _batch()
