@@ -13,8 +13,8 @@ from typing import Any, Sequence, TextIO
 from nanolm_jax import chat
 from nanolm_jax import engine as engine_lib
 from nanolm_jax import runs
-from nanolm_jax import tools as tools_lib
 from nanolm_jax import tokenizer as tokenizer_lib
+from nanolm_jax import tools as tools_lib
 from nanolm_jax.data import sources
 from nanolm_jax.synthetic import search_data
 from nanolm_jax.tools import calculator

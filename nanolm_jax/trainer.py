@@ -29,8 +29,8 @@ from nanolm_jax import model as model_lib
 from nanolm_jax import optim
 from nanolm_jax import runs
 from nanolm_jax import sharding as shd
-from nanolm_jax import train_step as step_lib
 from nanolm_jax import tokenizer as tokenizer_lib
+from nanolm_jax import train_step as step_lib
 
 
 class NonFiniteLossError(RuntimeError):

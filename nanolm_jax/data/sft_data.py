@@ -33,8 +33,8 @@ import numpy as np
 
 from nanolm_jax import chat
 from nanolm_jax import tokenizer as tokenizer_lib
-from nanolm_jax.data import pipeline
 from nanolm_jax.data import conversations as conversations_lib
+from nanolm_jax.data import pipeline
 from nanolm_jax.synthetic import facts
 from nanolm_jax.synthetic import identity
 from nanolm_jax.synthetic import reasoning

@@ -26,15 +26,15 @@ from nanolm_jax import runs
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
 from nanolm_jax import trainer
+from nanolm_jax.data import conversations
+from nanolm_jax.data import sft_data
 from nanolm_jax.posttrain import chat_eval
 from nanolm_jax.posttrain import probe
-from nanolm_jax.data import conversations
+from nanolm_jax.stages import base
+from nanolm_jax.stages import pretrain
 from nanolm_jax.synthetic import facts
 from nanolm_jax.synthetic import reasoning
 from nanolm_jax.synthetic import search_data
-from nanolm_jax.data import sft_data
-from nanolm_jax.stages import base
-from nanolm_jax.stages import pretrain
 
 DATA_DIR = "sft_data"  # inside the run folder: probe.jsonl, answer_first.jsonl, oracle.jsonl
 PROBE_FILE = "probe.jsonl"
