@@ -123,7 +123,7 @@ class _Ctx:
     self.cfg, self.workdir = cfg, ""
     self.mesh = shd.make_mesh(cfg.mesh)
     self.model = model_lib.build_model(cfg, self.mesh)
-    self.tokenizer = grpo_stage._tokenizer(cfg, cfg.init_from)  # pylint: disable=protected-access
+    self.tokenizer = base.inherited_tokenizer(cfg, cfg.init_from)
     self.params = engine_lib.Engine(self.model, params, mesh=self.mesh).params  # sharded like the trainer's
     self.current_params = lambda: self.params
 

@@ -352,9 +352,9 @@ def _world_fingerprint(spec: SourceSpec) -> str:
 # Adding a kind is one entry here (and a line in the module docstring).
 KINDS: dict[str, SourceKind] = {
     'stdlib': SourceKind(_stdlib, _no_argument, lambda spec: stdlib_corpus.python_tag()),
-    'tfds': SourceKind(lambda spec, cfg, split: _tfds(spec, cfg, split), _needs('"tfds:NAME"')),
+    'tfds': SourceKind(_tfds, _needs('"tfds:NAME"')),
     'files': SourceKind(
-        lambda spec, cfg, split: _files(spec, cfg, split),
+        _files,
         _needs('"files:GLOB"'),
         lambda spec: [list(f) for f in file_fingerprint(spec)],
     ),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import shutil
 from typing import Any, Callable
 
 from absl import logging
@@ -25,6 +26,7 @@ import jax
 import ml_collections
 
 from nanolm_jax import runs
+from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import trainer
 
 ConfigFn = Callable[[str], ml_collections.ConfigDict]
@@ -63,6 +65,16 @@ def process_batches(ctx: trainer.RunContext, make: Callable[..., Any], data_cfg:
       process_count=jax.process_count(),
       repeat=repeat,
   )
+
+
+def inherited_tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> tokenizer_lib.Tokenizer:
+  """The init_from run's tokenizer, its sentencepiece file copied into the new run folder (self-contained, like every
+  run; imported Hugging Face tokenizers stay where they are)."""
+  src, dst = os.path.join(cfg.init_from, runs.TOKENIZER_FILE), os.path.join(workdir, runs.TOKENIZER_FILE)
+  if os.path.exists(src) and not os.path.exists(dst):
+    os.makedirs(workdir, exist_ok=True)
+    shutil.copyfile(src, dst)
+  return runs.load_tokenizer(cfg.init_from)
 
 
 def default_workdir(stage: StageDef, preset: str = "tiny") -> str:

@@ -10,8 +10,6 @@ eval step with a fixed sampler and seed, and the summary prints it before and af
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 from typing import Any
 
 import ml_collections
@@ -19,7 +17,6 @@ from absl import logging
 
 from nanolm_jax import checkpoint as ckpt_lib
 from nanolm_jax import metrics as metrics_lib
-from nanolm_jax import runs
 from nanolm_jax import trainer
 from nanolm_jax.posttrain import grpo
 from nanolm_jax.posttrain import rollouts
@@ -61,15 +58,6 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
     )
   cfg.train.batch_size = rows
   return cfg
-
-
-def _tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> Any:
-  """The init_from run's tokenizer, copied into the new run folder (self-contained, like every run)."""
-  src = os.path.join(cfg.init_from, runs.TOKENIZER_FILE)
-  dst = os.path.join(workdir, runs.TOKENIZER_FILE)
-  if os.path.exists(src) and not os.path.exists(dst):
-    shutil.copyfile(src, dst)
-  return runs.load_tokenizer(cfg.init_from)
 
 
 def _make_loss(ctx: trainer.RunContext, apply):
@@ -117,7 +105,7 @@ def build(cfg: ml_collections.ConfigDict) -> trainer.Stage:
       make_train_data=lambda ctx: rollouts.RolloutData(shared(ctx)),
       evaluate=lambda ctx, params: rollouts.evaluate(shared(ctx), params),
       on_end=_on_end,
-      load_tokenizer=_tokenizer,
+      load_tokenizer=base.inherited_tokenizer,
       init_params=lambda ctx, abstract: ckpt_lib.restore_params(ctx.cfg.init_from, target=abstract)[1],
   )
 

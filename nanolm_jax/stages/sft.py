@@ -101,14 +101,6 @@ def answer_first_conversations(scfg: ml_collections.ConfigDict, n: int) -> list[
   return [[{"role": "system", "content": chat_eval.ANSWER_FIRST_SYSTEM}, *c] for c in convs]
 
 
-def _tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> Any:
-  tok = runs.load_tokenizer(cfg.init_from)
-  path = os.path.join(workdir, "tokenizer.model")
-  if isinstance(tok, tokenizer_lib.SentencePieceTokenizer) and not os.path.exists(path):
-    tok.save(path)
-  return tok
-
-
 def _dataset(ctx: trainer.RunContext, split: str, repeat: bool):
   return base.process_batches(ctx, sft_data.make_sft_dataset, ctx.cfg.sft, split, repeat)
 
@@ -156,7 +148,7 @@ def build(cfg: ml_collections.ConfigDict) -> trainer.Stage:
       make_train_data=lambda ctx: iter(_dataset(ctx, "train", repeat=True)),
       make_eval_data=lambda ctx: _dataset(ctx, "validation", repeat=False),
       on_end=_on_end,
-      load_tokenizer=_tokenizer,
+      load_tokenizer=base.inherited_tokenizer,
       init_params=_init_params,
   )
 
