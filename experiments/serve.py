@@ -9,13 +9,13 @@ r"""Serve a run folder over an OpenAI-compatible API, with a web chat at /.
 Binds 127.0.0.1 unless --host says otherwise; there is no authentication, so think before --host=0.0.0.0.
 """
 
-import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from nanolm_jax import fs
 from nanolm_jax import metrics
 from nanolm_jax import runs
 
@@ -74,7 +74,7 @@ def main(argv):
     logging.info("warming up (compiling the first shapes)...")
     app_lib.warmup(app_)
   logging.info(
-      "serving %s (%s) on http://%s:%d/", app_.state.model_id, os.path.abspath(_WORKDIR.value), _HOST.value, _PORT.value
+      "serving %s (%s) on http://%s:%d/", app_.state.model_id, fs.abspath(_WORKDIR.value), _HOST.value, _PORT.value
   )
   # limit_concurrency bounds open connections (503 past it) on top of the queue's 429.
   uvicorn.run(

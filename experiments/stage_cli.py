@@ -15,6 +15,7 @@ from absl import logging
 from ml_collections import config_flags
 
 import configs
+from nanolm_jax import fs
 from nanolm_jax import metrics
 from nanolm_jax import sharding
 from nanolm_jax.stages import base
@@ -39,7 +40,7 @@ def run(stage: base.StageDef) -> None:
     sharding.maybe_initialize_distributed()
     cfg = config_flag.value
     workdir = workdir_flag.value or base.default_workdir(stage, cfg.get("preset", ""))
-    logging.info("workdir: %s", os.path.abspath(workdir))
+    logging.info("workdir: %s", fs.abspath(workdir))
     init_from = init_flag.value if init_flag is not None else None
     try:
       cfg = base.prepare_config(stage, cfg, workdir, init_from=init_from, default_config=configs.default_config)

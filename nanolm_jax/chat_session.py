@@ -6,12 +6,12 @@ When the conversation outgrows the context, the oldest turns are dropped.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Sequence, TextIO
 
 from nanolm_jax import chat
 from nanolm_jax import engine as engine_lib
+from nanolm_jax import fs
 from nanolm_jax import runs
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import tools as tools_lib
@@ -42,7 +42,7 @@ def build_tools(names: Sequence[str], search_source: str = "", workdir: str = ""
       tools.append(calculator.Calculator())
     elif name == "search":
       index = runs.search_index_dir(workdir) if workdir else ""
-      if not search_source and index and os.path.isdir(index):  # what the SFT run trained and evaluated with
+      if not search_source and index and fs.isdir(index):  # what the SFT run trained and evaluated with
         settings = runs.search_settings(workdir)
         tools.append(search.Search.from_files(index, k=settings["top_k"], fuzzy=settings["fuzzy"]))
       else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -67,12 +66,11 @@ class Checkpointer:
     return None
 
   def _quarantine(self, step: int) -> None:
-    src = os.fspath(self.directory / str(step))
-    dst = os.fspath(self.directory / f"corrupt.{step}")
-    if os.path.exists(dst):
-      shutil.rmtree(dst)
-    if os.path.exists(src):
-      os.rename(src, dst)
+    src, dst = self.directory / str(step), self.directory / f"corrupt.{step}"
+    if dst.exists():
+      dst.rmtree()
+    if src.exists():
+      src.rename(dst)  # on an object store a copy + delete: slow but rare, and the step stays readable meanwhile
     self._mngr.close()
     self._mngr = self._make()  # the manager caches its step list
 

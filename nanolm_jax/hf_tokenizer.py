@@ -23,6 +23,7 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, processors
 
+from nanolm_jax import fs
 from nanolm_jax import tokenizer as tokenizer_lib
 
 # tokenizer files copied with an imported model. tokenizer.model (a foreign sentencepiece model) is left out on
@@ -104,16 +105,15 @@ class HFTokenizer:
   @classmethod
   def load(cls, directory: str) -> HFTokenizer:
     """Loads tokenizer.json; bos/eos/pad come from tokenizer_config.json, else special_tokens_map.json."""
-    path = os.path.join(directory, 'tokenizer.json')
-    if not os.path.exists(path):
+    path = fs.join(directory, 'tokenizer.json')
+    if not fs.exists(path):
       raise FileNotFoundError(f'{directory} has no tokenizer.json')
-    tok = tokenizers.Tokenizer.from_file(path)
+    tok = tokenizers.Tokenizer.from_str(fs.read_text(path))
     names: dict[str, str | None] = {'bos_token': None, 'eos_token': None, 'pad_token': None, 'unk_token': None}
     for fname in ('special_tokens_map.json', 'tokenizer_config.json'):  # the latter wins
-      fpath = os.path.join(directory, fname)
-      if os.path.exists(fpath):
-        with open(fpath, encoding='utf-8') as f:
-          meta = json.load(f)
+      fpath = fs.join(directory, fname)
+      if fs.exists(fpath):
+        meta = json.loads(fs.read_text(fpath))
         for key in names:
           if token_content(meta.get(key)) is not None:
             names[key] = token_content(meta.get(key))

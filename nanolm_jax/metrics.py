@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging as std_logging
 import math
 import os
+import shutil
+import tempfile
+import time
 from typing import Any, Mapping, Sequence
 
 from absl import logging as absl_logging
 import jax
 from matplotlib import figure
 import tensorboardX
+
+from nanolm_jax import fs
 
 # Dense bf16 peak FLOP/s per device (vendor figures), for MFU. CPUs have no useful figure: MFU is left out there and
 # bench_train compares against a measured matmul instead.
@@ -39,20 +45,30 @@ def device_peak_flops(device: jax.Device | None = None) -> float | None:
 
 
 class MetricsWriter:
-  """Appends metrics to <workdir>/metrics.jsonl and TensorBoard; only process 0 writes."""
+  """Appends metrics to <workdir>/metrics.jsonl and TensorBoard; only process 0 writes.
 
-  def __init__(self, workdir: str, enabled: bool = True, resume_step: int | None = None):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+  Local files are appended line by line. Object stores (gs://) have no append: rows are buffered and the object is
+  rewritten at most every `remote_flush_s` seconds and at close, so a preempted run loses at most that much log —
+  never a checkpoint's worth, since the trainer flushes before each save.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int | None = None, remote_flush_s: float = 30.0):
+    self.path = fs.join(workdir, "metrics.jsonl")
     self.enabled = enabled
-    self._tb = None
+    self._tb, self._tb_remote = None, None
+    self._pending: list[str] = []
+    self._remote, self._flush_s, self._last_flush = fs.is_remote(self.path), remote_flush_s, time.monotonic()
     if not enabled:
       return
-    if resume_step is not None and os.path.exists(self.path):
+    if resume_step is not None and fs.exists(self.path):
       # A killed run may have logged steps past its last checkpoint; they will be logged again.
-      kept = [l for l in open(self.path) if l.strip() and json.loads(l)["step"] <= resume_step]
-      with open(self.path, "w") as f:
-        f.writelines(kept)
-    self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      lines = fs.read_text(self.path).splitlines(keepends=True)
+      fs.write_text(self.path, "".join(l for l in lines if l.strip() and json.loads(l)["step"] <= resume_step))
+    # On an object store the events are written to a local folder and uploaded with the log (tensorboardX's own gs://
+    # writer re-uploads from __del__ at exit, hanging for minutes when the store is gone, and knows only gs and s3).
+    self._tb_remote = fs.join(workdir, "tensorboard") if self._remote else None
+    self._tb_local = tempfile.mkdtemp(prefix="nanolm_tb_") if self._remote else fs.join(workdir, "tensorboard")
+    self._tb = tensorboardX.SummaryWriter(self._tb_local)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -63,19 +79,35 @@ class MetricsWriter:
       row[k] = v if math.isfinite(v) else str(v)
       if math.isfinite(v):
         self._tb.add_scalar(k, v, step)
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    self._pending.append(json.dumps(row) + "\n")
+    if not self._remote or time.monotonic() - self._last_flush > self._flush_s:
+      self.flush()
+
+  def flush(self) -> None:
+    if not self.enabled:
+      return
+    if self._pending:
+      fs.append_text(self.path, "".join(self._pending))
+      self._pending.clear()
+    if self._tb_remote:
+      self._tb.flush()
+      for name in os.listdir(self._tb_local):
+        fs.copy(os.path.join(self._tb_local, name), fs.join(self._tb_remote, name))
+    self._last_flush = time.monotonic()
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+    self.flush()
+    if self._tb_remote:
+      shutil.rmtree(self._tb_local, ignore_errors=True)
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = fs.join(workdir, "metrics.jsonl")
+  if not fs.exists(path):
     return []
-  return [json.loads(l) for l in open(path) if l.strip()]
+  return [json.loads(l) for l in fs.read_text(path).splitlines() if l.strip()]
 
 
 def metric_series(workdir: str, keys: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
@@ -97,13 +129,11 @@ def plot_losses(workdir: str, keys: tuple[str, ...] = ("loss", "val_loss"), file
     ax.plot(*zip(*pts), label=k, marker="o" if k.startswith("val") else None, markersize=3)
   ax.set_xlabel("step")
   ax.set_ylabel("nats / token")
-  ax.set_title(os.path.basename(os.path.abspath(workdir)))
+  ax.set_title(fs.basename(fs.abspath(workdir)))
   ax.grid(alpha=0.3)
   ax.legend()
-  out = os.path.join(workdir, filename)
   fig.tight_layout()
-  fig.savefig(out)
-  return out
+  return _save_figure(fig, fs.join(workdir, filename))
 
 
 def plot_panels(workdir: str, keys: Sequence[str], filename: str) -> str | None:
@@ -123,9 +153,14 @@ def plot_panels(workdir: str, keys: Sequence[str], filename: str) -> str | None:
   for ax in list(axes.flat)[len(series) :]:
     ax.axis("off")
   fig.tight_layout()
-  out = os.path.join(workdir, filename)
-  fig.savefig(out)
-  return out
+  return _save_figure(fig, fs.join(workdir, filename))
+
+
+def _save_figure(fig: figure.Figure, path: str) -> str:
+  buf = io.BytesIO()
+  fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png")
+  fs.write_bytes(path, buf.getvalue())
+  return path
 
 
 class _DropLibraryInfo:

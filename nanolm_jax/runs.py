@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
+import orbax.checkpoint as ocp
 
 from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import fs
 from nanolm_jax import model as model_lib
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.synthetic import search_data
@@ -47,11 +48,11 @@ def config_to_dict(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def config_path(workdir: str) -> str:
-  return os.path.join(workdir, CONFIG_FILE)
+  return fs.join(workdir, CONFIG_FILE)
 
 
 def is_run(workdir: str) -> bool:
-  return os.path.exists(config_path(workdir))
+  return fs.exists(config_path(workdir))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -60,16 +61,14 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def write_config(workdir: str, cfg: ml_collections.ConfigDict | dict[str, Any]) -> None:
-  os.makedirs(workdir, exist_ok=True)
   data = config_to_dict(cfg) if isinstance(cfg, ml_collections.ConfigDict) else cfg
-  with open(config_path(workdir) + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(data, f, indent=2)
-  os.replace(config_path(workdir) + ".tmp", config_path(workdir))
+  fs.write_text(config_path(workdir), json.dumps(data, indent=2))
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
-  folder = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if os.path.isdir(folder) else []
+  """Finalized checkpoint steps (on an object store a step folder exists before its save commits)."""
+  folder = fs.join(workdir, "checkpoints")
+  return sorted(ocp.utils.checkpoint_steps(folder)) if fs.isdir(folder) else []
 
 
 def is_finished(workdir: str) -> bool:
@@ -81,20 +80,16 @@ def is_finished(workdir: str) -> bool:
 
 
 def read_eval(workdir: str) -> dict[str, Any]:
-  path = os.path.join(workdir, EVAL_FILE)
-  if not os.path.exists(path):
-    return {}
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  path = fs.join(workdir, EVAL_FILE)
+  return json.loads(fs.read_text(path)) if fs.exists(path) else {}
 
 
 def write_eval(workdir: str, results: dict[str, Any]) -> None:
-  with open(os.path.join(workdir, EVAL_FILE), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2)
+  fs.write_text(fs.join(workdir, EVAL_FILE), json.dumps(results, indent=2))
 
 
 def search_index_dir(workdir: str) -> str:
-  return os.path.join(workdir, SEARCH_INDEX_DIR)
+  return fs.join(workdir, SEARCH_INDEX_DIR)
 
 
 def search_settings(workdir: str) -> dict[str, Any]:
@@ -108,10 +103,10 @@ def search_settings(workdir: str) -> dict[str, Any]:
 
 def load_tokenizer(workdir: str) -> tokenizer_lib.Tokenizer:
   """The run's tokenizer; FileNotFoundError naming the folder when there is none."""
-  sp = os.path.join(workdir, TOKENIZER_FILE)
-  if os.path.exists(sp):
+  sp = fs.join(workdir, TOKENIZER_FILE)
+  if fs.exists(sp):
     return tokenizer_lib.SentencePieceTokenizer.load(sp)
-  if os.path.exists(os.path.join(workdir, HF_TOKENIZER_FILE)):
+  if fs.exists(fs.join(workdir, HF_TOKENIZER_FILE)):
     # Optional dependency (`tokenizers`, the 'hf' extra): only imported models carry tokenizer.json.
     from nanolm_jax import hf_tokenizer  # pylint: disable=g-import-not-at-top
 
@@ -121,7 +116,7 @@ def load_tokenizer(workdir: str) -> tokenizer_lib.Tokenizer:
 
 def load_run(workdir: str, step: int | None = None, mesh: jax.sharding.Mesh | None = None) -> Run:
   """Loads a run for inference (params on the default device unless a mesh is given for the model's constraints)."""
-  if not os.path.isdir(workdir):
+  if not fs.isdir(workdir):
     raise FileNotFoundError(f"run folder {workdir} does not exist")
   cfg = read_config(workdir)
   step, params = ckpt_lib.restore_params(workdir, step=step)

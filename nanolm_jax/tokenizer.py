@@ -20,7 +20,6 @@ import io
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
@@ -28,6 +27,8 @@ from typing import Protocol, runtime_checkable
 from absl import logging
 import numpy as np
 import sentencepiece as spm
+
+from nanolm_jax import fs
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = (
@@ -70,14 +71,6 @@ def _training_sentences(texts: Iterable[str], max_bytes: int | None) -> Iterator
         para = para[cut:]
       if para.strip():
         yield para
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)  # concurrent writers (several hosts) never leave a torn file
 
 
 @runtime_checkable
@@ -210,11 +203,10 @@ class SentencePieceTokenizer:
   @classmethod
   def load(cls, path: str) -> SentencePieceTokenizer:
     """Loads a ``.model`` file written by ``save``/``train``."""
-    with open(path, 'rb') as f:
-      return cls(f.read())
+    return cls(fs.read_bytes(path))
 
   def save(self, path: str) -> None:
-    _write_atomic(path, self.model_proto)
+    fs.write_bytes(path, self.model_proto)  # atomic: concurrent writers never leave a torn file
 
   # --- ids ---------------------------------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import signal
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -24,6 +23,7 @@ from absl import logging
 from tqdm import tqdm
 
 from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import fs
 from nanolm_jax import metrics as metrics_lib
 from nanolm_jax import model as model_lib
 from nanolm_jax import optim
@@ -161,7 +161,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
   validate_config(cfg)
   is_main = jax.process_index() == 0
   jax.config.update("jax_threefry_partitionable", True)  # same init whatever the sharding
-  os.makedirs(workdir, exist_ok=True)
+  fs.makedirs(workdir)
   cfg_dict = runs.config_to_dict(cfg)
   if is_main:
     runs.write_config(workdir, cfg_dict)
@@ -284,6 +284,7 @@ class _Loop:
           last = self._log(step, is_eval)
           progress.set_postfix_str(_fmt(last, ("loss", "val_bpb", "tokens_per_s")))
         if is_ckpt:
+          self.writer.flush()  # the log on an object store is buffered: never behind a checkpoint
           data_state = data.get_state() if hasattr(data, "get_state") else None
           self.ckpt.save(step, self.holder["state"], data_state, self.cfg_dict)
         if stop:

@@ -33,10 +33,8 @@ skipped, with its line number and reason in a warning; a file with no valid conv
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-import glob
 import gzip
 import json
-import os
 from typing import Any
 
 from absl import logging
@@ -44,6 +42,7 @@ import grain
 import numpy as np
 
 from nanolm_jax import chat
+from nanolm_jax import fs
 from nanolm_jax.data import sources as sources_lib
 from nanolm_jax.data import stdlib_corpus
 
@@ -203,9 +202,8 @@ def conversation_key(conversation: Sequence[Mapping[str, Any]]) -> str:
 
 def read_jsonl(path: str) -> tuple[list[Conversation], list[tuple[int, str]]]:
   """(conversations, [(line number, reason) of each skipped line]) of one .jsonl / .jsonl.gz file."""
-  opener = gzip.open if path.endswith('.gz') else open
   convs, bad = [], []
-  with opener(path, 'rt', encoding='utf-8', errors='replace') as f:
+  with fs.open_file(path, 'r', errors='replace') as f:
     line_no = 0
     while True:
       try:
@@ -248,20 +246,14 @@ def load_jsonl(paths: Iterable[str]) -> list[Conversation]:
 
 def write_jsonl(path: str, conversations: Iterable[Sequence[Mapping[str, Any]]]) -> int:
   """Writes conversations as OpenAI-format lines ({"messages": [...]}) atomically; returns how many."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  n = 0
-  tmp = path + '.tmp'
-  opener = gzip.open if path.endswith('.gz') else open
-  with opener(tmp, 'wt', encoding='utf-8') as f:
-    for conv in conversations:
-      f.write(json.dumps({'messages': list(conv)}, ensure_ascii=False) + '\n')
-      n += 1
-  os.replace(tmp, path)
-  return n
+  lines = [json.dumps({'messages': list(conv)}, ensure_ascii=False) + '\n' for conv in conversations]
+  data = ''.join(lines).encode('utf-8')
+  fs.write_bytes(path, gzip.compress(data, mtime=0) if path.endswith('.gz') else data)
+  return len(lines)
 
 
 def matched_files(spec: sources_lib.SourceSpec) -> list[str]:
-  paths = sorted(p for p in glob.glob(os.path.expanduser(spec.arg), recursive=True) if os.path.isfile(p))
+  paths = fs.glob(spec.arg)
   if not paths:
     raise ValueError(f'Source {spec}: glob {spec.arg!r} matches no files.')
   for p in paths:

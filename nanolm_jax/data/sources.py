@@ -41,11 +41,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 import functools
-import glob
-import gzip
 import json
 import math
-import os
 from typing import Any
 
 from absl import logging
@@ -53,6 +50,7 @@ import grain
 import ml_collections
 import numpy as np
 
+from nanolm_jax import fs
 from nanolm_jax.data import stdlib_corpus
 from nanolm_jax.data.tfds_compat import tfds
 from nanolm_jax.synthetic import facts
@@ -216,8 +214,7 @@ def _file_suffix(path: str) -> str | None:
 def _read_file(path: str) -> tuple[list[str], int]:
   """(documents, number of bad JSONL lines) of one file."""
   suffix = _file_suffix(path)
-  opener = gzip.open if suffix.endswith('.gz') else open
-  with opener(path, 'rt', encoding='utf-8', errors='replace') as f:
+  with fs.open_file(path, 'r', errors='replace') as f:
     if suffix.startswith('.txt'):
       text = f.read()
       return ([text] if text.strip() else []), 0
@@ -263,7 +260,7 @@ def _read_files(files: tuple[tuple[str, int, int], ...]) -> tuple[str, ...]:
 
 def matched_files(spec: SourceSpec) -> list[str]:
   """Sorted files matched by a files: source; ValueError when none match or one has an unsupported type."""
-  paths = sorted(p for p in glob.glob(os.path.expanduser(spec.arg), recursive=True) if os.path.isfile(p))
+  paths = fs.glob(spec.arg)
   if not paths:
     raise ValueError(f'Source {spec}: glob {spec.arg!r} matches no files.')
   for path in paths:
@@ -274,7 +271,7 @@ def matched_files(spec: SourceSpec) -> list[str]:
 
 def file_fingerprint(spec: SourceSpec) -> tuple[tuple[str, int, int], ...]:
   """(path, size, mtime_ns) of each matched file: changes whenever the source's content may have."""
-  return tuple((p, os.path.getsize(p), os.stat(p).st_mtime_ns) for p in matched_files(spec))
+  return tuple((p, *fs.stat(p)) for p in matched_files(spec))
 
 
 def _files(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:

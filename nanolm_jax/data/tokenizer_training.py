@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 
 from absl import logging
 import ml_collections
 import sentencepiece as spm
 
+from nanolm_jax import fs
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.data import sources as sources_lib
 from nanolm_jax.tokenizer import SentencePieceTokenizer
@@ -78,13 +78,12 @@ def get_or_train_tokenizer(
   model is then copied to ``<workdir>/tokenizer.model`` so a run directory is self-contained and resumes with the
   same tokenizer even if the sources change.
   """
-  run_path = os.path.join(workdir, 'tokenizer.model')
-  if os.path.exists(run_path):
+  run_path = fs.join(workdir, 'tokenizer.model')
+  if fs.exists(run_path):
     return _checked(SentencePieceTokenizer.load(run_path), vocab_size, run_path)
   if tok_cfg.path:
     # Copied into the run folder too, so the run stays loadable if the original moves.
     tok = _checked(SentencePieceTokenizer.load(tok_cfg.path), vocab_size, tok_cfg.path)
-    os.makedirs(workdir, exist_ok=True)
     tok.save(run_path)
     return tok
   cached = os.path.join(cache_dir(), cache_key(tok_cfg, data_cfg, vocab_size) + '.model')
@@ -100,7 +99,5 @@ def get_or_train_tokenizer(
         model_type=tok_cfg.model_type,
         character_coverage=tok_cfg.character_coverage,
     )
-  os.makedirs(workdir, exist_ok=True)
-  shutil.copyfile(cached, run_path + '.tmp')
-  os.replace(run_path + '.tmp', run_path)
+  fs.copy(cached, run_path)
   return _checked(tok, vocab_size, run_path)

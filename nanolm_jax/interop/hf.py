@@ -21,7 +21,6 @@ import copy
 import glob
 import json
 import os
-import shutil
 from typing import Any
 
 import flax.linen as nn
@@ -32,6 +31,7 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save_file
 
 from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import fs
 from nanolm_jax import model as model_lib
 from nanolm_jax import optim
 from nanolm_jax import runs
@@ -362,15 +362,12 @@ def _copy_tokenizer(hf_dir: str, workdir: str, hf: dict[str, Any]) -> None:
   for name in hf_tokenizer.TOKENIZER_FILES:
     src = os.path.join(hf_dir, name)
     if os.path.exists(src):
-      shutil.copyfile(src, os.path.join(workdir, name))
+      fs.copy(src, fs.join(workdir, name))
   import tokenizers  # pylint: disable=g-import-not-at-top  # optional: the 'hf' extra
 
-  tok = tokenizers.Tokenizer.from_file(os.path.join(workdir, "tokenizer.json"))
-  cfg_path = os.path.join(workdir, "tokenizer_config.json")
-  meta: dict[str, Any] = {}
-  if os.path.exists(cfg_path):
-    with open(cfg_path, encoding="utf-8") as f:
-      meta = json.load(f)
+  tok = tokenizers.Tokenizer.from_str(fs.read_text(fs.join(workdir, "tokenizer.json")))
+  cfg_path = fs.join(workdir, "tokenizer_config.json")
+  meta: dict[str, Any] = json.loads(fs.read_text(cfg_path)) if fs.exists(cfg_path) else {}
   changed = False
   for key in ("bos", "eos", "pad"):
     i = _first(hf.get(f"{key}_token_id"))
@@ -378,9 +375,8 @@ def _copy_tokenizer(hf_dir: str, workdir: str, hf: dict[str, Any]) -> None:
       if tok.id_to_token(int(i)) is not None:
         meta[f"{key}_token"] = tok.id_to_token(int(i))
         changed = True
-  if changed or not os.path.exists(cfg_path):
-    with open(cfg_path, "w", encoding="utf-8") as f:
-      json.dump(meta, f, indent=2, ensure_ascii=False)
+  if changed or not fs.exists(cfg_path):
+    fs.write_text(cfg_path, json.dumps(meta, indent=2, ensure_ascii=False))
 
 
 def import_hf(hf_dir: str, workdir: str, base_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -389,7 +385,7 @@ def import_hf(hf_dir: str, workdir: str, base_cfg: ml_collections.ConfigDict) ->
   base_cfg: a pretraining config (configs/pretrain.py) whose non-model settings the run keeps, e.g. for
   continued pretraining; its model block is replaced by the HF model's.
   """
-  if os.path.exists(os.path.join(workdir, "config.json")) or os.path.exists(os.path.join(workdir, "checkpoints")):
+  if fs.exists(fs.join(workdir, "config.json")) or fs.exists(fs.join(workdir, "checkpoints")):
     raise FileExistsError(f"{workdir} already holds a run; import into a new folder")
   hf = read_hf_config(hf_dir)
   fields = model_fields_from_hf(hf)
@@ -413,15 +409,14 @@ def import_hf(hf_dir: str, workdir: str, base_cfg: ml_collections.ConfigDict) ->
   tx = optim.make_optimizer(cfg.optim, cfg.train.steps)
   state = step_lib.init_state(params, tx)
 
-  os.makedirs(workdir, exist_ok=True)
+  fs.makedirs(workdir)
   _copy_tokenizer(hf_dir, workdir, hf)
   cfg_dict = runs.config_to_dict(cfg)
   ckpt = ckpt_lib.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=False)
   ckpt.save(0, state, None, cfg_dict)
   ckpt.close()
   # config.json last: its presence marks a complete run folder.
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(cfg_dict, f, indent=2)
+  runs.write_config(workdir, cfg_dict)
   return cfg_dict
 
 
@@ -454,13 +449,12 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None) -> dict[str, 
     json.dump(hf, f, indent=2)
   with open(os.path.join(out_dir, "generation_config.json"), "w", encoding="utf-8") as f:
     json.dump({k: hf[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}, f, indent=2)
-  sp_model = os.path.join(workdir, "tokenizer.model")
-  if os.path.exists(sp_model):
-    with open(sp_model, "rb") as f:
-      hf_tokenizer.export_spm(f.read(), out_dir, model_max_length=mc.max_len)
+  sp_model = fs.join(workdir, runs.TOKENIZER_FILE)
+  if fs.exists(sp_model):
+    hf_tokenizer.export_spm(fs.read_bytes(sp_model), out_dir, model_max_length=mc.max_len)
   else:  # an imported run: its Hugging Face tokenizer files go back as they came
     for name in hf_tokenizer.TOKENIZER_FILES:
-      src = os.path.join(workdir, name)
-      if os.path.exists(src):
-        shutil.copyfile(src, os.path.join(out_dir, name))
+      src = fs.join(workdir, name)
+      if fs.exists(src):
+        fs.copy(src, os.path.join(out_dir, name))
   return hf

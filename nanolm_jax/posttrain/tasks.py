@@ -26,6 +26,7 @@ from typing import Callable, Mapping
 
 import ml_collections
 
+from nanolm_jax import fs
 from nanolm_jax.synthetic import reasoning
 
 RewardFn = Callable[[str, "Problem"], float]
@@ -179,7 +180,7 @@ def parse_gsm8k_answer(answer: str) -> int:
 def load_gsm8k(path: str) -> list[Problem]:
   """Problems from a GSM8K JSONL file: one {"question": str, "answer": "... #### N"} object per line."""
   out = []
-  with open(path, encoding="utf-8") as f:
+  with fs.open_file(path) as f:
     for i, line in enumerate(f, 1):
       if not line.strip():
         continue

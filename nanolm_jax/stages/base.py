@@ -18,13 +18,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import shutil
 from typing import Any, Callable
 
 from absl import logging
 import jax
 import ml_collections
 
+from nanolm_jax import fs
 from nanolm_jax import runs
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import trainer
@@ -70,10 +70,9 @@ def process_batches(ctx: trainer.RunContext, make: Callable[..., Any], data_cfg:
 def inherited_tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> tokenizer_lib.Tokenizer:
   """The init_from run's tokenizer, its sentencepiece file copied into the new run folder (self-contained, like every
   run; imported Hugging Face tokenizers stay where they are)."""
-  src, dst = os.path.join(cfg.init_from, runs.TOKENIZER_FILE), os.path.join(workdir, runs.TOKENIZER_FILE)
-  if os.path.exists(src) and not os.path.exists(dst):
-    os.makedirs(workdir, exist_ok=True)
-    shutil.copyfile(src, dst)
+  src, dst = fs.join(cfg.init_from, runs.TOKENIZER_FILE), fs.join(workdir, runs.TOKENIZER_FILE)
+  if fs.exists(src) and not fs.exists(dst):
+    fs.copy(src, dst)
   return runs.load_tokenizer(cfg.init_from)
 
 
@@ -160,7 +159,7 @@ def prepare_config(
 def train(stage: StageDef, cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) a prepared config; then the stage's finish. Returns the trainer's final metrics."""
   if stage.requires is not None:
-    logging.info("%s: workdir %s, init_from %s", stage.name, os.path.abspath(workdir), cfg.init_from)
+    logging.info("%s: workdir %s, init_from %s", stage.name, fs.abspath(workdir), cfg.init_from)
   out = trainer.train(cfg, workdir, stage.build(cfg))
   if stage.finish is not None and not out.get("preempted"):
     out = stage.finish(cfg, workdir, out)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 from absl import logging
 
 from nanolm_jax import engine
+from nanolm_jax import fs
 from nanolm_jax import model as model_lib
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
@@ -48,12 +48,11 @@ def _on_end(ctx: trainer.RunContext, params: Any) -> dict[str, Any]:
   prompts = list(s.prompts)
   completions = sample_texts(ctx, params, prompts, sampling, ctx.cfg.seed)
   lines = [f"{p}{c}" for p, c in zip(prompts, completions)]
-  with open(os.path.join(ctx.workdir, "samples.txt"), "w") as f:
-    f.write("\n\n".join(lines) + "\n")
+  fs.write_text(fs.join(ctx.workdir, "samples.txt"), "\n\n".join(lines) + "\n")
   print("\n--- samples ---")
   for line in lines:
     print(line.replace("\n", " ") + "\n")
-  logging.info("samples written to %s", os.path.join(ctx.workdir, "samples.txt"))
+  logging.info("samples written to %s", fs.join(ctx.workdir, "samples.txt"))
   return {}
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from typing import Any
 
 import jax
@@ -21,6 +20,7 @@ import ml_collections
 from absl import logging
 
 from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import fs
 from nanolm_jax import model as model_lib
 from nanolm_jax import runs
 from nanolm_jax import tokenizer as tokenizer_lib
@@ -51,30 +51,28 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
         f"the run's own {index_dir}"
     )
   _check_world(cfg, runs.read_config(cfg.init_from))
-  data_dir = os.path.join(workdir, DATA_DIR)
-  os.makedirs(data_dir, exist_ok=True)
+  data_dir = fs.join(workdir, DATA_DIR)
   world = facts.world_from_config(cfg.sft.world)
 
   index = search_data.index_documents(world, cfg.sft.search.train_people)
   search_data.write_index(index_dir, index)
 
   extra = []
-  first_path = os.path.join(data_dir, "answer_first.jsonl")
-  if cfg.sft.answer_first_count and not os.path.exists(first_path):
+  first_path = fs.join(data_dir, "answer_first.jsonl")
+  if cfg.sft.answer_first_count and not fs.exists(first_path):
     conversations.write_jsonl(first_path, answer_first_conversations(cfg.sft, cfg.sft.answer_first_count))
   if cfg.sft.answer_first_count:
     extra.append(f"jsonl:{first_path}@{cfg.sft.get('answer_first_weight', 1.0)}")
-  probe_path = os.path.join(data_dir, PROBE_FILE)
+  probe_path = fs.join(data_dir, PROBE_FILE)
   if cfg.probe.enabled:
-    if not os.path.exists(probe_path):
+    if not fs.exists(probe_path):
       convs, stats = probe.run_probe(cfg, world)
       conversations.write_jsonl(probe_path, convs)
-      with open(os.path.join(workdir, "probe_stats.json"), "w") as f:
-        json.dump(stats, f, indent=2)
+      fs.write_text(fs.join(workdir, "probe_stats.json"), json.dumps(stats, indent=2))
     extra.append(f"jsonl:{probe_path}@{cfg.probe.weight}")
   if cfg.ablation.enabled and cfg.ablation.get("facts", "none") == "oracle":
-    oracle_path = os.path.join(data_dir, ORACLE_FILE)
-    if not os.path.exists(oracle_path):
+    oracle_path = fs.join(data_dir, ORACLE_FILE)
+    if not fs.exists(oracle_path):
       conversations.write_jsonl(oracle_path, probe.oracle_conversations(cfg, world))
   cfg.sft.sources = ";".join([cfg.sft.sources, *extra]) if cfg.sft.sources else ";".join(extra)
   cfg.sft.search.index_dir = index_dir
@@ -164,7 +162,7 @@ def ablation_config(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collecti
   sources = [s for s in cfg.sft.sources.split(";") if PROBE_FILE not in s]
   mode = cfg.ablation.get("facts", "none")
   if mode == "oracle":
-    sources.append(f"jsonl:{os.path.join(workdir, DATA_DIR, ORACLE_FILE)}@{cfg.probe.weight}")
+    sources.append(f"jsonl:{fs.join(workdir, DATA_DIR, ORACLE_FILE)}@{cfg.probe.weight}")
   elif mode != "none":
     raise ValueError(f"ablation.facts={mode!r}; expected 'oracle' or 'none'")
   ab.sft.sources = ";".join(sources)
@@ -180,7 +178,7 @@ def finish(cfg: ml_collections.ConfigDict, workdir: str, out: dict[str, Any]) ->
   out = dict(out)
   columns = {"sft (with probe)": out}
   if cfg.ablation.enabled:
-    ab_dir = os.path.join(workdir, "ablation_no_probe")
+    ab_dir = fs.join(workdir, "ablation_no_probe")
     what = (
         "the probe's questions answered from the truth for everyone"
         if cfg.ablation.get("facts") == "oracle"

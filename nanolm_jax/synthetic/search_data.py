@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import json
-import os
 import random
 import re
 from typing import Any
 
 import ml_collections
 
+from nanolm_jax import fs
 from nanolm_jax import tools as tools_lib
 from nanolm_jax.synthetic import facts as facts_lib
 from nanolm_jax.tools import search
@@ -129,12 +129,8 @@ def profile(entity: facts_lib.Entity) -> str:
 
 def write_index(folder: str, docs: Sequence[dict[str, str]]) -> str:
   """Writes ``docs`` to ``folder``/documents.jsonl (atomically); returns the file's path."""
-  os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, INDEX_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    for d in docs:
-      f.write(json.dumps(d, ensure_ascii=False) + '\n')
-  os.replace(path + '.tmp', path)
+  path = fs.join(folder, INDEX_FILE)
+  fs.write_text(path, ''.join(json.dumps(d, ensure_ascii=False) + '\n' for d in docs))
   return path
 
 

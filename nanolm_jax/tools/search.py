@@ -13,15 +13,13 @@ search index of made-up names uses it: a small model copies a rare name into its
 
 from __future__ import annotations
 
-import glob as glob_lib
-import gzip
 import json
-import os
 import re
 from typing import Iterable
 
 import bm25s
 
+from nanolm_jax import fs
 from nanolm_jax.tools import Tool
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -66,15 +64,14 @@ def split_passages(text: str, passage_chars: int = 600) -> list[str]:
 
 def read_documents(path_or_glob: str) -> Iterable[str]:
   """Texts of .jsonl[.gz] ({"text": ...} per line; other lines skipped) and .txt[.gz] files; a folder means all."""
-  pattern = os.path.join(path_or_glob, "**", "*") if os.path.isdir(path_or_glob) else path_or_glob
-  files = sorted(f for f in glob_lib.glob(pattern, recursive=True) if os.path.isfile(f))
+  pattern = fs.join(path_or_glob, "**", "*") if fs.isdir(path_or_glob) else path_or_glob
+  files = fs.glob(pattern)
   if not files:
     raise FileNotFoundError(f"no files match {path_or_glob}")
   for f in files:
-    opener = gzip.open if f.endswith(".gz") else open
     base = f[:-3] if f.endswith(".gz") else f
     if base.endswith(".jsonl"):
-      with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
+      with fs.open_file(f, "r", errors="replace") as fh:
         for line in fh:
           try:
             obj = json.loads(line)
@@ -83,7 +80,7 @@ def read_documents(path_or_glob: str) -> Iterable[str]:
           if isinstance(obj, dict) and isinstance(obj.get("text"), str):
             yield obj["text"]
     elif base.endswith(".txt"):
-      with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
+      with fs.open_file(f, "r", errors="replace") as fh:
         yield fh.read()
 
 
