@@ -10,7 +10,8 @@ r"""Cloud TPU VMs for nanolm_jax: get a slice, pin the code on every worker, run
   python -m launch.tpu_vm stop   --name=nano --zone=us-east5-a --run_name=gpt2      # SIGTERM: the trainer saves
   python -m launch.tpu_vm delete --name=nano --zone=us-east5-a [--queued]
 
-Every command takes --dry_run: it prints each gcloud command (shell-quoted, one per line) instead of running it.
+Every command takes --dry_run: it prints each gcloud command (shell-quoted, one per line) instead of running it;
+the scripts sent to the workers with `tpu-vm ssh --command` are one line of bash each for that reason.
 
 - create: `tpu-vm create`, or with --queued a queued resource (`queued-resources create QR --node-id=NAME`), the way
   v5p / v6e capacity is usually obtained; the runtime image follows the TPU generation unless --version is given.
@@ -71,7 +72,12 @@ _QR_ID = flags.DEFINE_string("qr_id", "", "Queued resource id (default: --name).
 _PROV = flags.DEFINE_enum("provisioning", "on_demand", list(PROVISIONING), "Provisioning model for create.")
 _VALID_UNTIL = flags.DEFINE_string("valid_until", "", "Queued: give up if not provisioned within this (e.g. 6h).")
 _REPO = flags.DEFINE_string("repo", "", "Git URL the workers clone (default: this checkout's origin).")
-_REF = flags.DEFINE_string("ref", "", "Commit, branch or tag to pin (default: this checkout's HEAD commit).")
+_REF = flags.DEFINE_string(
+    "ref",
+    "",
+    "Commit, branch or tag to pin (default: this checkout's HEAD); a name is resolved here, once, with "
+    "`git ls-remote REPO REF` (also under --dry_run), so every worker gets the same commit.",
+)
 _PYTHON = flags.DEFINE_string("python", "3.12", "Python version of the workers' uv venv (nanolm_jax needs >= 3.11).")
 _RUN_NAME_FLAG = flags.DEFINE_string("run_name", "", "Run name (default for run: the basename of --workdir).")
 _LOG_DIR = flags.DEFINE_string("gcs_logs", "", "gs:// folder for log copies (default: <workdir>/logs).")
@@ -351,6 +357,8 @@ def resolve_ref(repo: str, ref: str) -> str:
     return ref
   if not ref:
     sha = _git("rev-parse", "HEAD")
+    if not sha:
+      raise LaunchError("--ref is required (launch/ is not in a git checkout to take HEAD from)")
     if _git("status", "--porcelain", "--untracked-files=no"):
       print(f"warning: this checkout has uncommitted changes; the workers get {sha[:12]} without them", file=sys.stderr)
     return sha
