@@ -363,10 +363,13 @@ def resolve_ref(repo: str, ref: str) -> str:
       print(f"warning: this checkout has uncommitted changes; the workers get {sha[:12]} without them", file=sys.stderr)
     return sha
   p = subprocess.run(["git", "ls-remote", repo, ref, f"{ref}^{{}}"], capture_output=True, text=True, check=False)
-  shas = [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
-  if p.returncode != 0 or not shas:
-    raise LaunchError(f"--ref={ref!r} is not a branch or tag of {repo} ({p.stderr.strip() or 'no match'})")
-  return shas[-1]  # an annotated tag's peeled commit (^{}) sorts last
+  refs = {name: sha for sha, name in (line.split("\t", 1) for line in p.stdout.splitlines() if "\t" in line)}
+  # Patterns match any ref ending in /REF (refs/heads/feature/main for "main"): take exact names only; a tag's
+  # peeled entry (^{}) is its commit, where the tag itself may be an annotated-tag object.
+  for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", f"{ref}^{{}}", ref):
+    if name in refs:
+      return refs[name]
+  raise LaunchError(f"--ref={ref!r} is not a branch or tag of {repo} ({p.stderr.strip() or 'no such ref'})")
 
 
 def workdir_of(command: list[str]) -> str:
@@ -459,10 +462,12 @@ def main(argv):
     return
   if cmd == "wait":
     return wait_active(cmds[0], _TIMEOUT_S.value, _POLL_S.value)
+  failed = 0
   for c in cmds:
-    rc = subprocess.run(c, check=False).returncode
-    if rc and cmd != "status":  # status: the ssh part still runs when the describe fails
-      sys.exit(rc)
+    failed = failed or subprocess.run(c, check=False).returncode
+    if failed and cmd != "status":  # status: the workers' part still runs when the describe fails
+      break
+  sys.exit(failed)
 
 
 if __name__ == "__main__":

@@ -251,8 +251,13 @@ def test_setup_puts_every_worker_on_one_commit(tmp_path):
   origin.mkdir()
   _git(origin, "init", "-q", "-b", "main")
   old = _commit(origin, "old")
+  _git(origin, "checkout", "-q", "-b", "topic/main")  # a branch whose name also ends in "main"
+  side = _commit(origin, "side")
+  _git(origin, "-c", "user.name=t", "-c", "user.email=t@t", "tag", "-a", "v1", "-m", "v1")  # annotated: peeled
+  _git(origin, "checkout", "-q", "main")
   new = _commit(origin, "new")
   assert tpu_vm.resolve_ref(str(origin), "main") == new and tpu_vm.resolve_ref(str(origin), old) == old
+  assert tpu_vm.resolve_ref(str(origin), "v1") == side == tpu_vm.resolve_ref(str(origin), "topic/main")
   with pytest.raises(tpu_vm.LaunchError, match="not a branch or tag"):
     tpu_vm.resolve_ref(str(origin), "no-such-branch")
   # No network on the fake workers: pip/uv do nothing, the venv's python answers the setup's checks.
