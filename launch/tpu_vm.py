@@ -420,6 +420,8 @@ def plan(cmd: str, argv_tail: list[str]) -> list[list[str]]:
       raise LaunchError("--repo is required (this checkout has no origin remote to default to)")
     return [ssh_cmd(*target, setup_script(repo, resolve_ref(repo, _REF.value), _PYTHON.value))]
   if cmd == "run":
+    if not argv_tail:
+      raise LaunchError("run needs the command after --, e.g. -- python -m experiments.pretrain --workdir=gs://B/x")
     run, dest = run_plan(argv_tail, _RUN_NAME_FLAG.value, _LOG_DIR.value)
     cmds = [ssh_cmd(*target, run_script(run, argv_tail, dest, _SYNC_S.value))]
     return cmds + ([ssh_cmd(*target, wait_run_script(run))] if _WAIT.value else [])

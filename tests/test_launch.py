@@ -187,7 +187,9 @@ def test_cli_dry_run_prints_one_documented_command_per_line():
   p = _cli("create", "--zone=z", "--dry_run")
   assert p.returncode == 2 and "--name is required" in p.stderr and not p.stdout
   p = _cli("run", "--name=n", "--zone=z", "--dry_run")
-  assert p.returncode == 2 and "run needs --run_name" in p.stderr
+  assert p.returncode == 2 and "run needs the command after --" in p.stderr
+  p = _cli("setup", "--name=n", "--zone=z", "--dry_run", "--", "python")
+  assert p.returncode == 2 and "setup takes no command after --" in p.stderr
   p = _cli("frobnicate", "--name=n")
   assert p.returncode != 0 and "'frobnicate'" in p.stderr
 
