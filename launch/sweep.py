@@ -20,7 +20,7 @@ from absl import app
 from absl import flags
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Python file with get_sweep() -> (base 'file.py:preset', [overrides]).")
-_TARGET = flags.DEFINE_enum("target", "local", ["local", "tpu"], "Run here, or on a Cloud TPU VM via tpu_vm.sh.")
+_TARGET = flags.DEFINE_enum("target", "local", ["local", "tpu"], "Run here, or on a Cloud TPU VM (launch.tpu_vm).")
 _ENTRY = flags.DEFINE_string("entrypoint", "experiments.pretrain", "Module to run for each point.")
 _ROOT = flags.DEFINE_string("workdir_root", "runs/sweeps", "Each run goes to <root>/<sweep>/<point name>.")
 _NAME = flags.DEFINE_string("name", "", "TPU VM name (target=tpu).")
@@ -65,8 +65,9 @@ def commands(base: str, overrides: list[dict[str, Any]], sweep_name: str) -> lis
     args = ["python", "-m", _ENTRY.value, f"--config={base}", f"--workdir={workdir}"]
     args += [f"--config.{k}={v}" for k, v in point.items()]
     if _TARGET.value == "tpu":
-      here = os.path.dirname(os.path.abspath(__file__))
-      args = [os.path.join(here, "tpu_vm.sh"), "run", f"--name={_NAME.value}", f"--zone={_ZONE.value}", "--", *args]
+      # Detached on every worker with logs in <workdir>/logs; --wait blocks until it ends, so points run in turn.
+      tpu = ["python", "-m", "launch.tpu_vm", "run", f"--name={_NAME.value}", f"--zone={_ZONE.value}"]
+      args = [*tpu, f"--run_name={sweep_name}-{len(out)}", "--wait", "--", *args]
     out.append(args)
   return out
 
