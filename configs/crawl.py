@@ -62,6 +62,7 @@ def build_config(preset: str, stages_cfg: ml_collections.ConfigDict) -> ml_colle
     # Common Crawl is not on gs://; its listing's lines are relative to https://data.commoncrawl.org/ (from AWS
     # us-east-1: --config.input.base=s3://commoncrawl/ with AWS credentials).
     c.input.glob = "https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-10/warc.paths.gz"
+    c.read.open_retries = 60  # Common Crawl's "503 Slow Down": retry politely, once a second, for up to a minute
     c.output.dir = "gs://YOUR_BUCKET/crawl/CC-MAIN-2024-10"
     c.output.num_shards = 1024
     c.runner.name = "beam"

@@ -46,7 +46,9 @@ def _inputs(cfg) -> tuple[list[str] | str, str]:
   if spec:
     i = cfg.input
     try:
-      found = inputs_lib.find_inputs(spec, i.base, i.start, i.num_files, cfg.read.get("storage_options"))
+      found = inputs_lib.find_inputs(
+          spec, i.base, i.start, i.num_files, cfg.read.get("storage_options"), cfg.read.get("open_retries", 0)
+      )
     except ValueError as exc:
       raise app.UsageError(str(exc)) from exc
     if isinstance(found, str):

@@ -98,7 +98,17 @@ def test_commoncrawl_preset_points_at_common_crawl():
     assert flag in cfg.runner.beam_options
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _Handler(http.server.SimpleHTTPRequestHandler):
+  """Serves files; answers "503 Slow Down" to the next ``slow_down[path]`` GETs of a path, as Common Crawl may."""
+
+  slow_down: dict[str, int] = {}
+
+  def do_GET(self):
+    if self.slow_down.get(self.path, 0) > 0:
+      self.slow_down[self.path] -= 1
+      self.send_error(503, "Slow Down")
+      return
+    super().do_GET()
 
   def log_message(self, *args):  # keep pytest's output clean
     pass
@@ -108,7 +118,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def server(mirror):
   """A plain HTTP server on 127.0.0.1 over the mirror (it ignores Range headers, as a simple server may)."""
   pytest.importorskip("aiohttp", reason="fsspec's http:// needs aiohttp (pip install -e '.[commoncrawl]')")
-  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=mirror[0]))
+  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=mirror[0]))
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
   thread.start()
   yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -133,6 +143,23 @@ def test_crawl_over_http_matches_the_local_files(mirror, server, tmp_path):
   assert drop_run(over_http) == drop_run(local) and over_http["kept"] > 0
   missing = [r.reason for r in warc.read_warc(f"{server}/{_CC}/nope.warc.gz", _cfg().read)]
   assert missing == ["read:io_error"]  # a 404 is one errored record, not a crash
+
+
+def test_slow_down_answers_are_retried(mirror, server):
+  """A 503 at open is retried (open_retries, retry_wait_s apart); past the retries the file is one errored record."""
+  root, _, lines = mirror
+  want = [r.reason or r.doc.id for r in warc.read_warc(os.path.join(root, lines[0]), _cfg().read)]
+  cfg = _cfg().read
+  cfg.retry_wait_s = 0.01
+  for retries, got_all in ((1, False), (2, True)):
+    cfg.open_retries = retries
+    _Handler.slow_down["/" + lines[0]] = 2
+    got = [(r.error, r.reason or r.doc.id) for r in warc.read_warc(f"{server}/{lines[0]}", cfg)]
+    assert _Handler.slow_down["/" + lines[0]] == 0
+    if got_all:
+      assert [g for _, g in got] == want and not any(e for e, _ in got)
+    else:
+      assert len(got) == 1 and got[0][0] and got[0][1].startswith("read:")
 
 
 @pytest.mark.slow

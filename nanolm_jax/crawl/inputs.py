@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
+import time
 import urllib.parse
 from typing import IO, Any, Mapping, Sequence
 
@@ -38,13 +39,33 @@ def storage_kwargs(path: str, storage_options: Mapping[str, Any] | None) -> dict
   return dict(opts.to_dict() if hasattr(opts, "to_dict") else opts)
 
 
-def open_path(path: str, storage_options: Mapping[str, Any] | None = None, compression: str | None = None) -> IO[bytes]:
-  """A binary file object (a context manager) for a local path, ``file://``, or any fsspec URL."""
+def open_path(
+    path: str,
+    storage_options: Mapping[str, Any] | None = None,
+    compression: str | None = None,
+    retries: int = 0,
+    retry_wait_s: float = 1.0,
+) -> IO[bytes]:
+  """An open binary file (a context manager) for a local path, ``file://``, or any fsspec URL.
+
+  A remote open that fails for any reason but a missing or forbidden file is tried again up to ``retries`` times,
+  ``retry_wait_s`` apart: Common Crawl answers bursts with "503 Slow Down", and asks for polite retries, about one a
+  second; a file that opens is then read whole in one stream.
+  """
   if not is_remote(path) and compression is None:
     return open(path.removeprefix("file://"), "rb")  # local reads need no fsspec
   import fsspec  # pylint: disable=g-import-not-at-top  # http(s) needs aiohttp, s3 s3fs, gs gcsfs: the extras
 
-  return fsspec.open(path, "rb", compression=compression, **storage_kwargs(path, storage_options))
+  for attempt in range(retries + 1):
+    try:
+      return fsspec.open(path, "rb", compression=compression, **storage_kwargs(path, storage_options)).open()
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+      raise
+    except Exception:  # pylint: disable=broad-except  # HTTP 5xx, resets, timeouts: the backends raise many types
+      if attempt == retries:
+        raise
+      time.sleep(retry_wait_s)
+  raise AssertionError("unreachable")
 
 
 def canonical(path: str) -> str:
@@ -78,11 +99,13 @@ def resolve(line: str, base: str) -> str:
   return os.path.join(canonical(base), line)
 
 
-def read_listing(listing: str, base: str = "", storage_options: Mapping[str, Any] | None = None) -> list[str]:
+def read_listing(
+    listing: str, base: str = "", storage_options: Mapping[str, Any] | None = None, retries: int = 0
+) -> list[str]:
   """The WARC paths of a listing file (plain or .gz; blank lines and ``#`` comments skipped), in listing order."""
   compression = "gzip" if listing.endswith(".gz") else None
   try:
-    with open_path(listing, storage_options, compression) as f:
+    with open_path(listing, storage_options, compression, retries) as f:
       text = f.read().decode("utf-8")
   except (OSError, EOFError, UnicodeDecodeError) as exc:
     raise ValueError(f"Cannot read the WARC listing {listing!r}: {type(exc).__name__}: {exc}") from exc
@@ -106,6 +129,7 @@ def find_inputs(
     start: int = 0,
     num_files: int = 0,
     storage_options: Mapping[str, Any] | None = None,
+    retries: int = 0,
 ) -> list[str] | str:
   """The input files named by ``spec``: a list of paths, or a remote glob left as a string for Beam's MatchFiles.
 
@@ -115,7 +139,7 @@ def find_inputs(
   if not spec:
     raise ValueError("No input given.")
   if spec.endswith(LISTING_SUFFIXES):
-    paths = read_listing(spec, base, storage_options)
+    paths = read_listing(spec, base, storage_options, retries)
     if not paths:
       raise ValueError(f"The WARC listing {spec!r} lists no files.")
   elif is_remote(spec) and any(c in spec for c in _GLOB_CHARS):

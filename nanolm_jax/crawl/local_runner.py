@@ -126,7 +126,9 @@ def _file_key(path: str) -> str:
 
 def fingerprint(cfg: ml_collections.ConfigDict) -> str:
   """Changes whenever a setting that shapes phase 1 does; a finished file with another fingerprint is redone."""
-  parts = {"read": cfg.read.to_dict(), "stages": cfg.stages.to_dict(), "minhash": cfg.dedup.minhash.to_dict()}
+  # How files are fetched (fsspec options, retries) does not change what is read.
+  read = {k: v for k, v in cfg.read.to_dict().items() if k not in ("storage_options", "open_retries", "retry_wait_s")}
+  parts = {"read": read, "stages": cfg.stages.to_dict(), "minhash": cfg.dedup.minhash.to_dict()}
   return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
 
 

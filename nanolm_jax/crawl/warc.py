@@ -43,6 +43,10 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.storage_options = ml_collections.ConfigDict(
       {"http": {"block_size": 0}, "https": {"block_size": 0}, "s3": {"anon": False}}
   )
+  # A remote file that fails to open (HTTP 503 "Slow Down", a reset) is tried again this many times, this far
+  # apart, before it counts as one errored record; a missing file (404) is not retried.
+  cfg.open_retries = 0
+  cfg.retry_wait_s = 1.0
   return cfg
 
 
@@ -182,7 +186,8 @@ def read_warc(path: str, cfg: ml_collections.ConfigDict | None = None) -> Iterat
   warc_file = os.path.basename(path.rstrip("/"))
   allow_arc = ".arc" in warc_file.lower() and ".warc" not in warc_file.lower()
   try:
-    with inputs.open_path(path, cfg.get("storage_options")) as fh:
+    retries, wait = cfg.get("open_retries", 0), cfg.get("retry_wait_s", 1.0)
+    with inputs.open_path(path, cfg.get("storage_options"), None, retries, wait) as fh:
       archive = ArchiveIterator(fh)
       it = iter(archive)
       while True:
