@@ -60,8 +60,10 @@ setup(
             "fastapi>=0.110",
             "uvicorn>=0.29",
         ],
-        # gcp: Dataflow runner and GCS IO for the crawl; gcsfs: fsspec's gs:// for the readers and shard writers.
-        "beam": ["apache-beam[gcp]>=2.60"],
+        # gcp: the Dataflow runner and Beam's GCS IO for the crawl.
+        "beam": ["apache-beam[gcp]>=2.60"],  # gs:// itself (gcsfs) is in the default install
+        # Common Crawl and other remote WARCs through fsspec: https:// (data.commoncrawl.org) needs aiohttp, s3:// s3fs.
+        "commoncrawl": ["aiohttp", "s3fs"],
         # Style and layering checks run by .ci/run (pinned: a formatter upgrade must not fail CI by itself).
         "lint": ["pyink==26.5.1", "ruff==0.17.6", "import-linter==2.17"],
         "bench": ["datasketch"],  # experiments/bench_crawl.py compares MinHash speed with it

@@ -5,9 +5,11 @@ r"""Turns a web crawl (WARC files) into a deduplicated pretraining corpus (gz JS
   python -m experiments.process_crawl --runner=beam                    # same pipeline on Apache Beam, offline
   python -m experiments.process_crawl --config=configs/crawl.py:demo --config.dedup.minhash.num_buckets=20
   python -m experiments.process_crawl --config.output.tfds=True        # also build TFDS dataset crawl_corpus
+  python -m experiments.process_crawl --runner=beam --config.input.num_files=2 \
+    --input=https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-10/warc.paths.gz   # the first 2 Common Crawl WARCs
 
 Train on the result with data.sources='files:<output>/crawl-*.jsonl.gz'. A rerun with the local runner resumes:
-input files already processed are skipped. Dataflow: see nanolm_jax/crawl/beam_runner.py.
+input files already processed are skipped. Dataflow: see the README (Crawl -> corpus) and configs/crawl.py.
 """
 
 import glob
@@ -20,6 +22,7 @@ from ml_collections import config_flags
 
 import configs
 from nanolm_jax.crawl import demo
+from nanolm_jax.crawl import inputs as inputs_lib
 from nanolm_jax.crawl import local_runner
 from nanolm_jax.crawl import report as report_lib
 from nanolm_jax.crawl import writer
@@ -27,21 +30,32 @@ from nanolm_jax.crawl import writer
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(configs.__file__), "crawl.py"), "Crawl config (configs/crawl.py[:PRESET])."
 )
-_INPUT = flags.DEFINE_string("input", None, "Glob of WARC(.gz) files (local or gs://); default: the demo crawl.")
+_INPUT = flags.DEFINE_string(
+    "input",
+    None,
+    "WARC(.gz) files: a local glob, a URL, a remote glob (Beam), or a *.paths(.gz) listing such as Common Crawl's "
+    "warc.paths.gz (see config input.base/start/num_files); default: config input.glob, else the demo crawl.",
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (overrides config output.dir).")
 _RUNNER = flags.DEFINE_enum("runner", None, ["local", "beam"], "Overrides config runner.name.")
 
 
 def _inputs(cfg) -> tuple[list[str] | str, str]:
   """(input paths or a remote glob, a description); with no input, writes the demo crawl once and reuses it."""
-  pattern = _INPUT.value or cfg.input.glob
-  if pattern:
-    if "://" in pattern:
-      return pattern, pattern  # matched by Beam's MatchFiles (gs:// etc.)
-    paths = sorted(glob.glob(os.path.expanduser(pattern)))
-    if not paths:
-      raise app.UsageError(f"--input {pattern!r} matches no files.")
-    return paths, pattern
+  spec = _INPUT.value or cfg.input.glob
+  if spec:
+    i = cfg.input
+    try:
+      found = inputs_lib.find_inputs(
+          spec, i.base, i.start, i.num_files, cfg.read.get("storage_options"), cfg.read.get("open_retries", 0)
+      )
+    except ValueError as exc:
+      raise app.UsageError(str(exc)) from exc
+    if isinstance(found, str):
+      return found, spec  # a remote glob: matched by Beam's MatchFiles on the workers' filesystem (gs:// etc.)
+    paths, repeated = inputs_lib.unique_paths(found)
+    note = f", {repeated} repeated path(s) read once" if repeated else ""
+    return paths, f"{spec} ({len(paths)} files{note})"
   d = cfg.input.demo
   demo_dir = os.path.join(cfg.output.dir, "_demo_warc", f"seed{d.seed}-{d.num_files}x{d.pages_per_file}")
   paths = sorted(glob.glob(os.path.join(demo_dir, "*.warc.gz")))
@@ -68,7 +82,9 @@ def main(argv):
     rep = beam_runner.run(cfg, inputs, out)
   else:
     if isinstance(inputs, str):
-      raise app.UsageError("The local runner reads local files; use --runner=beam for gs:// inputs.")
+      raise app.UsageError(
+          f"The local runner reads a list of files, not the remote glob {inputs!r}: use --runner=beam."
+      )
     rep = local_runner.run(cfg, inputs, out, progress=cfg.runner.progress)
   if rep is None:
     print(f"Done: shards, {report_lib.REPORT_JSON} and {report_lib.FUNNEL_PNG} are in {out}")

@@ -70,6 +70,7 @@ def test_one_and_two_workers_write_identical_output(crawl, tmp_path):
       "read",
       "fake_quality",
       "fake_buggy",
+      "id_dedup",
       "exact_dedup",
       "minhash_dedup",
       "fake_pii",

@@ -1,25 +1,20 @@
 """The crawl pipeline as an Apache Beam pipeline: same stages, same dedup functions, same shards as the local runner.
 
-Graph: file paths (a list, or MatchFiles for gs://) -> ReadAndFilter (read + pre-dedup stages + dedup keys; one
-element per WARC file) -> exact dedup (GroupByKey on the exact key) -> band keys of the exact survivors ->
-GroupByKey per (band, key) -> star edges -> ``cc_rounds`` of large-star/small-star (each a GroupByKey) -> provisional
-labels -> the few edges whose labels still disagree are finished with union-find on one worker -> CoGroupByKey of
-documents with their verdicts -> post-dedup stages (PII) -> shards (GroupByKey on shard index) -> report.
+Graph: file paths (a list, or MatchFiles for a glob) -> ReadAndFilter (read + pre-dedup stages + dedup keys; one
+element per WARC file) -> repeated record ids (GroupByKey on the id; the copy with the smallest (path, row) goes on)
+-> exact dedup (GroupByKey on the exact key) -> band keys of the exact survivors -> GroupByKey per (band, key) -> star
+edges -> ``cc_rounds`` of large-star/small-star (each a GroupByKey) -> provisional labels -> the few edges whose
+labels still disagree are finished with union-find on one worker -> CoGroupByKey of documents with their verdicts ->
+post-dedup stages (PII) -> shards (GroupByKey on shard index) -> report.
 No step holds the corpus on one worker: only the unconverged residue of the components does (empty when converged).
 
 Run on this machine (offline; the in-process FnApiRunner, or ``--direct_num_workers=N`` processes):
 
   python -m experiments.process_crawl --runner=beam --input='/data/warc/*.warc.gz' --output=/tmp/crawl
 
-Run on Google Cloud Dataflow (input, output and temp on GCS; workers install this package from setup.py):
-
-  python -m experiments.process_crawl --config=configs/crawl.py:commoncrawl \\
-    --input='gs://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/*/warc/*.warc.gz' --output=gs://BUCKET/crawl \\
-    --config.runner.beam_options="--runner=DataflowRunner --project=PROJECT --region=us-central1 \\
-      --temp_location=gs://BUCKET/tmp --setup_file=./setup.py --max_num_workers=256"
-
-  ``--requirements_file=requirements.txt`` works instead of ``--setup_file`` when the package is vendored; the
-  workers need apache-beam[gcp], warcio, trafilatura and this package. Reading gs:// WARCs goes through fsspec (gcsfs).
+On Google Cloud Dataflow: ``--config.runner.beam_options`` carries the Beam flags (``--runner=DataflowRunner
+--project --region --temp_location --setup_file --requirements_file``); the README's "Crawl -> corpus" section has
+the full command and the worker requirements.
 """
 
 from __future__ import annotations
@@ -31,18 +26,20 @@ import tempfile
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
+from absl import logging
 import apache_beam as beam
 from apache_beam import pvalue
+import apache_beam.io.fileio  # beam.io.fileio.MatchFiles: `import apache_beam` alone does not load it
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 import ml_collections
 
 from nanolm_jax.crawl import dedup
+from nanolm_jax.crawl import inputs as inputs_lib
 from nanolm_jax.crawl import local_runner
 from nanolm_jax.crawl import report as report_lib
 from nanolm_jax.crawl import writer
-from nanolm_jax.crawl.types import drop, keep
 
 _STATS = "stats"
 _KEYS = "keys"
@@ -72,40 +69,40 @@ class _StagesDoFn(beam.DoFn):
 
 
 class ReadAndFilterFn(_StagesDoFn):
-  """One WARC path -> kept documents (id, doc), dedup keys (tagged 'keys'), and the file's stats (tagged 'stats')."""
+  """One WARC path -> kept documents (id, (pos, doc)), dedup keys (id, (pos, exact, bands)) tagged 'keys', and the
+  file's stats tagged 'stats'. pos = (path, row): the copy of a repeated id with the smallest pos is the one kept,
+  rows counted as the local runner counts them (documents that passed the pre-dedup stages, in file order)."""
 
   def process(self, path: str) -> Iterator[Any]:
     stats = report_lib.Stats()
+    row = 0
     for doc in local_runner.read_file(path, self._cfg.read, stats):
       doc = local_runner.run_stages(doc, self._stages["pre_dedup"], stats)
       if doc is None:
         continue
       exact, bands = local_runner.dedup_keys(doc, self._hasher)
-      yield (doc.id, doc)
-      yield pvalue.TaggedOutput(_KEYS, (doc.id, (exact, tuple(bands.tolist()))))
+      pos = (path, row)
+      row += 1
+      yield (doc.id, (pos, doc))
+      yield pvalue.TaggedOutput(_KEYS, (doc.id, (pos, exact, tuple(bands.tolist()))))
     _count_drops(stats)
     yield pvalue.TaggedOutput(_STATS, stats.to_dict())
 
 
 class PostDedupFn(_StagesDoFn):
-  """(id, {'doc': [doc], 'reason': [reason?]}) -> the dedup verdicts, post-dedup stages, and a kept doc + stats."""
+  """(id, {'doc': [(pos, doc), ...], 'reason': [reason?]}) -> dedup verdicts, post-dedup stages, kept docs + stats.
+
+  Copies of one id after the first (smallest pos) are repeats; the exact/MinHash reason belongs to the first copy.
+  """
 
   def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Any]:
     _, grouped = element
-    (doc,) = grouped["doc"]
+    copies = sorted(grouped["doc"], key=lambda c: tuple(c[0]))
     reason = grouped["reason"][0] if grouped["reason"] else None
     stats = report_lib.Stats()
-    for stage, enabled, stage_reason in (
-        (dedup.EXACT_STAGE, self._cfg.dedup.exact.enabled, dedup.EXACT_REASON),
-        (dedup.MINHASH_STAGE, self._cfg.dedup.minhash.enabled, dedup.MINHASH_REASON),
-    ):
-      if enabled:
-        verdict = drop(reason) if reason == stage_reason else keep(doc)
-        stats.record(stage, verdict, doc)
-        if not verdict.kept:
-          doc = None
-          break
-    if doc is not None:
+    for i, (_, doc) in enumerate(copies):
+      if not local_runner.dedup_verdicts(doc, reason if i == 0 else dedup.ID_REASON, self._cfg, stats):
+        continue
       doc = local_runner.run_stages(doc, self._stages["post_dedup"], stats)
       if doc is not None:
         stats.record_kept(doc)
@@ -128,6 +125,16 @@ class MergeStatsFn(beam.CombineFn):
 
   def extract_output(self, acc):
     return acc.to_dict()
+
+
+def _first_copy(element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
+  """(id, [(pos, exact, bands), ...]) -> (id, (exact, bands)) of the copy with the smallest pos; sizes tagged."""
+  doc_id, copies = element
+  copies = sorted(copies, key=lambda c: tuple(c[0]))
+  _, exact, bands = copies[0]
+  yield (doc_id, (exact, bands))
+  if len(copies) > 1:
+    yield pvalue.TaggedOutput("sizes", len(copies))
 
 
 def _exact_group(element: tuple[str, Iterable[str]]) -> Iterator[Any]:
@@ -252,12 +259,27 @@ def _read_files(
   if isinstance(inputs, str):
     paths = p | "MatchFiles" >> beam.io.fileio.MatchFiles(inputs) | "Paths" >> beam.Map(lambda m: m.path)
   else:
-    paths = p | "Paths" >> beam.Create(sorted(set(inputs)))
+    paths = p | "Paths" >> beam.Create(inputs_lib.unique_paths(inputs)[0])
   return (
       paths
       | "SpreadFiles" >> beam.Reshuffle()
       | "ReadAndFilter" >> beam.ParDo(ReadAndFilterFn(cfg, stage_builder)).with_outputs(_STATS, _KEYS, main="docs")
   )
+
+
+def _id_dedup(keys: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+  """(id, (pos, exact, bands)) per copy -> (id, (exact, bands)) once per id, (stage, copies-per-id histogram)."""
+  first = (
+      keys
+      | "IdGroup" >> beam.GroupByKey()
+      | "IdFirstCopy" >> beam.FlatMap(_first_copy).with_outputs("sizes", main="keys")
+  )
+  sizes = (
+      first.sizes
+      | "IdSizes" >> beam.combiners.ToList()
+      | "IdHist" >> beam.Map(lambda s: (dedup.ID_STAGE, _sizes_histogram(s)))
+  )
+  return first.keys, sizes
 
 
 def _exact_dedup(keys: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
@@ -329,10 +351,12 @@ def _write_report(
   clusters = (
       (cluster_parts | "AllClusters" >> beam.Flatten()) if cluster_parts else (p | "NoClusters" >> beam.Create([]))
   )
+  listed = None if isinstance(inputs, str) else inputs_lib.unique_paths(inputs)
   extra = {
       "runner": "beam",
       "num_workers": cfg.runner.num_workers,
-      "input_files": len(set(inputs)) if not isinstance(inputs, str) else None,
+      "input_files": len(listed[0]) if listed else None,
+      "repeated_input_paths": listed[1] if listed else 0,
   }
   _ = stats | "Report" >> beam.Map(
       _finish_report,
@@ -358,14 +382,15 @@ def build_pipeline(
   Dataflow matches labels when a running job is updated in place.
   """
   read = _read_files(p, cfg, inputs, stage_builder)
-  cluster_parts = []
+  keys, id_sizes = _id_dedup(read[_KEYS])  # each id once from here on: exact and MinHash see unique ids
+  cluster_parts = [id_sizes]
   # A disabled dedup step contributes no drops; the join below still needs a PCollection for it.
   exact_drops = near_drops = p | "NoReasons" >> beam.Create([])
   if cfg.dedup.exact.enabled:
-    exact_drops, exact_sizes = _exact_dedup(read[_KEYS])
+    exact_drops, exact_sizes = _exact_dedup(keys)
     cluster_parts.append(exact_sizes)
   if cfg.dedup.minhash.enabled:
-    near_drops, near_sizes = _near_dedup(read[_KEYS], exact_drops, cfg.dedup.cc_rounds)
+    near_drops, near_sizes = _near_dedup(keys, exact_drops, cfg.dedup.cc_rounds)
     cluster_parts.append(near_sizes)
   reasons = (exact_drops, near_drops) | "AllDrops" >> beam.Flatten()
   post = (
@@ -405,6 +430,10 @@ def run(
 ) -> dict[str, Any] | None:
   """Runs the pipeline to completion; returns the report when ``out_dir`` is local (else it is on GCS)."""
   start = time.time()
+  if not isinstance(inputs, str) and inputs_lib.unique_paths(inputs)[1]:
+    logging.warning(
+        "%d input paths name a file already in the list; each file is read once.", inputs_lib.unique_paths(inputs)[1]
+    )
   stages = stage_builder(cfg.stages)
   order = local_runner.stage_order(cfg, stages)
   if "://" not in out_dir:

@@ -80,6 +80,10 @@ _SHIFT61 = _U64(61)
 _BASE = 0x9E3779B97F4A7C15
 _BASE_INV = pow(_BASE, -1, 1 << 64)
 
+# A record id seen more than once (one capture in two input files, or twice in one): the first copy in (path, position)
+# order is kept, the rest dropped before exact dedup, so the later steps see each id once.
+ID_STAGE = "id_dedup"
+ID_REASON = "id_dedup:repeated_id"
 EXACT_STAGE = "exact_dedup"
 MINHASH_STAGE = "minhash_dedup"
 EXACT_REASON = "exact_dedup:duplicate"

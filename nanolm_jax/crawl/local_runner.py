@@ -4,7 +4,8 @@ Phases (``<output>/_work`` holds the intermediates):
   1. per file, in the pool: read -> pre-dedup stages -> dedup keys; writes ``files/<key>/{docs.jsonl.gz, keys.npz,
      stats.json}`` and last, atomically, ``DONE`` (with a fingerprint of the config). A rerun skips files whose
      ``DONE`` matches, so an interrupted job resumes where it stopped.
-  2. dedup, in this process: exact duplicates, then MinHash-LSH clusters over the survivors (dedup.py).
+  2. dedup, in this process: repeated record ids (the first copy in path order is kept), exact duplicates, then
+     MinHash-LSH clusters over the survivors (dedup.py).
   3. per file, in the pool: dedup verdicts -> post-dedup stages (PII) -> ``final.jsonl.gz``.
   4. shards (writer.py) and the report (report.py).
 
@@ -14,6 +15,7 @@ decision depends on the documents only, never on the worker count or the order t
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import io
@@ -29,6 +31,7 @@ import numpy as np
 import tqdm
 
 from nanolm_jax.crawl import dedup
+from nanolm_jax.crawl import inputs
 from nanolm_jax.crawl import report as report_lib
 from nanolm_jax.crawl import writer
 from nanolm_jax.crawl.types import Document, StageResult, drop, errored, keep
@@ -95,7 +98,7 @@ def dedup_keys(doc: Document, hasher: dedup.MinHasher | None) -> tuple[str, np.n
 
 
 def stage_order(cfg: ml_collections.ConfigDict, stages: dict[str, list[Stage]]) -> list[str]:
-  names = [report_lib.READ_STAGE] + [n for n, _ in stages["pre_dedup"]]
+  names = [report_lib.READ_STAGE] + [n for n, _ in stages["pre_dedup"]] + [dedup.ID_STAGE]
   if cfg.dedup.exact.enabled:
     names.append(dedup.EXACT_STAGE)
   if cfg.dedup.minhash.enabled:
@@ -117,13 +120,15 @@ def _stages_cached(builder: StageBuilder, stages_json: str) -> dict[str, list[St
 
 
 def _file_key(path: str) -> str:
-  digest = hashlib.blake2b(os.path.abspath(path).encode(), digest_size=6).hexdigest()
+  digest = hashlib.blake2b(inputs.canonical(path).encode(), digest_size=6).hexdigest()
   return f"{digest}-{os.path.basename(path)[:60]}"
 
 
 def fingerprint(cfg: ml_collections.ConfigDict) -> str:
   """Changes whenever a setting that shapes phase 1 does; a finished file with another fingerprint is redone."""
-  parts = {"read": cfg.read.to_dict(), "stages": cfg.stages.to_dict(), "minhash": cfg.dedup.minhash.to_dict()}
+  # How files are fetched (fsspec options, retries) does not change what is read.
+  read = {k: v for k, v in cfg.read.to_dict().items() if k not in ("storage_options", "open_retries", "retry_wait_s")}
+  parts = {"read": read, "stages": cfg.stages.to_dict(), "minhash": cfg.dedup.minhash.to_dict()}
   return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
 
 
@@ -174,27 +179,30 @@ def _phase1(task: tuple[str, str, ml_collections.ConfigDict, StageBuilder]) -> s
   return file_dir
 
 
-def _phase3(task: tuple[str, dict[str, str], ml_collections.ConfigDict, StageBuilder]) -> str:
-  """Dedup verdicts and post-dedup stages for one file's documents; writes final.jsonl.gz and stats_post.json."""
+def dedup_verdicts(doc: Document, reason: str | None, cfg: ml_collections.ConfigDict, stats: report_lib.Stats) -> bool:
+  """Counts the dedup stages' verdicts on one document given its drop reason (None: unique); True if it survives."""
+  for stage, enabled, stage_reason in (
+      (dedup.ID_STAGE, True, dedup.ID_REASON),
+      (dedup.EXACT_STAGE, cfg.dedup.exact.enabled, dedup.EXACT_REASON),
+      (dedup.MINHASH_STAGE, cfg.dedup.minhash.enabled, dedup.MINHASH_REASON),
+  ):
+    if not enabled:
+      continue
+    verdict = drop(reason) if reason == stage_reason else keep(doc)
+    stats.record(stage, verdict, doc)
+    if not verdict.kept:
+      return False
+  return True
+
+
+def _phase3(task: tuple[str, dict[int, str], ml_collections.ConfigDict, StageBuilder]) -> str:
+  """Dedup verdicts (by row) and post-dedup stages for one file's documents; writes final.jsonl.gz, stats_post.json."""
   file_dir, dropped, cfg, builder = task
   stages = _stages_cached(builder, json.dumps(cfg.stages.to_dict(), sort_keys=True))
   stats = report_lib.Stats()
   kept = []
-  for doc in writer.read_jsonl_gz(os.path.join(file_dir, "docs.jsonl.gz")):
-    reason = dropped.get(doc.id)
-    stopped = False
-    for stage, enabled, stage_reason in (
-        (dedup.EXACT_STAGE, cfg.dedup.exact.enabled, dedup.EXACT_REASON),
-        (dedup.MINHASH_STAGE, cfg.dedup.minhash.enabled, dedup.MINHASH_REASON),
-    ):
-      if not enabled:
-        continue
-      verdict = drop(reason) if reason == stage_reason else keep(doc)
-      stats.record(stage, verdict, doc)
-      if not verdict.kept:
-        stopped = True
-        break
-    if stopped:
+  for row, doc in enumerate(writer.read_jsonl_gz(os.path.join(file_dir, "docs.jsonl.gz"))):
+    if not dedup_verdicts(doc, dropped.get(row), cfg, stats):
       continue
     doc = run_stages(doc, stages["post_dedup"], stats)
     if doc is not None:
@@ -210,31 +218,48 @@ def _phase3(task: tuple[str, dict[str, str], ml_collections.ConfigDict, StageBui
 
 def find_duplicates(
     cfg: ml_collections.ConfigDict, file_dirs: Sequence[str]
-) -> tuple[dict[str, str], dict[str, dict[int, int]]]:
-  """Global dedup over the phase-1 keys; returns ({doc id: drop reason}, {stage: cluster size histogram})."""
-  ids, exact, bands, has_bands = [], [], [], []
+) -> tuple[list[dict[int, str]], dict[str, dict[int, int]]]:
+  """Global dedup over the phase-1 keys; returns ([{row: drop reason} per file], {stage: cluster size histogram}).
+
+  Rows are a file's documents in phase-1 order and ``file_dirs`` are in input path order, so the first copy of a
+  repeated record id is its smallest (path, position): that one goes on to exact and MinHash dedup, the rest are
+  dropped as repeats. The choice depends on the inputs only, never on worker order.
+  """
+  ids, exact, bands, has_bands, sizes = [], [], [], [], []
   for d in file_dirs:
     with np.load(os.path.join(d, "keys.npz")) as z:
       ids += z["ids"].tolist()
       exact += z["exact"].tolist()
       bands.append(z["bands"])
       has_bands.append(z["has_bands"])
-  if len(set(ids)) != len(ids):
-    raise ValueError("Document ids repeat across the input files (was a file given twice?); ids must be unique.")
-  dropped: dict[str, str] = {}
-  clusters: dict[str, dict[int, int]] = {}
+      sizes.append(len(z["ids"]))
+  reasons: list[str | None] = [None] * len(ids)
+  first: dict[str, int] = {}
+  for row, doc_id in enumerate(ids):
+    if doc_id in first:
+      reasons[row] = dedup.ID_REASON
+    else:
+      first[doc_id] = row
+  copies = collections.Counter(collections.Counter(ids).values())
+  clusters = {dedup.ID_STAGE: {n: c for n, c in sorted(copies.items()) if n > 1}}
+  rows = list(first.values())  # one row per id, ascending
   if cfg.dedup.exact.enabled:
-    exact_drop, clusters[dedup.EXACT_STAGE] = dedup.exact_duplicates(dict(zip(ids, exact)))
-    dropped.update({i: dedup.EXACT_REASON for i in exact_drop})
-  if cfg.dedup.minhash.enabled and ids:
+    exact_drop, clusters[dedup.EXACT_STAGE] = dedup.exact_duplicates({ids[r]: exact[r] for r in rows})
+    for r in rows:
+      if ids[r] in exact_drop:
+        reasons[r] = dedup.EXACT_REASON
+  if cfg.dedup.minhash.enabled:
     band_matrix, mask = np.concatenate(bands), np.concatenate(has_bands)
-    alive = np.array([m and i not in dropped for i, m in zip(ids, mask)], dtype=bool)
-    alive_ids = [i for i, a in zip(ids, alive) if a]
-    near_drop, clusters[dedup.MINHASH_STAGE] = dedup.minhash_duplicates(alive_ids, band_matrix[alive])
-    dropped.update({i: dedup.MINHASH_REASON for i in near_drop})
-  elif cfg.dedup.minhash.enabled:
-    clusters[dedup.MINHASH_STAGE] = {}
-  return dropped, clusters
+    alive = [r for r in rows if mask[r] and reasons[r] is None]
+    near_drop, clusters[dedup.MINHASH_STAGE] = dedup.minhash_duplicates([ids[r] for r in alive], band_matrix[alive])
+    for r in alive:
+      if ids[r] in near_drop:
+        reasons[r] = dedup.MINHASH_REASON
+  per_file, offset = [], 0
+  for n in sizes:
+    per_file.append({i: reasons[offset + i] for i in range(n) if reasons[offset + i] is not None})
+    offset += n
+  return per_file, clusters
 
 
 # ---- driver -----------------------------------------------------------------------------------------------------
@@ -271,9 +296,11 @@ def run(
 ) -> dict[str, Any]:
   """Runs the whole pipeline; returns the report (also written to ``out_dir``/report.json)."""
   start = time.time()
-  paths = sorted(set(input_paths))
+  paths, repeated = inputs.unique_paths(input_paths)
   if not paths:
     raise ValueError("No input files.")
+  if repeated:
+    logging.warning("%d input paths name a file already in the list; each file is read once.", repeated)
   num_workers = cfg.runner.num_workers or os.cpu_count() or 1
   work = os.path.join(out_dir, WORK_DIR, "files")
   file_dirs = [os.path.join(work, _file_key(p)) for p in paths]
@@ -285,12 +312,9 @@ def run(
     logging.info("Resuming: %d of %d input files already processed.", reused, len(paths))
   _map(_phase1, [(p, d, cfg, stage_builder) for p, d in zip(paths, file_dirs)], num_workers, "read+filter", progress)
 
-  dropped, clusters = find_duplicates(cfg, file_dirs)
-  per_file: dict[str, dict[str, str]] = {d: {} for d in file_dirs}
-  for d in file_dirs:
-    with np.load(os.path.join(d, "keys.npz")) as z:
-      per_file[d] = {i: dropped[i] for i in z["ids"].tolist() if i in dropped}
-  _map(_phase3, [(d, per_file[d], cfg, stage_builder) for d in file_dirs], num_workers, "dedup+pii", progress)
+  per_file, clusters = find_duplicates(cfg, file_dirs)
+  tasks = [(d, dropped, cfg, stage_builder) for d, dropped in zip(file_dirs, per_file)]
+  _map(_phase3, tasks, num_workers, "dedup+pii", progress)
 
   stats = report_lib.Stats()
   for d in file_dirs:
@@ -310,6 +334,7 @@ def run(
           "runner": "local",
           "num_workers": num_workers,
           "input_files": len(paths),
+          "repeated_input_paths": repeated,
           "resumed_files": reused,
           "shards": [os.path.basename(s) for s in shards],
           "seconds": round(time.time() - start, 2),

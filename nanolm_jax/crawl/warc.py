@@ -9,14 +9,14 @@ malformed headers, ...) yields one errored result and stops; the reader itself n
 from __future__ import annotations
 
 import codecs
-import contextlib
 import os
 import re
 import zlib
-from typing import IO, Iterator
+from typing import Iterator
 
 import ml_collections
 
+from nanolm_jax.crawl import inputs
 from nanolm_jax.crawl.types import Document, StageResult, drop, errored, keep
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -36,16 +36,18 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.max_bytes = 2_000_000
   # Share of control bytes above which a "text/html" payload is binary junk.
   cfg.max_control_byte_ratio = 0.02
+  # fsspec options per protocol, for remote inputs. http(s): block_size 0 streams each WARC in one GET (a reader
+  # reads front to back; ranged block reads would cost a request per 5 MB and need a server that honours Range).
+  # s3: anon=False signs requests with the usual AWS credential chain (Common Crawl's s3:// is for AWS users in
+  # us-east-1; from elsewhere use https://data.commoncrawl.org/); anon=True for buckets open to unsigned reads.
+  cfg.storage_options = ml_collections.ConfigDict(
+      {"http": {"block_size": 0}, "https": {"block_size": 0}, "s3": {"anon": False}}
+  )
+  # A remote file that fails to open (HTTP 503 "Slow Down", a reset) is tried again this many times, this far
+  # apart, before it counts as one errored record; a missing file (404) is not retried.
+  cfg.open_retries = 0
+  cfg.retry_wait_s = 1.0
   return cfg
-
-
-def _open(path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
-  """Opens a local path directly and anything with a scheme (gs://, http(s)://, s3://) through fsspec."""
-  if "://" not in path or path.startswith("file://"):
-    return open(path.removeprefix("file://"), "rb")
-  import fsspec  # pylint: disable=g-import-not-at-top  # remote paths only; keep local reads dependency-free.
-
-  return fsspec.open(path, "rb")
 
 
 def _valid_codec(name: str | None) -> str | None:
@@ -184,7 +186,8 @@ def read_warc(path: str, cfg: ml_collections.ConfigDict | None = None) -> Iterat
   warc_file = os.path.basename(path.rstrip("/"))
   allow_arc = ".arc" in warc_file.lower() and ".warc" not in warc_file.lower()
   try:
-    with _open(path) as fh:
+    retries, wait = cfg.get("open_retries", 0), cfg.get("retry_wait_s", 1.0)
+    with inputs.open_path(path, cfg.get("storage_options"), None, retries, wait) as fh:
       archive = ArchiveIterator(fh)
       it = iter(archive)
       while True:
