@@ -160,3 +160,10 @@ def test_pretrain_on_gcs_killed_resumed_then_sampled(gcs, tmp_path, small_corpus
   # An entrypoint loads the run straight from the bucket (the same loader serves chat, serve, eval and convert).
   a = subprocess.run(_sample(run), cwd=REPO, env=_env(gcs), capture_output=True, text=True, timeout=300)
   assert a.returncode == 0 and a.stdout.strip(), a.stderr[-2000:]
+  pytest.importorskip("tokenizers", reason="the Hugging Face export needs the hf extra")
+  from nanolm_jax.interop import hf  # pylint: disable=g-import-not-at-top
+
+  hf.export_hf(run, str(tmp_path / "hf_gcs"))
+  hf.export_hf(str(local), str(tmp_path / "hf_local"))
+  for name in ("model.safetensors", "config.json", "tokenizer.json"):
+    assert (tmp_path / "hf_gcs" / name).read_bytes() == (tmp_path / "hf_local" / name).read_bytes(), name
