@@ -167,3 +167,36 @@ def test_pretrain_on_gcs_killed_resumed_then_sampled(gcs, tmp_path, small_corpus
   hf.export_hf(str(local), str(tmp_path / "hf_local"))
   for name in ("model.safetensors", "config.json", "tokenizer.json"):
     assert (tmp_path / "hf_gcs" / name).read_bytes() == (tmp_path / "hf_local" / name).read_bytes(), name
+
+
+def test_sft_data_index_and_search_tool_live_on_the_bucket(gcs, tmp_path, small_tokenizer):
+  """SFT's generated files (search index, answer-first JSONL, the inherited tokenizer) go to a gs:// workdir and are
+  read back from there by the data loader and the chat's search tool — no local copy involved."""
+  del gcs
+  from configs import sft as sft_configs  # pylint: disable=g-import-not-at-top
+  from nanolm_jax import chat_session  # pylint: disable=g-import-not-at-top
+  from nanolm_jax import fs  # pylint: disable=g-import-not-at-top
+  from nanolm_jax import runs  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.data import conversations  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.stages import base  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.stages import sft  # pylint: disable=g-import-not-at-top
+
+  start = f"gs://{BUCKET}/sft_start"  # a stand-in starting run: its config and tokenizer, on the bucket too
+  runs.write_config(start, {"data": {"sources": "facts:seed=0"}})
+  fs.copy(small_tokenizer, fs.join(start, runs.TOKENIZER_FILE))
+  cfg = sft_configs.get_config()
+  cfg.init_from, cfg.probe.enabled, cfg.sft.answer_first_count = start, False, 6
+  work = f"gs://{BUCKET}/sft"
+  prepared = sft.prepare(cfg, work)
+  tok = base.inherited_tokenizer(prepared, work)
+  assert fs.read_bytes(fs.join(work, runs.TOKENIZER_FILE)) == open(small_tokenizer, "rb").read()
+  assert tok.vocab_size == 512
+  first = [s for s in prepared.sft.sources.split(";") if "answer_first" in s]
+  assert first and first[0].startswith(f"jsonl:{work}/")
+  [(_, ds)] = conversations.load_sources(first[0], "train", val_fraction=0.0)
+  assert len(ds) == 6 and all(c[0]["role"] == "system" for c in ds)
+  [search] = chat_session.build_tools(["search"], workdir=work)  # the run's own index, read from the bucket
+  doc = json.loads(fs.read_text(fs.join(runs.search_index_dir(work), "documents.jsonl")).splitlines()[0])
+  name = doc["text"].split(".")[0]
+  assert name in search(name), (name, search(name))
+  assert not os.path.exists(os.path.join(REPO, "gs:")) and not (tmp_path / "gs:").exists()
