@@ -69,5 +69,7 @@ setup(
         "bench": ["datasketch"],  # experiments/bench_crawl.py compares MinHash speed with it
         "torch": ["torch", "transformers"],
         "hf": ["torch", "transformers", "tokenizers"],  # Hugging Face interop (experiments/convert.py) and its tests
+        # libtpu for experiments.compile: AOT-compiles the train step for a TPU slice on any machine (no TPU needed).
+        "tpu": ["jax[tpu]>=0.10"],
     },
 )

@@ -6,6 +6,8 @@ Presets:
   llama_tiny  the same budget with the Llama block (RoPE, RMSNorm, SwiGLU, GQA).
   gpt2_124m, gpt2_350m, gpt2_1.5b   GPT-2 small / medium / XL shapes (llm.c / nanoGPT hyper-parameters).
   llama_1b    Llama 3.2 1B shape.
+  llama_8b    Llama 3 8B shape (for `experiments.compile` plans of a pod; 2048-token sequences as llama_1b, since
+              attention is the materialised XLA einsum).
 The large presets keep the embedded corpus as their data so that they run anywhere; point `data.sources` at a real
 corpus (`files:/path/*.jsonl.gz` from the crawl pipeline, or `tfds:NAME`) for real training.
 """
@@ -87,7 +89,29 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     t.update(steps=50000, batch_size=256, seq_len=2048, eval_every=500, eval_batches=20, checkpoint_every=1000)
     o.update(lr=3e-4, warmup_steps=2000)
     c.mesh.update(data=1, fsdp=-1, tensor=1)
+  elif preset == "llama_8b":
+    # Llama 3 8B: 32 layers, d 4096, 32 heads / 8 KV heads, SwiGLU 14336, RoPE 500k, untied embeddings, 8k context.
+    m.update(
+        style="llama",
+        vocab_size=128256,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        d_model=4096,
+        d_ff=14336,
+        max_len=8192,
+        rope_theta=500000.0,
+        tie_embeddings=0,
+        dtype="bfloat16",
+        scan_layers=True,
+        remat="dots_no_batch",
+    )
+    t.update(steps=50000, batch_size=256, seq_len=2048, eval_every=500, eval_batches=20, checkpoint_every=1000)
+    o.update(lr=3e-4, warmup_steps=2000)
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
   else:
-    raise ValueError(f"unknown preset {preset!r}; choose tiny, llama_tiny, gpt2_124m, gpt2_350m, gpt2_1.5b, llama_1b")
+    raise ValueError(
+        f"unknown preset {preset!r}; choose tiny, llama_tiny, gpt2_124m, gpt2_350m, gpt2_1.5b, llama_1b, llama_8b"
+    )
   c.preset = preset
   return c
