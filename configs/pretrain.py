@@ -69,39 +69,21 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     t.update(steps=60000, batch_size=512, seq_len=1024, eval_every=500, eval_batches=20, checkpoint_every=1000)
     o.update(lr=2e-4, warmup_steps=700)
     c.mesh.update(data=1, fsdp=-1, tensor=1)
-  elif preset == "llama_1b":
-    # Llama 3.2 1B: 16 layers, d 2048, 32 heads / 8 KV heads, SwiGLU 8192, RoPE 500k, tied embeddings.
+  elif preset in ("llama_1b", "llama_8b"):
+    # Llama 3.2 1B: 16 layers, d 2048, 32 heads / 8 KV heads, SwiGLU 8192, tied embeddings, RoPE 500k.
+    # Llama 3 8B: 32 layers, d 4096, 32 heads / 8 KV heads, SwiGLU 14336, untied embeddings, RoPE 500k, 8k context.
+    big = preset == "llama_8b"
     m.update(
         style="llama",
         vocab_size=128256,
-        num_layers=16,
+        num_layers=32 if big else 16,
         num_heads=32,
         num_kv_heads=8,
-        d_model=2048,
-        d_ff=8192,
-        max_len=2048,
+        d_model=4096 if big else 2048,
+        d_ff=14336 if big else 8192,
+        max_len=8192 if big else 2048,
         rope_theta=500000.0,
-        tie_embeddings=1,
-        dtype="bfloat16",
-        scan_layers=True,
-        remat="dots_no_batch",
-    )
-    t.update(steps=50000, batch_size=256, seq_len=2048, eval_every=500, eval_batches=20, checkpoint_every=1000)
-    o.update(lr=3e-4, warmup_steps=2000)
-    c.mesh.update(data=1, fsdp=-1, tensor=1)
-  elif preset == "llama_8b":
-    # Llama 3 8B: 32 layers, d 4096, 32 heads / 8 KV heads, SwiGLU 14336, RoPE 500k, untied embeddings, 8k context.
-    m.update(
-        style="llama",
-        vocab_size=128256,
-        num_layers=32,
-        num_heads=32,
-        num_kv_heads=8,
-        d_model=4096,
-        d_ff=14336,
-        max_len=8192,
-        rope_theta=500000.0,
-        tie_embeddings=0,
+        tie_embeddings=0 if big else 1,
         dtype="bfloat16",
         scan_layers=True,
         remat="dots_no_batch",
