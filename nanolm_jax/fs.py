@@ -51,26 +51,24 @@ def basename(path: str) -> str:
   return posixpath.basename(str(path).rstrip("/")) if is_remote(path) else os.path.basename(os.path.normpath(path))
 
 
-def exists(path: str) -> bool:
+def _query(path: str, local: Any, remote: str) -> bool:
   if not is_remote(path):
-    return os.path.exists(_local(path))
+    return local(_local(path))
   fs, p = _fs(path)
-  return fs.exists(p)
+  return getattr(fs, remote)(p)
+
+
+def exists(path: str) -> bool:
+  return _query(path, os.path.exists, "exists")
 
 
 def isdir(path: str) -> bool:
   """A folder (remote: a prefix with objects under it; object stores have no empty folders)."""
-  if not is_remote(path):
-    return os.path.isdir(_local(path))
-  fs, p = _fs(path)
-  return fs.isdir(p)
+  return _query(path, os.path.isdir, "isdir")
 
 
 def isfile(path: str) -> bool:
-  if not is_remote(path):
-    return os.path.isfile(_local(path))
-  fs, p = _fs(path)
-  return fs.isfile(p)
+  return _query(path, os.path.isfile, "isfile")
 
 
 def makedirs(path: str) -> None:
