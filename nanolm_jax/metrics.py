@@ -15,7 +15,6 @@ from typing import Any, Mapping, Sequence
 from absl import logging as absl_logging
 import jax
 from matplotlib import figure
-import tensorboardX
 
 from nanolm_jax import fs
 
@@ -68,6 +67,8 @@ class MetricsWriter:
     # writer re-uploads from __del__ at exit, hanging for minutes when the store is gone, and knows only gs and s3).
     self._tb_remote = fs.join(workdir, "tensorboard") if self._remote else None
     self._tb_local = tempfile.mkdtemp(prefix="nanolm_tb_") if self._remote else fs.join(workdir, "tensorboard")
+    import tensorboardX  # pylint: disable=g-import-not-at-top  # only a writing process pays for it (~2 s, torch)
+
     self._tb = tensorboardX.SummaryWriter(self._tb_local)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:

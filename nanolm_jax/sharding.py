@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -46,18 +46,95 @@ def default_mesh_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
 
-def maybe_initialize_distributed() -> None:
-  """Calls jax.distributed.initialize() when this process is one of several hosts.
+def on_cloud_tpu_vm() -> bool:
+  """True on a Cloud TPU VM (TPU chips on the PCI bus), where JAX finds the slice's hosts itself."""
+  try:
+    from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top  # the probe jax itself uses
 
-  On Cloud TPU VMs (TPU_WORKER_HOSTNAMES with several entries) and SLURM / explicit coordinator setups JAX discovers
-  the cluster itself; a single host needs nothing. Must run before any other JAX call touches the backend.
+    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+  except Exception:  # pylint: disable=broad-except  # a jax without the probe: not knowable, so not a TPU VM
+    return False
+
+
+def distributed_init_args(env: Mapping[str, str], on_cloud_tpu: bool) -> dict[str, Any] | None:
+  """The `jax.distributed.initialize` arguments for this process; None when it is the only one.
+
+  - JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID: an explicit cluster (several processes on one
+    machine, or hosts JAX cannot discover); all three are needed, or ValueError names the missing ones.
+  - A Cloud TPU VM, SLURM (SLURM_NTASKS > 1) or Open MPI (OMPI_COMM_WORLD_SIZE > 1): no arguments, JAX's own
+    cluster detection finds the coordinator and this process's id (on a one-host TPU VM it finds one process).
   """
-  multi_tpu = len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
-  explicit = "JAX_COORDINATOR_ADDRESS" in os.environ or "COORDINATOR_ADDRESS" in os.environ
-  slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-  if multi_tpu or explicit or slurm:
-    jax.distributed.initialize()
-    logging.info("jax.distributed initialised: process %d of %d", jax.process_index(), jax.process_count())
+  explicit = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+  given = [k for k in explicit if env.get(k)]
+  if given:
+    missing = [k for k in explicit if not env.get(k)]
+    if missing:
+      raise ValueError(f"{', '.join(given)} set but {', '.join(missing)} missing: an explicit cluster needs all three")
+    n, i = int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"])
+    if not 0 <= i < n:
+      raise ValueError(f"JAX_PROCESS_ID={i} must be in [0, JAX_NUM_PROCESSES={n})")
+    return dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"], num_processes=n, process_id=i)
+  if on_cloud_tpu or int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+    return {}
+  return None
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins this process to its cluster (see distributed_init_args); a lone process does nothing.
+
+  Must run before any other JAX call touches the backend. CPU processes exchange collectives over gloo.
+  """
+  args = distributed_init_args(os.environ, on_cloud_tpu_vm())
+  if args is None:
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # only read by the CPU client
+  jax.distributed.initialize(**args)
+  logging.info("jax.distributed initialised: process %d of %d", jax.process_index(), jax.process_count())
+
+
+def is_main_process() -> bool:
+  """Process 0 writes the run folder's shared files (config, metrics, samples); every process computes."""
+  return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+  """A barrier across processes (a no-op in a lone one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices(name)
+
+
+def max_over_processes(value: int) -> int:
+  """The largest of each process's `value` (e.g. how many eval batches each has)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return int(np.max(multihost_utils.process_allgather(np.int64(value))))
+
+
+def main_first(name: str, fn: Callable[[], Any]) -> Any:
+  """fn() on process 0, then on the others: for steps that write a shared file the rest then read (a tokenizer
+  trained into the run folder, generated SFT data), so no two hosts write it at once."""
+  if jax.process_count() == 1:
+    return fn()
+  if is_main_process():
+    out = fn()
+    sync_processes(name)
+    return out
+  sync_processes(name)
+  return fn()
+
+
+def host_local_copy(tree: Any) -> Any:
+  """Every array of a (globally sharded) pytree as a whole numpy array on this host, for host-side work (sampling
+  at the end of a run) that each process does alone; a lone process's arrays are all addressable already."""
+  if jax.process_count() == 1:
+    return tree
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def resolve_mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, int, int]:

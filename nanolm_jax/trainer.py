@@ -9,6 +9,7 @@ with donated state, checkpoints, preemption, metrics — is this file, read top 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import signal
 import time
@@ -31,6 +32,7 @@ from nanolm_jax import runs
 from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
+from nanolm_jax.data import pipeline
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,6 +74,9 @@ def default_train_config() -> ml_collections.ConfigDict:
       dict(
           steps=450,
           batch_size=16,  # global batch, in sequences
+          # The global batch is read as this many data shards (0 = one per process). Fix it to read the same
+          # batches on any number of hosts that divides it (a one-process rerun of a pod run, a test's reference).
+          data_shards=0,
           seq_len=256,
           microbatches=1,  # gradient accumulation: batch_size is split into this many scanned microbatches
           eval_every=150,  # 0 = never
@@ -109,8 +114,11 @@ def validate_config(
     raise ValueError(f"optim.lr must be > 0, got {cfg.optim.lr}")
   num_devices = num_devices or jax.device_count()
   process_count = process_count or jax.process_count()
-  if t.batch_size % process_count:
-    raise ValueError(f"train.batch_size={t.batch_size} does not split over {process_count} processes")
+  if t.get("data_shards", 0) < 0 or (t.get("data_shards", 0) and t.data_shards % process_count):
+    raise ValueError(f"train.data_shards={t.data_shards} must be 0 or a multiple of the {process_count} processes")
+  shards = data_shards(cfg, process_count)
+  if t.batch_size % shards:
+    raise ValueError(f"train.batch_size={t.batch_size} does not split into {shards} data shards (one per process)")
   data, fsdp, tensor = shd.resolve_mesh_shape(cfg.mesh, num_devices)
   shd.check_divisibility(
       {"data": data, "fsdp": fsdp, "tensor": tensor},
@@ -126,6 +134,11 @@ def validate_config(
   )
 
 
+def data_shards(cfg: ml_collections.ConfigDict, process_count: int) -> int:
+  """How many data shards the global batch is read as (train.data_shards; 0 = one per process)."""
+  return int(cfg.train.get("data_shards", 0) or process_count)
+
+
 def _apply_fn(model: model_lib.Transformer) -> Callable[..., jax.Array]:
   def apply(params, inputs, segment_ids, positions):
     return model.apply({"params": params}, inputs, segment_ids, positions)
@@ -134,13 +147,20 @@ def _apply_fn(model: model_lib.Transformer) -> Callable[..., jax.Array]:
 
 
 class _Preemption:
-  """SIGTERM (a preemption notice) sets a flag the loop checks after each step."""
+  """A preemption notice (SIGTERM) sets a flag the loop checks after each step.
+
+  In a lone process a Python handler sets it. With several processes JAX's preemption service owns SIGTERM: the
+  coordinator tells every host, and they agree on the step to save at (Checkpointer.reached_preemption), so a
+  notice that reaches one host never starts a save the others do not join.
+  """
 
   def __init__(self):
     self.requested = False
     self._old = None
 
   def __enter__(self):
+    if jax.process_count() > 1:
+      return self
     try:
       self._old = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: no handler, rely on the cluster's preemption service
@@ -157,9 +177,16 @@ class _Preemption:
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[str, Any]:
-  """Runs (or resumes) a training run in `workdir`; returns the final metrics (+ 'preempted', 'step')."""
+  """Runs (or resumes) a training run in `workdir`; returns the final metrics (+ 'preempted', 'step').
+
+  With several processes every one runs this; process 0 alone writes the run folder's shared files."""
   validate_config(cfg)
-  is_main = jax.process_index() == 0
+  with _Preemption() as preemption:  # from the start: a notice during restore or compilation is not lost
+    return _train(cfg, workdir, stage, preemption)
+
+
+def _train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage, preemption: _Preemption) -> dict[str, Any]:
+  is_main = shd.is_main_process()
   jax.config.update("jax_threefry_partitionable", True)  # same init whatever the sharding
   fs.makedirs(workdir)
   cfg_dict = runs.config_to_dict(cfg)
@@ -182,23 +209,25 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> dict[st
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_main, resume_step=start_step if resumed else None)
 
   last: dict[str, Any] = {}
-  if start_step == 0 and evaluate is not None:
+  if start_step == 0 and evaluate is not None and cfg.train.eval_every:
     last.update(evaluate(state.params))
     writer.write(0, last)
     logging.info("step 0: %s", _fmt(last))
 
   # 3. The loop.
   loop = _Loop(cfg, setup, ckpt, train_data, evaluate, writer, cfg_dict, _Throughput(cfg, ctx.model.cfg), holder)
-  step, last, preempted = loop.run(start_step, last, is_main)
+  step, last, preempted = loop.run(start_step, last, is_main, preemption)
   ckpt.wait()
 
-  # 4. The end: curves and the stage's hook (evaluations, samples), on the main process.
+  # 4. The end: curves (process 0) and the stage's hook (evaluations, samples), which every process runs on its own
+  # whole copy of the parameters, so hosts stay in step; the hooks write files on process 0 only.
   last["preempted"] = preempted
   last["step"] = int(step) if cfg.train.steps > start_step else start_step
-  if not preempted and is_main:
-    metrics_lib.plot_losses(workdir)
+  if not preempted:
+    if is_main:
+      metrics_lib.plot_losses(workdir)
     if stage.on_end is not None:
-      extra = stage.on_end(ctx, holder["state"].params) or {}
+      extra = stage.on_end(ctx, shd.host_local_copy(holder["state"].params)) or {}
       last.update(extra)
       numeric = {k: v for k, v in extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
       if numeric:
@@ -263,34 +292,35 @@ class _Loop:
     self.pending: list[tuple[int, Any]] = []
     self.t_last, self.steps_since = time.perf_counter(), 0
 
-  def run(self, start_step: int, last: dict[str, Any], is_main: bool) -> tuple[int, dict[str, Any], bool]:
+  def run(
+      self, start_step: int, last: dict[str, Any], is_main: bool, preemption: _Preemption
+  ) -> tuple[int, dict[str, Any], bool]:
     t, data = self.cfg.train, self.train_data
     progress = _progress(start_step, t.steps, is_main)
     preempted = False
-    with _Preemption() as preemption:
-      step = start_step
-      while step < t.steps:
-        batch = shd.global_batch(next(data), self.setup.batch_sharding)
-        host_m = data.step_metrics() if hasattr(data, "step_metrics") else {}
-        self.holder["state"], m = self.setup.step(self.holder["state"], batch)
-        step += 1
-        self.steps_since += 1
-        self.pending.append((step, {**m, **host_m}))
-        progress.update(1)
-        stop = preemption.requested or self.ckpt.reached_preemption(step)
-        is_eval = self.evaluate is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps)
-        is_ckpt = stop or step == t.steps or (t.checkpoint_every and step % t.checkpoint_every == 0)
-        if step % t.log_every == 0 or is_eval or is_ckpt:
-          last = self._log(step, is_eval)
-          progress.set_postfix_str(_fmt(last, ("loss", "val_bpb", "tokens_per_s")))
-        if is_ckpt:
-          self.writer.flush()  # the log on an object store is buffered: never behind a checkpoint
-          data_state = data.get_state() if hasattr(data, "get_state") else None
-          self.ckpt.save(step, self.holder["state"], data_state, self.cfg_dict)
-        if stop:
-          preempted = True
-          logging.warning("preempted at step %d: checkpoint saved", step)
-          break
+    step = start_step
+    while step < t.steps:
+      batch = shd.global_batch(next(data), self.setup.batch_sharding)
+      host_m = data.step_metrics() if hasattr(data, "step_metrics") else {}
+      self.holder["state"], m = self.setup.step(self.holder["state"], batch)
+      step += 1
+      self.steps_since += 1
+      self.pending.append((step, {**m, **host_m}))
+      progress.update(1)
+      stop = preemption.requested or self.ckpt.reached_preemption(step)
+      is_eval = self.evaluate is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps)
+      is_ckpt = stop or step == t.steps or (t.checkpoint_every and step % t.checkpoint_every == 0)
+      if step % t.log_every == 0 or is_eval or is_ckpt:
+        last = self._log(step, is_eval)
+        progress.set_postfix_str(_fmt(last, ("loss", "val_bpb", "tokens_per_s")))
+      if is_ckpt:
+        self.writer.flush()  # the log on an object store is buffered: never behind a checkpoint
+        data_state = data.get_state() if hasattr(data, "get_state") else None
+        self.ckpt.save(step, self.holder["state"], data_state, self.cfg_dict)
+      if stop:
+        preempted = True
+        logging.warning("preempted at step %d: checkpoint saved", step)
+        break
     progress.close()
     return step, last, preempted
 
@@ -370,10 +400,14 @@ def _make_evaluator(ctx: RunContext, stage: Stage, apply, batch_sharding):
   eval_step = jax.jit(step_lib.make_eval_step(apply, token_bytes))
 
   def evaluate(params) -> dict[str, float]:
+    batches = list(itertools.islice(stage.make_eval_data(ctx), ctx.cfg.train.eval_batches))
+    if not batches:
+      raise ValueError(f"the {stage.name} validation data gave no batches on process {jax.process_index()}")
+    # Every process must run the same number of (collective) eval steps: pad a short shard with padding rows.
+    count = shd.max_over_processes(len(batches))
+    batches += [pipeline.padding_like(batches[0])] * (count - len(batches))
     sums = {"loss_sum": 0.0, "tokens": 0.0, "bytes": 0.0}
-    for i, batch in enumerate(stage.make_eval_data(ctx)):
-      if i >= ctx.cfg.train.eval_batches:
-        break
+    for batch in batches:
       out = jax.device_get(eval_step(params, shd.global_batch(batch, batch_sharding)))
       for k in sums:
         sums[k] += float(out[k])

@@ -10,6 +10,10 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("NANOLM_CACHE", tempfile.mkdtemp(prefix="nanolm_test_cache_"))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA's persistent compilation cache, shared by the test processes and the CLIs they start: most runs compile the
+# same tiny programs, and a compile is most of a tiny run's time (a 4-step CLI run: 17.6 s cold, 8.8 s warm).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "nanolm_jax_test_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import pytest  # pylint: disable=g-import-not-at-top
 

@@ -212,3 +212,59 @@ def batched(
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return _JsonStateDataset(ds)
+
+
+def padding_like(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """A batch of padding rows (weights 0) shaped like ``batch``: contributes nothing to a loss or an eval sum."""
+  return {k: np.zeros_like(v) for k, v in batch.items()}
+
+
+class ShardedBatches:
+  """Several data shards read side by side: each batch holds every shard's next batch, shard after shard.
+
+  A process that reads shards i*k .. i*k+k-1 of n*k then builds exactly the rows that k processes reading one shard
+  each would, so a run's global batches do not depend on how many processes read them. A finite (validation)
+  stream pads a shard that ran out with padding rows until every shard has.
+  """
+
+  def __init__(self, datasets: Sequence[Any]):
+    self._datasets = list(datasets)
+
+  def __iter__(self) -> _ShardedIterator:
+    return _ShardedIterator([iter(d) for d in self._datasets])
+
+
+class _ShardedIterator:
+
+  def __init__(self, iterators: list[Any]):
+    self._its = iterators
+    self._done = [False] * len(iterators)
+
+  def __iter__(self) -> _ShardedIterator:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    parts = []
+    for j, it in enumerate(self._its):
+      part = None
+      if not self._done[j]:
+        try:
+          part = next(it)
+        except StopIteration:
+          self._done[j] = True
+      parts.append(part)
+    real = [p for p in parts if p is not None]
+    if not real:
+      raise StopIteration
+    parts = [p if p is not None else padding_like(real[0]) for p in parts]
+    return {k: np.concatenate([p[k] for p in parts]) for k in real[0]}
+
+  def get_state(self) -> dict[str, Any]:
+    return {'shards': [it.get_state() for it in self._its], 'done': list(self._done)}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if len(state['shards']) != len(self._its):
+      raise ValueError(f"data state holds {len(state['shards'])} shards but this process reads {len(self._its)}")
+    for it, s in zip(self._its, state['shards']):
+      it.set_state(s)
+    self._done = list(state['done'])

@@ -26,8 +26,10 @@ import ml_collections
 
 from nanolm_jax import fs
 from nanolm_jax import runs
+from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import trainer
+from nanolm_jax.data import pipeline
 
 ConfigFn = Callable[[str], ml_collections.ConfigDict]
 # How the same weights are computed: a stage may change these from its init_from run's.
@@ -52,26 +54,38 @@ class StageDef:
 
 def process_batches(ctx: trainer.RunContext, make: Callable[..., Any], data_cfg: Any, split: str, repeat: bool):
   """A stage's batches for this process: ``make(data_cfg, tokenizer, ...)`` (pipeline.make_lm_dataset,
-  sft_data.make_sft_dataset) with the run's sequence length and seed, and this process's share and shard."""
+  sft_data.make_sft_dataset) with the run's sequence length and seed, for this process's data shards.
+
+  The global batch is read as ``train.data_shards`` shards (0 = one per process); process i reads shards
+  i*k .. i*k+k-1 side by side (k = shards / processes), so the batches are the same on 1 or k hosts."""
   cfg = ctx.cfg
-  return make(
-      data_cfg,
-      ctx.tokenizer,
-      split=split,
-      seq_len=cfg.train.seq_len,
-      batch_size=cfg.train.batch_size // jax.process_count(),
-      seed=cfg.seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      repeat=repeat,
-  )
+  n, i = jax.process_count(), jax.process_index()
+  shards = trainer.data_shards(cfg, n)
+  per_process = shards // n
+
+  def shard(j: int):
+    return make(
+        data_cfg,
+        ctx.tokenizer,
+        split=split,
+        seq_len=cfg.train.seq_len,
+        batch_size=cfg.train.batch_size // shards,
+        seed=cfg.seed,
+        process_index=i * per_process + j,
+        process_count=shards,
+        repeat=repeat,
+    )
+
+  if per_process == 1:
+    return shard(0)
+  return pipeline.ShardedBatches([shard(j) for j in range(per_process)])
 
 
 def inherited_tokenizer(cfg: ml_collections.ConfigDict, workdir: str) -> tokenizer_lib.Tokenizer:
   """The init_from run's tokenizer, its sentencepiece file copied into the new run folder (self-contained, like every
   run; imported Hugging Face tokenizers stay where they are)."""
   src, dst = fs.join(cfg.init_from, runs.TOKENIZER_FILE), fs.join(workdir, runs.TOKENIZER_FILE)
-  if fs.exists(src) and not fs.exists(dst):
+  if fs.exists(src) and not fs.exists(dst) and shd.is_main_process():
     fs.copy(src, dst)
   return runs.load_tokenizer(cfg.init_from)
 
@@ -150,8 +164,8 @@ def prepare_config(
 ) -> ml_collections.ConfigDict:
   """The config the trainer runs: resolved, prepared by the stage and validated (errors name the field)."""
   cfg = resolve_config(stage, cfg, workdir, init_from=init_from, default_config=default_config)
-  if stage.prepare is not None:
-    cfg = stage.prepare(cfg, workdir)
+  if stage.prepare is not None:  # it may write data into the run folder: process 0 first, the others then reuse it
+    cfg = shd.main_first(f"prepare_{stage.name}", lambda: stage.prepare(cfg, workdir))
   trainer.validate_config(cfg)
   return cfg
 

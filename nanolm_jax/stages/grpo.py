@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jax
 import ml_collections
 from absl import logging
 
@@ -27,6 +28,11 @@ from nanolm_jax.stages import sft
 def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Checks the RL knobs; sets train.batch_size to prompts_per_step x group_size rows (or checks a set one)."""
   del workdir
+  if jax.process_count() > 1:
+    raise ValueError(
+        f"grpo runs on one process, not {jax.process_count()}: its rollouts sample with the engine on the local "
+        "devices from the current parameters; run it on one host (any number of local devices)"
+    )
   cfg = copy.deepcopy(cfg)
   rl = cfg.rl
   if rl.group_size < 2:

@@ -10,6 +10,7 @@ from absl import logging
 from nanolm_jax import engine
 from nanolm_jax import fs
 from nanolm_jax import model as model_lib
+from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
 from nanolm_jax import trainer
@@ -19,7 +20,11 @@ from nanolm_jax.stages import base
 
 
 def _tokenizer(cfg, workdir) -> tokenizer_lib.Tokenizer:
-  return tokenizer_training.get_or_train_tokenizer(cfg.tokenizer, cfg.data, cfg.model.vocab_size, workdir)
+  # Process 0 trains it into the run folder; the others then load that file.
+  return shd.main_first(
+      "tokenizer",
+      lambda: tokenizer_training.get_or_train_tokenizer(cfg.tokenizer, cfg.data, cfg.model.vocab_size, workdir),
+  )
 
 
 def _dataset(ctx: trainer.RunContext, split: str, repeat: bool):
@@ -48,11 +53,13 @@ def _on_end(ctx: trainer.RunContext, params: Any) -> dict[str, Any]:
   prompts = list(s.prompts)
   completions = sample_texts(ctx, params, prompts, sampling, ctx.cfg.seed)
   lines = [f"{p}{c}" for p, c in zip(prompts, completions)]
-  fs.write_text(fs.join(ctx.workdir, "samples.txt"), "\n\n".join(lines) + "\n")
+  # Every process samples the same (same whole params, same seed) and prints; process 0 writes the file.
   print("\n--- samples ---")
   for line in lines:
     print(line.replace("\n", " ") + "\n")
-  logging.info("samples written to %s", fs.join(ctx.workdir, "samples.txt"))
+  if shd.is_main_process():
+    fs.write_text(fs.join(ctx.workdir, "samples.txt"), "\n\n".join(lines) + "\n")
+    logging.info("samples written to %s", fs.join(ctx.workdir, "samples.txt"))
   return {}
 
 

@@ -23,6 +23,7 @@ from nanolm_jax import checkpoint as ckpt_lib
 from nanolm_jax import fs
 from nanolm_jax import model as model_lib
 from nanolm_jax import runs
+from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
 from nanolm_jax import trainer
@@ -134,7 +135,8 @@ def _on_end(ctx: trainer.RunContext, params: Any) -> dict[str, Any]:
   model = model_lib.build_model(ctx.cfg, mesh=None)
   params = jax.device_get(params)
   result = evaluate_run(ctx.cfg, model, params, ctx.tokenizer)
-  runs.write_eval(ctx.workdir, result)
+  if shd.is_main_process():
+    runs.write_eval(ctx.workdir, result)
   return {k: v for k, v in result.items() if k in chat_eval.METRIC_KEYS}
 
 
@@ -185,10 +187,11 @@ def finish(cfg: ml_collections.ConfigDict, workdir: str, out: dict[str, Any]) ->
         else "no fact QA"
     )
     print(f"Training the control (the same SFT without the probe: {what}) in {ab_dir}", flush=True)
-    control = trainer.train(ablation_config(cfg, workdir), ab_dir, build(cfg))
-    merged = runs.read_eval(workdir)
-    merged["no_probe"] = {k: control.get(k) for k in chat_eval.METRIC_KEYS + ("val_loss",)}
-    runs.write_eval(workdir, merged)
+    control = trainer.train(ablation_config(cfg, workdir), ab_dir, build(cfg))  # on every process, like the run
+    if shd.is_main_process():
+      merged = runs.read_eval(workdir)
+      merged["no_probe"] = {k: control.get(k) for k in chat_eval.METRIC_KEYS + ("val_loss",)}
+      runs.write_eval(workdir, merged)
     out["no_probe"] = control
     columns["control (no probe)"] = control
   print("\n" + chat_eval.format_table(columns), flush=True)

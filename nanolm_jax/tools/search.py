@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterable
-
-import bm25s
+from typing import Any, Iterable
 
 from nanolm_jax import fs
 from nanolm_jax.tools import Tool
@@ -26,11 +24,19 @@ _PARAGRAPH = re.compile(r"\n\s*\n")
 _WORD = re.compile(r"\w+")
 
 
+def _bm25s() -> Any:
+  """bm25s, imported on first use: importing it runs a JAX computation (when jax is installed), which would start
+  the XLA backend before a multi-host run could call jax.distributed.initialize()."""
+  import bm25s  # pylint: disable=g-import-not-at-top
+
+  return bm25s
+
+
 def fuzzy_terms(text: str) -> list[str]:
   """Lower-cased words without English stopwords, plus '#'-prefixed character trigrams of '^word$'."""
   out = []
   for w in _WORD.findall(text.lower()):
-    if w in bm25s.stopwords.STOPWORDS_EN:
+    if w in _bm25s().stopwords.STOPWORDS_EN:
       continue
     out.append(w)
     padded = f"^{w}$"
@@ -115,11 +121,11 @@ class Search(Tool):
     if not passages:
       raise ValueError("search index is empty: no documents with text")
     self.passages = passages
-    self._bm25 = bm25s.BM25()
+    self._bm25 = _bm25s().BM25()
     if self.fuzzy:
       self._bm25.index([fuzzy_terms(p) or ["\x00"] for p in passages], show_progress=False)
     else:
-      corpus = bm25s.tokenize(passages, stopwords="en", show_progress=False)
+      corpus = _bm25s().tokenize(passages, stopwords="en", show_progress=False)
       if not corpus.vocab:
         raise ValueError("search index has no searchable words (every passage is only stopwords or punctuation)")
       self._bm25.index(corpus, show_progress=False)
@@ -135,7 +141,7 @@ class Search(Tool):
       known = self._bm25.vocab_dict
       q = [[t for t in fuzzy_terms(query) if t in known]]
     else:
-      q = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
+      q = _bm25s().tokenize([query], stopwords="en", return_ids=False, show_progress=False)
     if not q or not q[0]:
       return []
     docs, scores = self._bm25.retrieve(q, k=k, show_progress=False, n_threads=0, backend_selection="numpy")
