@@ -57,19 +57,6 @@ def test_bad_value_is_named_before_any_folder(tmp_path, over):
   assert not (tmp_path / "run").exists()
 
 
-def test_mesh_overrides_give_single_device_losses(tmp_path, over):
-  over = {**over, "train.steps": 4, "train.eval_every": 0, "train.checkpoint_every": 0}
-  ref = _run(tmp_path / "one", over, devices=1)
-  assert ref.returncode == 0, ref.stderr[-3000:]
-  for name, mesh in {"fsdp8": dict(data=1, fsdp=8, tensor=1), "d2f2t2": dict(data=2, fsdp=2, tensor=2)}.items():
-    p = _run(tmp_path / name, {**over, **{f"mesh.{k}": v for k, v in mesh.items()}})
-    assert p.returncode == 0, p.stderr[-3000:]
-    a, b = _losses(tmp_path / "one"), _losses(tmp_path / name)
-    assert a.keys() == b.keys() == {1, 2, 3, 4}
-    for s in a:
-      assert abs(a[s] - b[s]) <= 1e-5 * abs(a[s]), (name, s, a[s], b[s])
-
-
 def _wait_for(pred, timeout=240):
   t = time.time()
   while not pred():
@@ -78,15 +65,37 @@ def _wait_for(pred, timeout=240):
     time.sleep(0.05)
 
 
-def test_kill_9_then_resume_is_bitwise_identical(tmp_path, over):
-  over = {**over, "train.steps": 40, "train.checkpoint_every": 8, "train.eval_every": 0}
-  straight = _run(tmp_path / "straight", over)
-  assert straight.returncode == 0, straight.stderr[-3000:]
+D2F2T2 = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
+
+
+@pytest.fixture(scope="module")
+def straight(small_corpus, small_tokenizer, tmp_path_factory):
+  """An uninterrupted run on a data x FSDP x tensor mesh of 8 devices: the reference of the tests below."""
+  over = {**tiny_overrides(small_corpus, small_tokenizer), **D2F2T2, "sample.max_new_tokens": 4}
+  over.update({"train.steps": 24, "train.checkpoint_every": 6, "train.eval_every": 0})
+  workdir = tmp_path_factory.mktemp("straight") / "run"
+  p = _run(workdir, over)
+  assert p.returncode == 0, p.stderr[-3000:]
+  return workdir, over
+
+
+def test_mesh_overrides_give_single_device_losses(tmp_path, straight):
+  workdir, over = straight
+  ref = _run(tmp_path / "one", {**over, "mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 1}, devices=1)
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  a, b = _losses(tmp_path / "one"), _losses(workdir)
+  assert a.keys() == b.keys() == set(range(1, 25))
+  for s in a:
+    assert abs(a[s] - b[s]) <= 1e-5 * abs(a[s]), (s, a[s], b[s])
+
+
+def test_kill_9_then_resume_is_bitwise_identical(tmp_path, straight):
+  workdir, over = straight
   victim = tmp_path / "victim"
   proc = subprocess.Popen(
       _cmd(victim, over), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
   )
-  _wait_for(lambda: (victim / "checkpoints" / "8").exists() or proc.poll() is not None)
+  _wait_for(lambda: (victim / "checkpoints" / "6").exists() or proc.poll() is not None)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -94,9 +103,9 @@ def test_kill_9_then_resume_is_bitwise_identical(tmp_path, over):
   resumed = _run(victim, over)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from step" in resumed.stderr
-  a, b = _losses(tmp_path / "straight"), _losses(victim)
-  assert a.keys() == b.keys() == set(range(1, 41))
-  assert killed_at < 40
+  a, b = _losses(workdir), _losses(victim)
+  assert a.keys() == b.keys() == set(range(1, 25))
+  assert killed_at < 24
   assert all(a[s] == b[s] for s in a), {s: (a[s], b[s]) for s in a if a[s] != b[s]}  # bitwise (fp32, CPU)
 
 

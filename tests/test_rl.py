@@ -259,7 +259,7 @@ def test_run_on_the_shared_trainer_logs_evals_and_resumes(base_run, gsm8k_file, 
 
   cfg.train.steps = 3
   trainer.train(cfg, str(tmp_path), grpo_stage.build(cfg))
-  state = [_json(f) for f in glob.glob(os.path.join(tmp_path, "checkpoints", "3", "data", "*"))]
+  state = [_json(f) for f in glob.glob(os.path.join(tmp_path, "checkpoints", "3", "data_per_process", "*.json"))]
   state = next(s for s in state if isinstance(s, dict) and "cursor" in s)
   assert state == {"rollouts": 3, "cursor": 6, "inner": 0}  # continued the prompt stream after step 2
   rows = metrics_lib.read_metrics(str(tmp_path))
