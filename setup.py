@@ -12,7 +12,11 @@ setup(
     packages=find_packages(
         include=["nanolm_jax", "nanolm_jax.*", "configs", "configs.*", "experiments", "experiments.*"]
     ),
-    package_data={"nanolm_jax.crawl": ["lists/*.txt"], "nanolm_jax.serve": ["static/*.html"]},
+    package_data={
+        "nanolm_jax.crawl": ["lists/*.txt"],
+        "nanolm_jax.serve": ["static/*.html"],
+        "nanolm_jax.evals": ["data/*/*.gz", "data/*/LICENSE*", "data/README.md"],
+    },
     include_package_data=True,
     install_requires=[
         "jax>=0.10",
