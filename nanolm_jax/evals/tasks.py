@@ -413,7 +413,8 @@ def normalize_number(text: str) -> str:
   if "." in number:
     number = number.rstrip("0").rstrip(".")
   sign, digits = ("-", number[1:]) if number.startswith("-") else ("", number)
-  digits = "0" + digits if digits.startswith(".") or not digits else digits  # ".5" and "0.5" are one answer
+  whole, point, fraction = digits.partition(".")
+  digits = (whole.lstrip("0") or "0") + point + fraction  # ".5", "0.5" and "00.5" are one answer
   return digits if digits == "0" else sign + digits
 
 
