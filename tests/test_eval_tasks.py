@@ -44,7 +44,10 @@ def _spec(name, path, **kw):
 
 # (count, a hand-checked fact about the first item) per task; the counts are the public releases' (BLiMP: 100 each).
 FIRST = {
-    "blimp": (6700, (("", ""), ("Who should Derek hug after shocking Richard?", "Who should Derek hug Richard after shocking?"), 0)),
+    "blimp": (
+        6700,
+        (("", ""), ("Who should Derek hug after shocking Richard?", "Who should Derek hug Richard after shocking?"), 0),
+    ),
     "copa": (
         100,
         (
@@ -53,7 +56,19 @@ FIRST = {
             1,
         ),
     ),
-    "openbook_qa": (500, (None, (" make more phone calls", " quit eating lunch out", " buy less with monopoly money", " have lunch with friends"), 1)),
+    "openbook_qa": (
+        500,
+        (
+            None,
+            (
+                " make more phone calls",
+                " quit eating lunch out",
+                " buy less with monopoly money",
+                " have lunch with friends",
+            ),
+            1,
+        ),
+    ),
     "winograd_wsc": (
         273,
         (
@@ -92,7 +107,9 @@ def test_bundled_fewshot_prompts_have_the_configured_shots():
   assert piqa.contexts[0].endswith("\nQuestion: How do I ready a guinea pig cage for it's new occupants?\nAnswer:")
   assert piqa.contexts[0].count("\nAnswer: ") == 10 and piqa.contexts[0].count("\nAnswer:") == 11
   assert arc.contexts[0].count("\nAnswer: ") == 10
-  assert arc.contexts[0].endswith("Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:")
+  assert arc.contexts[0].endswith(
+      "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:"
+  )
   assert lambada.items[0].contexts[0].endswith("his mouth curved in a confident grin, I don't care about")
 
 
@@ -118,7 +135,9 @@ def test_blimp_minimal_pairs_cover_67_phenomena_and_4_fields():
   assert all(i.contexts == ("", "") and i.gold == 0 and len(i.continuations) == 2 for i in items)
   # The release has one pair whose two sentences are identical (kept as released; as a tie it always scores wrong).
   (same,) = [i for i in items if i.continuations[0] == i.continuations[1]]
-  assert same.meta["UID"] == "passive_1" and same.continuations[0] == "Some grandmother of the cashier was left by James."
+  assert (
+      same.meta["UID"] == "passive_1" and same.continuations[0] == "Some grandmother of the cashier was left by James."
+  )
 
 
 def test_registry_suite_and_config():
@@ -134,9 +153,20 @@ def test_registry_suite_and_config():
   )
   assert T.CORE_TASKS == T.DEFAULT_SUITE[1:-1] and set(T.REGISTRY) == set(T.DEFAULT_SUITE)
   shots = {n: s.num_fewshot for n, s in T.REGISTRY.items()}
-  assert shots == dict(blimp=0, copa=0, piqa=10, arc_easy=10, openbook_qa=0, winograd_wsc=0, lambada_openai_small=0, gsm8k=8)
+  assert shots == dict(
+      blimp=0, copa=0, piqa=10, arc_easy=10, openbook_qa=0, winograd_wsc=0, lambada_openai_small=0, gsm8k=8
+  )
   baselines = {n: s.random_baseline for n, s in T.REGISTRY.items()}
-  assert baselines == dict(blimp=0.5, copa=0.5, piqa=0.5, arc_easy=0.25, openbook_qa=0.25, winograd_wsc=0.5, lambada_openai_small=0.0, gsm8k=0.0)
+  assert baselines == dict(
+      blimp=0.5,
+      copa=0.5,
+      piqa=0.5,
+      arc_easy=0.25,
+      openbook_qa=0.25,
+      winograd_wsc=0.5,
+      lambada_openai_small=0.0,
+      gsm8k=0.0,
+  )
   assert {n for n, s in T.REGISTRY.items() if s.length_normalize} == {"copa", "piqa", "arc_easy", "openbook_qa"}
   package = os.path.dirname(os.path.abspath(T.__file__))
   for spec in T.REGISTRY.values():
@@ -188,7 +218,9 @@ def test_blimp_max_examples_keeps_an_equal_number_per_phenomenon():
   full = _bundled("blimp").items
   sub = T.load_task(T.REGISTRY["blimp"], max_examples=670).items
   assert set(collections.Counter(i.meta["UID"] for i in sub).values()) == {10} and len(sub) == 670
-  first_ten = [i for uid in dict.fromkeys(x.meta["UID"] for x in full) for i in [x for x in full if x.meta["UID"] == uid][:10]]
+  first_ten = [
+      i for uid in dict.fromkeys(x.meta["UID"] for x in full) for i in [x for x in full if x.meta["UID"] == uid][:10]
+  ]
   assert sub == first_ten
   tiny = T.load_task(T.REGISTRY["blimp"], max_examples=5).items  # fewer than the phenomena: still one of each
   assert len(tiny) == 67 and len({i.meta["UID"] for i in tiny}) == 67
@@ -228,7 +260,9 @@ def test_user_paths_read_gz_and_plain_globs_and_folders(tmp_path):
   _write(folder / "island.jsonl", [{"sentence_good": "G.", "sentence_bad": "B."}])  # UID from the file name
   (spec,) = T.parse_tasks(f"blimp={folder}/*.jsonl*")
   items = T.load_task(spec).items
-  assert [i.meta for i in items] == [{"UID": "agr", "field": "morphology"}] * 2 + [{"UID": "island", "field": "unknown"}]
+  assert [i.meta for i in items] == [{"UID": "agr", "field": "morphology"}] * 2 + [
+      {"UID": "island", "field": "unknown"}
+  ]
   assert items[0].continuations == ("Cats sleep.", "Cats sleeps.")
   assert T.load_task(_spec("blimp", str(folder))).items == items  # a folder means its JSONL files
   copa = T.load_task(T.parse_tasks(f"copa={_write(tmp_path / 'c.jsonl.gz', _mc_rows(2), gz=True)}")[0])
@@ -309,14 +343,18 @@ def test_tfds_names_load_through_tfds(monkeypatch):
     loads.append((name, split))
     if name.startswith("blimp/"):
       uid = name.split("/")[1]
-      return [{"sentence_good": b"Good.", "sentence_bad": b"Bad.", "field": b"syntax", "UID": uid.encode(), "pair_id": 0}]
+      return [
+          {"sentence_good": b"Good.", "sentence_bad": b"Bad.", "field": b"syntax", "UID": uid.encode(), "pair_id": 0}
+      ]
     return [{"question": f"{split} q{i}".encode(), "answer": f"so\n#### {i},000".encode()} for i in range(12)]
 
   fake = types.ModuleType("tensorflow_datasets")
   fake.load, fake.as_numpy = load, lambda ds: iter(ds)
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
   blimp, gsm8k = T.parse_tasks("tfds:blimp,tfds:gsm8k")
-  assert blimp.path == "tfds:blimp:train" and gsm8k.path == "tfds:gsm8k:test" and gsm8k.fewshot_path == "tfds:gsm8k:train"
+  assert (
+      blimp.path == "tfds:blimp:train" and gsm8k.path == "tfds:gsm8k:test" and gsm8k.fewshot_path == "tfds:gsm8k:train"
+  )
   assert not loads, "parse_tasks reads nothing"
   items = T.load_task(blimp).items
   assert len(items) == 67 and len(loads) == 67 and all(split == "train" for _, split in loads)
@@ -325,7 +363,9 @@ def test_tfds_names_load_through_tfds(monkeypatch):
   task = T.load_task(gsm8k, max_examples=2)
   assert loads == [("gsm8k", "test"), ("gsm8k", "train")]
   assert [i.answer for i in task.items] == ["0", "1000"]
-  assert task.items[1].prompt.count("Question: train q") == 8 and task.items[1].prompt.endswith("Question: test q1\nAnswer:")
+  assert task.items[1].prompt.count("Question: train q") == 8 and task.items[1].prompt.endswith(
+      "Question: test q1\nAnswer:"
+  )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
