@@ -80,6 +80,8 @@ class TaskSpec:
 
 @dataclasses.dataclass
 class Task:
+  """A loaded task: its spec, its items in file order, and how many bad lines `skip_bad_lines` dropped."""
+
   spec: TaskSpec
   items: list  # ChoiceItem or GenItem
   skipped_lines: int = 0
@@ -199,7 +201,10 @@ def _tfds_records(path: str) -> Iterator[tuple[str, str, Any]]:
   """Records of a TFDS dataset, "tfds:NAME:SPLIT"; tensorflow_datasets is imported only when one is named."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  _, name, split = path.split(":")
+  parts = path.split(":")
+  if len(parts) != 3:
+    raise ValueError(f"a TFDS task path is tfds:NAME:SPLIT, got {path!r}")
+  _, name, split = parts
   # TFDS keeps BLiMP as one config per phenomenon; the bundled files name all 67.
   names = [f"blimp/{_stem(f)}" for f in fs.glob(_data("blimp", "*.jsonl.gz"))] if name == "blimp" else [name]
   for dataset in names:
@@ -348,10 +353,10 @@ def _split_delimiter(delimiter: str) -> tuple[str, str]:
 
 def _choice_item(spec: TaskSpec, record: dict, shots: list[dict]) -> ChoiceItem:
   """A likelihood item; shots are the full text of other examples (see the module docstring)."""
+  if spec.kind == "minimal_pairs":  # no context and no shots: each sentence is scored whole
+    return ChoiceItem(("", ""), (record["good"], record["bad"]), 0, {"UID": record["UID"], "field": record["field"]})
   head, lead = _split_delimiter(spec.continuation_delimiter)
   d = spec.continuation_delimiter
-  if spec.kind == "minimal_pairs":
-    return ChoiceItem(("", ""), (record["good"], record["bad"]), 0, {"UID": record["UID"], "field": record["field"]})
   if spec.kind == "multiple_choice":
     texts = [s["query"] + d + s["choices"][s["gold"]] for s in shots]
     contexts, continuations = [record["query"]], [lead + c for c in record["choices"]]
