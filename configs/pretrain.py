@@ -25,6 +25,8 @@ def _base() -> ml_collections.ConfigDict:
   # The embedded corpus, the fact world (known people), one-off people (copying practice) and worked arithmetic.
   c.data.sources = "stdlib@0.5;facts;people;arithmetic@0.5"
   c.tokenizer = tokenizer_training.default_tokenizer_config()
+  # BLiMP (67 phenomena x 100 pairs) beside val bpb at every eval step: the grammar curve of the run.
+  c.train.eval_tasks = "blimp"
 
   c.sample = ml_collections.ConfigDict(
       dict(

@@ -33,6 +33,8 @@ from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax import train_step as step_lib
 from nanolm_jax.data import pipeline
+from nanolm_jax.evals import harness as evals_harness
+from nanolm_jax.evals import tasks as evals_tasks
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,6 +83,10 @@ def default_train_config() -> ml_collections.ConfigDict:
           microbatches=1,  # gradient accumulation: batch_size is split into this many scanned microbatches
           eval_every=150,  # 0 = never
           eval_batches=8,
+          # Benchmarks scored at every eval step beside the validation loss (nanolm_jax.evals task names, e.g.
+          # "blimp"; "" = none), at most eval_tasks_max_examples examples each (0 = all; BLiMP: per phenomenon).
+          eval_tasks="",
+          eval_tasks_max_examples=0,
           log_every=10,
           checkpoint_every=150,  # 0 = only at the end (and on preemption)
           keep_checkpoints=3,
@@ -390,6 +396,30 @@ def make_sharded_step(
 
 
 def _make_evaluator(ctx: RunContext, stage: Stage, apply, batch_sharding):
+  """params -> eval metrics: the stage's own evaluation, or validation loss / bpb; plus train.eval_tasks."""
+  base = _base_evaluator(ctx, stage, apply, batch_sharding)
+  names = ctx.cfg.train.get("eval_tasks", "")
+  if not names or ctx.tokenizer is None:
+    return base
+  # Read and checked now, before the first step: a bad task name or file fails the run at once.
+  tasks = [
+      evals_tasks.load_task(spec, max_examples=ctx.cfg.train.get("eval_tasks_max_examples", 0) or None)
+      for spec in evals_tasks.parse_tasks(names)
+  ]
+  chat_format = stage.name != "pretrain"
+
+  def evaluate(params) -> dict[str, float]:
+    out = dict(base(params)) if base is not None else {}
+    results = evals_harness.evaluate(
+        ctx.model, params, ctx.tokenizer, tasks, mesh=ctx.mesh, chat_format=chat_format, seed=ctx.cfg.seed
+    )
+    out.update(evals_harness.flat_metrics(results))
+    return out
+
+  return evaluate
+
+
+def _base_evaluator(ctx: RunContext, stage: Stage, apply, batch_sharding):
   if stage.evaluate is not None:
     return lambda params: stage.evaluate(ctx, params)
   if stage.make_eval_data is None or ctx.tokenizer is None:
