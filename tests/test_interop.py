@@ -273,3 +273,29 @@ def test_export_of_gqa_gpt2_is_refused():
   mc = model_lib.ModelConfig(style="gpt2", num_heads=4, num_kv_heads=2)
   with pytest.raises(ValueError, match="no grouped-query attention"):
     hf.hf_config_from_model(mc, tokenizer_lib.BOS_ID, tokenizer_lib.EOS_ID, tokenizer_lib.PAD_ID, "float32")
+
+
+def test_blimp_logprobs_equal_transformers_on_the_exported_weights(trained_run, tmp_path):
+  """The evaluation harness's per-pair BLiMP log-probabilities (bucketed, padded, batched) against transformers'
+  forward of the same weights, one unpadded sentence at a time, summed in float64."""
+  from nanolm_jax.evals import harness  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.evals import scoring  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.evals import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+
+  out = str(tmp_path / "hf")
+  hf.export_hf(trained_run, out)
+  run = runs.load_run(trained_run)
+  model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+  task = tasks_lib.load_task(tasks_lib.REGISTRY["blimp"], max_examples=67)  # one pair of each phenomenon
+  scorer = scoring.LogLikelihood(run.model, run.params, batch_size=16)
+  ours = harness.score_choice_task(scorer, run.tokenizer, task)["logprobs"]
+  worst = 0.0
+  for item, pair in zip(task.items, ours):
+    for sentence, lp in zip(item.continuations, pair):
+      ids = scoring.encode_row(run.tokenizer, "", sentence, run.model.cfg.max_len)[0]
+      with torch.no_grad():
+        logits = model(torch.tensor([ids[:-1]])).logits[0].double()
+      ref = torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum().item()
+      worst = max(worst, abs(lp - ref))
+  print(f"{run.model.cfg.style}: max |BLiMP log-prob diff| over {2 * len(ours)} sentences = {worst:.2e}")
+  assert worst <= TOL
