@@ -376,7 +376,9 @@ def _choice_item(spec: TaskSpec, record: dict, shots: list[dict]) -> ChoiceItem:
 def _gen_item(spec: TaskSpec, record: dict, shots: list[dict]) -> GenItem:
   del spec
   block = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in shots)
-  return GenItem(f"{block}Question: {record['question']}\nAnswer:", record["number"], GSM8K_STOP, {})
+  return GenItem(
+      f"{block}Question: {record['question']}\nAnswer:", record["number"], GSM8K_STOP, {"question": record["question"]}
+  )
 
 
 def load_task(spec: TaskSpec, *, max_examples: int | None = None, skip_bad_lines: bool = False, seed: int = 0) -> Task:
