@@ -32,18 +32,18 @@ class Scored:
   greedy: bool  # every continuation token is the model's argmax
 
 
-def encode_row(tok: tokenizer_lib.Tokenizer, context: str, continuation: str, max_len: int) -> tuple[list[int], int]:
-  """(ids, continuation length): BOS + context + continuation, each encoded on its own (the boundary stays where
-  the task puts it). A row longer than the model's context keeps its last max_len + 1 tokens (the oldest context
-  goes first); a continuation that alone does not fit is a ValueError naming it."""
+def encode_row(
+    tok: tokenizer_lib.Tokenizer, context: str, continuation: str, max_len: int
+) -> tuple[list[int], int]:
+  """(ids, n scored): BOS + context + continuation, each encoded on its own (the boundary stays where the task puts
+  it). A row longer than the model's context keeps its last max_len + 1 tokens (the oldest context goes first, as in
+  lm-evaluation-harness); a continuation that alone exceeds the context is scored on its last max_len tokens."""
   ctx = tok.encode(context, bos=True) if context else [tok.bos_id]
   cont = tok.encode(continuation, bos=False)
   if not cont:
     raise ValueError(f"continuation {continuation!r} encodes to no tokens")
-  if len(cont) > max_len:
-    raise ValueError(f"continuation of {len(cont)} tokens does not fit the model's context of {max_len}")
   ids = ctx + cont
-  return ids[-(max_len + 1) :], len(cont)
+  return ids[-(max_len + 1) :], min(len(cont), max_len)
 
 
 def _bucket(n: int, max_len: int) -> int:
