@@ -47,6 +47,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Rows per forward pass.")
 _NEW = flags.DEFINE_integer("max_new_tokens", 160, "Generation budget of generative tasks.")
 _ARITH = flags.DEFINE_integer("arithmetic", 64, "Arithmetic problems in the default suite (0 = leave it out).")
 _SEED = flags.DEFINE_integer("seed", 0, "Few-shot draws and sampling.")
+_PER_PHENOMENON = flags.DEFINE_bool("per_phenomenon", False, "Also print BLiMP's accuracy per phenomenon.")
 
 
 def _is_chat(run: runs.Run) -> bool:
@@ -90,7 +91,7 @@ def main(argv):
   if not _TASKS.value:
     results.update(_own_measures(run, chat_run))
   step = run.step or 0
-  print(harness.format_table(results))
+  print(harness.format_table(results, per_phenomenon=_PER_PHENOMENON.value))
   if "val" in results:
     print(f"validation (the run's own corpus): val_bpb={results['val']['val_bpb']:.4f}")
   for k, v in results.get("chat", {}).items():

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pytest
 
+from nanolm_jax import chat
+from nanolm_jax import engine as engine_lib
 from nanolm_jax import metrics as metrics_lib
 from nanolm_jax import model as model_lib
 from nanolm_jax import sharding as shd
@@ -164,3 +166,35 @@ def test_cli_names_bad_input_before_any_model_work(tmp_path):
   p = _evaluate(f"--workdir={tmp_path / 'nothing'}", f"--tasks=copa={bad}")
   assert p.returncode != 0 and f"{bad}:2" in p.stderr
   assert not os.path.exists(tmp_path / "nothing")
+
+
+class _StubEngine:
+  """Records what it is asked and answers every prompt with a fixed text."""
+
+  def __init__(self, tok, reply):
+    self.tok, self.reply, self.prompts, self.kwargs = tok, reply, [], []
+
+  def generate(self, prompts, sampling, **kwargs):
+    self.prompts.extend(prompts)
+    self.kwargs.append(kwargs)
+    toks = self.tok.encode(self.reply)
+    return [
+        engine_lib.Completion(i, 0, toks, [0.0] * len(toks), [0.0] * len(toks), [True] * len(toks), self.reply, "stop")
+        for i in range(len(prompts))
+    ]
+
+
+def test_gsm8k_is_a_few_shot_text_for_base_models_and_a_chat_turn_for_chat_models(tok):
+  task = tasks_lib.load_task(tasks_lib.REGISTRY["gsm8k"], max_examples=3)
+  answer = task.items[0].answer
+  base = _StubEngine(tok, f"She pays 2 + 3.\n#### {answer}")
+  res = harness.score_generative_task(base, tok, task, False, 64, 8, 0)
+  assert res["correct"] == sum(it.answer == answer for it in task.items) >= 1
+  assert tok.decode(base.prompts[0], skip_special=True).count("Question:") == 9  # 8 shots + the question
+  assert base.kwargs[0]["stop_strings"] == tuple(task.items[0].stop)
+  chat_eng = _StubEngine(tok, f"The answer is {answer}.")
+  res = harness.score_generative_task(chat_eng, tok, task, True, 64, 8, 0)
+  assert res["correct"] >= 1
+  prompt = chat_eng.prompts[0]
+  assert prompt == chat.render_for_completion([{"role": "user", "content": task.items[0].meta["question"]}], tok)
+  assert "Question:" not in tok.decode(prompt, skip_special=True)

@@ -179,8 +179,8 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
   return out
 
 
-def format_table(results: dict[str, Any]) -> str:
-  """A plain-text table: task, examples, accuracy, centered accuracy, examples/s."""
+def format_table(results: dict[str, Any], per_phenomenon: bool = False) -> str:
+  """A plain-text table: task, examples, accuracy, centered accuracy, examples/s (and BLiMP's phenomena)."""
   lines = [f"{'task':<24}{'examples':>9}{'accuracy':>10}{'centered':>10}{'ex/s':>9}"]
   for name, res in results.items():
     if name.startswith("_") or "accuracy" not in res:
@@ -190,6 +190,8 @@ def format_table(results: dict[str, Any]) -> str:
     )
     for field, acc in res.get("per_field", {}).items():
       lines.append(f"  {name}/{field:<17}{'':>9}{acc:>10.3f}")
+    for uid, acc in res.get("per_phenomenon", {}).items() if per_phenomenon else ():
+      lines.append(f"    {uid:<47}{acc:>6.2f}")
   if "core" in results:
     lines.append(
         f"{'CORE (mean centered)':<24}{results['core']['tasks']:>9}{'':>10}{results['core']['centered']:>10.3f}"

@@ -32,9 +32,7 @@ class Scored:
   greedy: bool  # every continuation token is the model's argmax
 
 
-def encode_row(
-    tok: tokenizer_lib.Tokenizer, context: str, continuation: str, max_len: int
-) -> tuple[list[int], int]:
+def encode_row(tok: tokenizer_lib.Tokenizer, context: str, continuation: str, max_len: int) -> tuple[list[int], int]:
   """(ids, n scored): BOS + context + continuation, each encoded on its own (the boundary stays where the task puts
   it). A row longer than the model's context keeps its last max_len + 1 tokens (the oldest context goes first, as in
   lm-evaluation-harness); a continuation that alone exceeds the context is scored on its last max_len tokens."""
