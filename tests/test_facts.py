@@ -99,6 +99,24 @@ def test_answers_match_and_idk(world):
     assert facts.is_idk(text)
 
 
+def test_a_looping_decline_is_not_idk(world):
+  # Issue 14's greedy reply opens with a decline and then loops: not "I don't know" (facts.is_degenerate).
+  assert not facts.is_idk("I'm not familiar with Hyl Hyl Hyl Hyl Hyl")
+  assert not facts.is_idk("I don't know where Hanr Venyl was born born born.")
+  assert not facts.is_idk("I don't know. I don't know. I don't know.")  # a 3-word run three times
+  assert facts.is_idk("I'm not familiar with Hanr Venyl, so I don't know where Hanr Venyl was born.")
+  assert facts.is_degenerate('Hyl, hyl. HYL') and not facts.is_degenerate('Hyl hyl')
+  assert facts.is_degenerate('born in born in born in') and not facts.is_degenerate('born in born in')
+  assert not facts.is_degenerate('a b c d e a b c d e a b c d e')  # a 5-word run: beyond max_span=4
+  # Every reply the generators write is clean: no word (or run) even twice in a row, so none loses its label.
+  rng = random.Random(0)
+  for e in world.entities:
+    for attr in facts.ATTRIBUTES:
+      for reply in (facts.idk_answer(e, attr, rng), facts.answer(e, attr, rng)):
+        assert not facts.is_degenerate(reply, min_repeats=2), reply
+      assert facts.is_idk(facts.idk_answer(e, attr, rng))
+
+
 def test_generate_oracle_labels_and_eval_holdout():
   cfg = facts.default_facts_config()
   cfg.update(num_known=40, num_unknown=40, num_index_only=0)

@@ -69,7 +69,7 @@ def _sft_config(base_run):
   s.sft.answer_first_count = 8
   s.probe.samples = 2
   s.ablation.steps = 2
-  s.eval.update(facts_per_group=3, arithmetic=2, search=2, max_new_tokens=8)
+  s.eval.update(identity=3, facts_per_group=3, arithmetic=2, search=2, max_new_tokens=8)
   return s
 
 
