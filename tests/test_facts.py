@@ -180,6 +180,48 @@ def test_probe_labels_by_sampled_correctness(world):
     probe.probe(lambda convs, n: [['x']] * len(convs), world, entities, 5)
 
 
+def test_probe_confusion_counts_judgements_against_the_truth(world):
+  # Two pretrained people (P1, P2) and two never pretrained (U1, U2), asked two attributes each. The probe judged:
+  #   P1 birthplace known, P1 birth_year idk, P2 birthplace skipped, P2 birth_year known
+  #   U1 both idk,                           U2 birthplace known (wrongly), U2 birth_year skipped
+  p1, p2 = world.known[:2]
+  u1, u2 = world.unknown[:2]
+  rng = random.Random(0)
+
+  def said(entity, attr, know):
+    q = facts.question(entity, attr, rng)
+    reply = facts.answer(entity, attr, rng) if know else facts.idk_answer(entity, attr, rng)
+    return [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': reply}]
+
+  convs = [
+      said(p1, 'birthplace', True),
+      said(p1, 'birth_year', False),
+      said(p2, 'birth_year', True),
+      said(u1, 'birthplace', False),
+      said(u1, 'birth_year', False),
+      said(u2, 'birthplace', True),
+  ]
+  got = probe.confusion(convs, world, [p1, p2], [u1, u2], attributes=('birthplace', 'birth_year'))
+  assert got['pretrained'] == {
+      'questions': 4,
+      'judged_known': 2,
+      'judged_idk': 1,
+      'skipped': 1,
+      'people': 2,
+      'people_judged_known': 2,
+      'people_judged_unknown': 0,
+  }
+  assert got['never_pretrained'] == {
+      'questions': 4,
+      'judged_known': 1,
+      'judged_idk': 2,
+      'skipped': 1,
+      'people': 2,
+      'people_judged_known': 1,  # U2: the probe's false "known"
+      'people_judged_unknown': 1,  # U1: every question "I don't know"
+  }
+
+
 def test_engine_answer_fn_renders_prompts_and_groups_samples(world, small_tokenizer):
   from nanolm_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
