@@ -99,6 +99,24 @@ def test_answers_match_and_idk(world):
     assert facts.is_idk(text)
 
 
+def test_a_looping_decline_is_not_idk(world):
+  # Issue 14's greedy reply opens with a decline and then loops: not "I don't know" (facts.is_degenerate).
+  assert not facts.is_idk("I'm not familiar with Hyl Hyl Hyl Hyl Hyl")
+  assert not facts.is_idk("I don't know where Hanr Venyl was born born born.")
+  assert not facts.is_idk("I don't know. I don't know. I don't know.")  # a 3-word run three times
+  assert facts.is_idk("I'm not familiar with Hanr Venyl, so I don't know where Hanr Venyl was born.")
+  assert facts.is_degenerate('Hyl, hyl. HYL') and not facts.is_degenerate('Hyl hyl')
+  assert facts.is_degenerate('born in born in born in') and not facts.is_degenerate('born in born in')
+  assert not facts.is_degenerate('a b c d e a b c d e a b c d e')  # a 5-word run: beyond max_span=4
+  # Every reply the generators write is clean: no word (or run) even twice in a row, so none loses its label.
+  rng = random.Random(0)
+  for e in world.entities:
+    for attr in facts.ATTRIBUTES:
+      for reply in (facts.idk_answer(e, attr, rng), facts.answer(e, attr, rng)):
+        assert not facts.is_degenerate(reply, min_repeats=2), reply
+      assert facts.is_idk(facts.idk_answer(e, attr, rng))
+
+
 def test_generate_oracle_labels_and_eval_holdout():
   cfg = facts.default_facts_config()
   cfg.update(num_known=40, num_unknown=40, num_index_only=0)
@@ -160,6 +178,48 @@ def test_probe_labels_by_sampled_correctness(world):
   assert all(c[1]['content'].startswith('It is ') for c in own)
   with pytest.raises(ValueError, match='replies'):
     probe.probe(lambda convs, n: [['x']] * len(convs), world, entities, 5)
+
+
+def test_probe_confusion_counts_judgements_against_the_truth(world):
+  # Two pretrained people (P1, P2) and two never pretrained (U1, U2), asked two attributes each. The probe judged:
+  #   P1 birthplace known, P1 birth_year idk, P2 birthplace skipped, P2 birth_year known
+  #   U1 both idk,                           U2 birthplace known (wrongly), U2 birth_year skipped
+  p1, p2 = world.known[:2]
+  u1, u2 = world.unknown[:2]
+  rng = random.Random(0)
+
+  def said(entity, attr, know):
+    q = facts.question(entity, attr, rng)
+    reply = facts.answer(entity, attr, rng) if know else facts.idk_answer(entity, attr, rng)
+    return [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': reply}]
+
+  convs = [
+      said(p1, 'birthplace', True),
+      said(p1, 'birth_year', False),
+      said(p2, 'birth_year', True),
+      said(u1, 'birthplace', False),
+      said(u1, 'birth_year', False),
+      said(u2, 'birthplace', True),
+  ]
+  got = probe.confusion(convs, world, [p1, p2], [u1, u2], attributes=('birthplace', 'birth_year'))
+  assert got['pretrained'] == {
+      'questions': 4,
+      'judged_known': 2,
+      'judged_idk': 1,
+      'skipped': 1,
+      'people': 2,
+      'people_judged_known': 2,
+      'people_judged_unknown': 0,
+  }
+  assert got['never_pretrained'] == {
+      'questions': 4,
+      'judged_known': 1,
+      'judged_idk': 2,
+      'skipped': 1,
+      'people': 2,
+      'people_judged_known': 1,  # U2: the probe's false "known"
+      'people_judged_unknown': 1,  # U1: every question "I don't know"
+  }
 
 
 def test_engine_answer_fn_renders_prompts_and_groups_samples(world, small_tokenizer):

@@ -69,7 +69,7 @@ def _sft_config(base_run):
   s.sft.answer_first_count = 8
   s.probe.samples = 2
   s.ablation.steps = 2
-  s.eval.update(facts_per_group=3, arithmetic=2, search=2, max_new_tokens=8)
+  s.eval.update(identity=3, facts_per_group=3, arithmetic=2, search=2, max_new_tokens=8)
   return s
 
 
@@ -93,6 +93,19 @@ def test_sft_run_writes_eval_and_control(base_run, tmp_path):
   # The probe labelled every SFT-part person once per attribute (known -> answer, unknown -> I don't know).
   stats = json.load(open(tmp_path / "probe_stats.json"))
   assert stats["questions"] == (6 + 6) * 5 and stats["known"] + stats["idk"] + stats["skipped"] == stats["questions"]
+  # ... and its judgements against the truth (pretrained = the world's known people), group by group.
+  conf = stats["confusion"]
+  assert conf["pretrained"]["questions"] == conf["never_pretrained"]["questions"] == 6 * 5
+  assert sum(g["judged_known"] for g in conf.values()) == stats["known"]
+  assert sum(g["judged_idk"] for g in conf.values()) == stats["idk"]
+  # Every rate with its n and interval, in eval.json and in the control's column.
+  assert ev["identity_accuracy_n"] == 3 and ev["unknown_fact_other_rate_n"] == 3
+  assert ev["no_probe"]["known_fact_accuracy_n"] == 3 and len(ev["no_probe"]["known_fact_accuracy_ci"]) == 2
+  for group in ("unknown_fact_idk_rate", "unknown_fact_hallucination_rate", "unknown_fact_other_rate"):
+    assert 0.0 <= ev[group] <= 1.0
+  assert ev["unknown_fact_idk_rate"] + ev["unknown_fact_hallucination_rate"] + ev[
+      "unknown_fact_other_rate"
+  ] == pytest.approx(1.0)
   probe = conversations.load_jsonl([str(tmp_path / "sft_data" / "probe.jsonl")])
   assert len(probe) == stats["known"] + stats["idk"]
   first = conversations.load_jsonl([str(tmp_path / "sft_data" / "answer_first.jsonl")])

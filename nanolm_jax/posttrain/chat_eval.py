@@ -5,16 +5,22 @@ verifiers the data generators use, so the numbers mean what the SFT data taught:
 
   identity_accuracy                 "Who are you?"-style questions whose reply names the configured name / maker
   known_fact_accuracy               questions about held-out *known* people (their facts were in pretraining only)
+  known_fact_idk_rate / _hallucination_rate / _other_rate   ... the rest of those replies, by kind (sum to 1)
   unknown_fact_hallucination_rate   questions about never-seen people answered with a (necessarily wrong) fact
   unknown_fact_idk_rate             ... answered "I don't know"
+  unknown_fact_other_rate           ... neither: empty, looping, garbled, off topic (the three sum to 1)
   arithmetic_accuracy_answer_last   word problems, reasoning first (the default style)
   arithmetic_accuracy_answer_first  the same problems with the "answer first" system cue
   search_success_rate               questions about index-only people (never in SFT data), with the search tool
   search_no_tool_accuracy           the same questions without it (what the weights alone know)
+
+Each rate comes with ``<key>_n`` (questions asked) and ``<key>_ci`` ([lo, hi], the 95 % Wilson score interval), so
+that a difference between two runs can be told from sampling noise; ``format_table`` prints them.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, Sequence
 
@@ -48,9 +54,13 @@ IDENTITY_QUESTIONS = (
 def default_eval_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
       dict(
-          facts_per_group=100,  # questions about held-out known people and about unknown people, each
-          arithmetic=60,  # problems, each asked in both styles
-          search=40,  # questions about index-only people, with and without the tool
+          # >= 100 questions per rate where the world allows (issue 14): at n = 100 a 95 % interval is about
+          # +-0.1 wide at a rate of 0.5, and narrower towards 0 or 1.
+          identity=100,  # the base questions, then surface variants of them (identity.vary_question)
+          facts_per_group=100,  # questions about held-out known people and about unknown people, each (the default
+          # world holds out 20 + 20 people x 5 attributes: exactly 100 each)
+          arithmetic=100,  # problems, each asked in both styles
+          search=100,  # questions about index-only people (one each: the default world has 100), with / without tool
           temperature=0.0,
           max_new_tokens=96,
           search_max_new_tokens=224,  # with the tool: the call, the forced results (~130 tokens) and the answer
@@ -102,7 +112,8 @@ def evaluate(
   ask = lambda convs: _ask(eng, tok, convs, sampling, ecfg.batch_size, ecfg.seed)
   result: dict[str, Any] = {}
   examples: dict[str, list[tuple[str, str]]] = {}
-  _identity(ask, identity.load_identity(identity_path), result, examples)
+  n_identity = ecfg.get("identity", len(IDENTITY_QUESTIONS))  # runs saved before the key existed asked 10
+  _identity(ask, identity.load_identity(identity_path), n_identity, ecfg.seed, result, examples)
   _facts(ask, rng, world, facts.sft_eval_entities(world, eval_fraction), ecfg.facts_per_group, result, examples)
   _arithmetic(ask, rng, reasoning_cfg, ecfg.arithmetic, result, examples)
   if index_docs:
@@ -117,11 +128,22 @@ def evaluate(
   return result
 
 
-def _identity(ask, ident: dict[str, str], result: dict[str, Any], examples: dict[str, Any]) -> None:
-  qs = list(IDENTITY_QUESTIONS)
+def identity_questions(n: int, seed: int) -> list[tuple[str, str]]:
+  """``n`` (question, 'name' | 'maker') pairs: IDENTITY_QUESTIONS as written, then surface variants of them in turn.
+
+  Its own rng (not evaluate's), so the other parts ask the same questions whatever ``n`` is.
+  """
+  rng = random.Random(f"chat_eval/identity/{seed}")
+  base = list(IDENTITY_QUESTIONS)
+  return base[:n] + [
+      (identity.vary_question(rng, q), kind) for q, kind in (base[i % len(base)] for i in range(n - len(base)))
+  ]
+
+
+def _identity(ask, ident: dict[str, str], n: int, seed: int, result: dict[str, Any], examples) -> None:
+  qs = identity_questions(n, seed)
   replies = ask([[{"role": "user", "content": q}] for q, _ in qs])
-  ok = [ident[kind].lower() in r.lower() for (q, kind), r in zip(qs, replies)]
-  result["identity_accuracy"] = sum(ok) / len(ok)
+  _rate(result, "identity_accuracy", [ident[kind].lower() in r.lower() for (q, kind), r in zip(qs, replies)])
   examples["identity"] = [(q, r) for (q, _), r in zip(qs[:3], replies[:3])]
 
 
@@ -131,18 +153,30 @@ def _facts(ask, rng, world: facts.World, groups, per_group: int, result: dict[st
   def fact_items(entities):  # every attribute of each held-out person, up to per_group questions
     return [(e, a, facts.question(e, a, rng)) for e in entities for a in facts.ATTRIBUTES][:per_group]
 
-  known = fact_items(groups["eval_known"])
-  replies = ask([[{"role": "user", "content": q}] for _, _, q in known])
-  result["known_fact_accuracy"] = _mean(
-      facts.answers_match(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(known, replies)
-  )
-  examples["known_facts"] = [(q, r) for (_, _, q), r in zip(known[:3], replies[:3])]
-  unknown = fact_items(groups["eval_unknown"])
-  replies = ask([[{"role": "user", "content": q}] for _, _, q in unknown])
-  kinds = [classify_reply(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(unknown, replies)]
-  result["unknown_fact_idk_rate"] = _mean(k == "idk" for k in kinds)
-  result["unknown_fact_hallucination_rate"] = _mean(k == "hallucination" for k in kinds)
-  examples["unknown_facts"] = [(q, r) for (_, _, q), r in zip(unknown[:3], replies[:3])]
+  for group, prefix in (("eval_known", "known_fact"), ("eval_unknown", "unknown_fact")):
+    items = fact_items(groups[group])
+    replies = ask([[{"role": "user", "content": q}] for _, _, q in items])
+    kinds = [classify_reply(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(items, replies)]
+    for name, counted in FACT_RATES[prefix].items():
+      _rate(result, f"{prefix}_{name}", [k in counted for k in kinds])
+    examples[f"{prefix}s"] = [(q, r) for (_, _, q), r in zip(items[:3], replies[:3])]
+
+
+# Which classify_reply kinds each fact rate counts; each group's rates partition its replies (they sum to 1).
+FACT_RATES = {
+    "known_fact": {
+        "accuracy": ("correct",),
+        "idk_rate": ("idk",),
+        "hallucination_rate": ("hallucination",),
+        "other_rate": ("other",),
+    },
+    # 'correct' about an unknown person is a lucky draw from the shared value pools: a made-up fact all the same.
+    "unknown_fact": {
+        "idk_rate": ("idk",),
+        "hallucination_rate": ("hallucination", "correct"),
+        "other_rate": ("other",),
+    },
+}
 
 
 def _arithmetic(ask, rng, reasoning_cfg, n: int, result: dict[str, Any], examples: dict[str, Any]) -> None:
@@ -162,12 +196,8 @@ def _arithmetic(ask, rng, reasoning_cfg, n: int, result: dict[str, Any], example
   first = ask(
       [[{"role": "system", "content": ANSWER_FIRST_SYSTEM}, {"role": "user", "content": q}] for q, _, _ in problems]
   )
-  result["arithmetic_accuracy_answer_last"] = _mean(
-      reasoning.extract_answer(r, strict=False) == a for (_, a, _), r in zip(problems, last)
-  )
-  result["arithmetic_accuracy_answer_first"] = _mean(
-      reasoning.extract_answer(r, strict=False) == a for (_, a, _), r in zip(problems, first)
-  )
+  for key, replies in (("arithmetic_accuracy_answer_last", last), ("arithmetic_accuracy_answer_first", first)):
+    _rate(result, key, [reasoning.extract_answer(r, strict=False) == a for (_, a, _), r in zip(problems, replies)])
   examples["arithmetic"] = [(problems[0][0], last[0]), (problems[0][0] + " [answer first]", first[0])]
 
 
@@ -180,17 +210,25 @@ def _search(ask, ask_with_tool, rng, world, tool, n: int, result: dict[str, Any]
   declared = [{"role": "system", "content": search_data.tools_prompt([tool])}]
   with_tool = ask_with_tool([declared + c for c in convs])
   without = ask(convs)
-  score = lambda replies: _mean(
-      facts.answers_match(r, e.attributes[a], world.values[a]) for (e, a, _), r in zip(items, replies)
-  )
-  result["search_success_rate"] = score(with_tool)
-  result["search_no_tool_accuracy"] = score(without)
+  for key, replies in (("search_success_rate", with_tool), ("search_no_tool_accuracy", without)):
+    _rate(
+        result,
+        key,
+        [classify_reply(r, e.attributes[a], world.values[a]) == "correct" for (e, a, _), r in zip(items, replies)],
+    )
   examples["search"] = [(q, r) for (_, _, q), r in zip(items[:2], with_tool[:2])]
 
 
 def classify_reply(reply: str, truth: Any, values: set[str]) -> str:
   """'idk' (declines), 'correct' (states the truth, no other value), 'hallucination' (a confident wrong answer: it
-  states some other value of the asked attribute: a city, a year, ...), or 'other' (empty, garbled, off topic)."""
+  states some other value of the asked attribute: a city, a year, ...), or 'other' (empty, garbled, off topic).
+
+  A looping reply (``facts.is_degenerate``: a word or a run of up to 4 repeated 3 times in a row) is 'other' whatever
+  it contains: "I'm not familiar with Hyl Hyl Hyl" is not a decline and "Droford Droford Droford" not an answer,
+  but greedy decoding stuck in a loop (issue 14 found the first scored as "I don't know").
+  """
+  if facts.is_degenerate(reply):
+    return "other"
   if facts.is_idk(reply):
     return "idk"
   if facts.answers_match(reply, truth, values):
@@ -201,16 +239,39 @@ def classify_reply(reply: str, truth: Any, values: set[str]) -> str:
   return "other"
 
 
-def _mean(xs) -> float:
-  xs = list(xs)
-  return sum(bool(x) for x in xs) / len(xs) if xs else float("nan")
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+  """The Wilson score interval of a binomial rate (95 % for the default z): (nan, nan) when n = 0.
+
+  Unlike p +- z sqrt(p (1 - p) / n) it stays inside [0, 1] and is not empty at 0/n or n/n, the rates a small
+  model often scores (0/100 still allows up to 0.037).
+  """
+  if n <= 0:
+    return (float("nan"), float("nan"))
+  p = successes / n
+  denom = 1 + z * z / n
+  center = (p + z * z / (2 * n)) / denom
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+  # Exactly 0 / 1 at 0/n and n/n, where the formula gives them up to rounding (0.9999999999999999 < 10/10).
+  return (0.0 if successes <= 0 else center - half, 1.0 if successes >= n else center + half)
+
+
+def _rate(result: dict[str, Any], key: str, hits: Sequence[bool]) -> None:
+  """``key``: the rate of ``hits`` (nan when empty), ``key_n``: how many, ``key_ci``: [lo, hi] (Wilson, 95 %)."""
+  n, k = len(hits), sum(bool(h) for h in hits)
+  result[key] = k / n if n else float("nan")
+  result[f"{key}_n"] = n
+  result[f"{key}_ci"] = list(wilson_interval(k, n))
 
 
 METRIC_KEYS = (
     "identity_accuracy",
     "known_fact_accuracy",
+    "known_fact_idk_rate",
+    "known_fact_hallucination_rate",
+    "known_fact_other_rate",
     "unknown_fact_hallucination_rate",
     "unknown_fact_idk_rate",
+    "unknown_fact_other_rate",
     "search_success_rate",
     "search_no_tool_accuracy",
     "arithmetic_accuracy_answer_last",
@@ -218,17 +279,31 @@ METRIC_KEYS = (
 )
 
 
+# What a run reports per metric: the rate, its n and its interval (sft.finish copies these for the control).
+REPORTED_KEYS = tuple(k + suffix for k in METRIC_KEYS for suffix in ("", "_n", "_ci"))
+
+
+def format_cell(column: dict[str, Any], key: str) -> str:
+  """'0.500 [0.40,0.60] n=100' where the column has the interval, '0.500' where only the value, '-' without it."""
+  v = column.get(key)
+  if not isinstance(v, (int, float)):
+    return "-"
+  cell = f"{v:.3f}"
+  ci, n = column.get(f"{key}_ci"), column.get(f"{key}_n")
+  if ci and all(isinstance(x, (int, float)) and math.isfinite(x) for x in ci):
+    cell += f" [{ci[0]:.2f},{ci[1]:.2f}]"
+  if isinstance(n, int):
+    cell += f" n={n}"
+  return cell
+
+
 def format_table(columns: dict[str, dict[str, Any]]) -> str:
   """A plain-text table: one row per metric, one column per evaluated model."""
   names = list(columns)
   width = max(len(k) for k in METRIC_KEYS) + 2
-  lines = ["".ljust(width) + "".join(n.rjust(22) for n in names)]
-  for k in METRIC_KEYS + ("val_loss",):
-    if not any(k in c for c in columns.values()):
-      continue
-    cells = []
-    for n in names:
-      v = columns[n].get(k)
-      cells.append((f"{v:.3f}" if isinstance(v, (int, float)) else "-").rjust(22))
-    lines.append(k.ljust(width) + "".join(cells))
+  rows = [(k, [format_cell(columns[n], k) for n in names]) for k in METRIC_KEYS + ("val_loss",)]
+  rows = [(k, cells) for k, cells in rows if any(k in c for c in columns.values())]
+  col = max([22] + [len(c) + 2 for _, cells in rows for c in cells] + [len(n) + 2 for n in names])
+  lines = ["".ljust(width) + "".join(n.rjust(col) for n in names)]
+  lines += [k.ljust(width) + "".join(c.rjust(col) for c in cells) for k, cells in rows]
   return "\n".join(lines)

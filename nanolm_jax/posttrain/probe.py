@@ -140,12 +140,49 @@ def run_probe(cfg: ml_collections.ConfigDict, world: World) -> tuple[list, dict]
       answer_fn, world, entities, cfg.probe.samples, knows=cfg.probe.knows, seed=cfg.seed, return_stats=True
   )
   # How well did the probe separate the groups? (The pretraining data decides who is known; the probe measures it.)
-  known_names = {e.name for e in groups['sft_known']}
-  stats['probe_known_among_pretrained'] = sum(
-      1 for c in convs if not facts.is_idk(c[-1]['content']) and _name_in(c[0]['content'], known_names)
-  )
+  stats['confusion'] = confusion(convs, world, groups['sft_known'], groups['sft_unknown'])
+  stats['probe_known_among_pretrained'] = stats['confusion']['pretrained']['judged_known']  # the older key
   logging.info('probe: %s', stats)
   return convs, stats
+
+
+def confusion(
+    convs: Sequence[Conversation],
+    world: World,
+    pretrained: Sequence[Entity],
+    never_pretrained: Sequence[Entity],
+    attributes: Sequence[str] = ATTRIBUTES,
+) -> dict[str, dict[str, int]]:
+  """The probe's judgements against the truth, for the people it asked about (each asked every ``attributes``).
+
+  ``convs`` are ``probe``'s output: a question it judged known became an answer, one judged unknown an "I don't
+  know", one in between was skipped (absent). Per group ('pretrained': in the pretraining text, i.e. world.known;
+  'never_pretrained': world.unknown): questions asked, judged_known, judged_idk, skipped; and per person:
+  people, people_judged_known (at least one question judged known), people_judged_unknown (every question judged
+  "I don't know"). A perfect probe of a model that memorised its pretraining has judged_known = questions on the
+  first group and judged_idk = questions on the second. (run_probe asks only about the SFT part of each group; the
+  evaluated people are never probed, so this is all that can be measured of them without a model.)
+  """
+  lookup = facts.question_index(world)
+  judged: dict[str, list[str]] = {}  # name -> the judgement of each question that was not skipped
+  for conv in convs:
+    entity, _ = lookup[conv[0]['content']]
+    judged.setdefault(entity.name, []).append('idk' if facts.is_idk(conv[-1]['content']) else 'known')
+  out = {}
+  for group, people in (('pretrained', pretrained), ('never_pretrained', never_pretrained)):
+    labels = [judged.get(e.name, []) for e in people]
+    known = sum(ls.count('known') for ls in labels)
+    idk = sum(ls.count('idk') for ls in labels)
+    out[group] = {
+        'questions': len(people) * len(attributes),
+        'judged_known': known,
+        'judged_idk': idk,
+        'skipped': len(people) * len(attributes) - known - idk,
+        'people': len(people),
+        'people_judged_known': sum('known' in ls for ls in labels),
+        'people_judged_unknown': sum(ls.count('idk') == len(attributes) for ls in labels),
+    }
+  return out
 
 
 def oracle_conversations(cfg: ml_collections.ConfigDict, world: World) -> list:
@@ -159,10 +196,6 @@ def oracle_conversations(cfg: ml_collections.ConfigDict, world: World) -> list:
 
   entities = list(groups['sft_known']) + list(groups['sft_unknown'])
   return probe(always_right, world, entities, cfg.probe.samples, knows=cfg.probe.knows, seed=cfg.seed)
-
-
-def _name_in(text: str, names: set[str]) -> bool:
-  return any(n in text for n in names)
 
 
 # Sentence openings from the biographies' own phrasings: a base model recalls a fact by continuing its document.

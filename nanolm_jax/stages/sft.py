@@ -137,7 +137,7 @@ def _on_end(ctx: trainer.RunContext, params: Any) -> dict[str, Any]:
   result = evaluate_run(ctx.cfg, model, params, ctx.tokenizer)
   if shd.is_main_process():
     runs.write_eval(ctx.workdir, result)
-  return {k: v for k, v in result.items() if k in chat_eval.METRIC_KEYS}
+  return {k: v for k, v in result.items() if k in chat_eval.REPORTED_KEYS}  # with n and interval, for the table
 
 
 def build(cfg: ml_collections.ConfigDict) -> trainer.Stage:
@@ -190,7 +190,7 @@ def finish(cfg: ml_collections.ConfigDict, workdir: str, out: dict[str, Any]) ->
     control = trainer.train(ablation_config(cfg, workdir), ab_dir, build(cfg))  # on every process, like the run
     if shd.is_main_process():
       merged = runs.read_eval(workdir)
-      merged["no_probe"] = {k: control.get(k) for k in chat_eval.METRIC_KEYS + ("val_loss",)}
+      merged["no_probe"] = {k: control.get(k) for k in chat_eval.REPORTED_KEYS + ("val_loss",)}
       runs.write_eval(workdir, merged)
     out["no_probe"] = control
     columns["control (no probe)"] = control
