@@ -27,6 +27,7 @@ from nanolm_jax import metrics
 from nanolm_jax import runs
 from nanolm_jax.evals import harness
 from nanolm_jax.evals import tasks as tasks_lib
+from nanolm_jax.posttrain import chat_eval
 from nanolm_jax.stages import base
 from nanolm_jax.stages import pretrain
 from nanolm_jax.stages import sft
@@ -95,7 +96,8 @@ def main(argv):
   if "val" in results:
     print(f"validation (the run's own corpus): val_bpb={results['val']['val_bpb']:.4f}")
   for k, v in results.get("chat", {}).items():
-    print(f"chat {k}: {v:.3f}")
+    ci = results.get("chat_details", {}).get(f"{k}_ci")
+    print(f"chat {k}: {v:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
   scored = sum(r["examples"] for r in results.values() if isinstance(r, dict) and "examples_per_s" in r)
   busy = sum(r["seconds"] for r in results.values() if isinstance(r, dict) and "examples_per_s" in r)
   print(
@@ -129,7 +131,8 @@ def _own_measures(run: runs.Run, chat_run: bool) -> dict:
       if key in cfg:
         scfg[key] = ml_collections.ConfigDict(cfg[key].to_dict())
     chat = sft.evaluate_run(scfg, run.model, run.params, run.tokenizer)
-    out["chat"] = {k: v for k, v in chat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out["chat"] = {k: chat[k] for k in chat_eval.METRIC_KEYS if k in chat}
+    out["chat_details"] = {k: v for k, v in chat.items() if k not in chat_eval.METRIC_KEYS and k != "examples"}
   return out
 
 

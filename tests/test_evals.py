@@ -65,7 +65,7 @@ TEXTS = [
 def test_scores_equal_a_direct_computation_whatever_the_batch(tok, model_and_params):
   _, model, params = model_and_params
   rows = [scoring.encode_row(tok, c, x, model.cfg.max_len) for c, x in TEXTS]
-  for batch_size in (1, 2, 8):  # padding rows, buckets and sorting must not change any score
+  for batch_size in (1, 8):  # padding rows, buckets and sorting must not change any score
     got = scoring.LogLikelihood(model, params, batch_size=batch_size)(rows)
     for (ids, n), s in zip(rows, got):
       lp, greedy = _direct(model, params, ids, n)
