@@ -24,13 +24,14 @@ def test_kv_cache_matches_recompute_at_every_step(preset, scan):
   m = _model(preset, **{"model.scan_layers": scan})
   toks = jax.random.randint(jax.random.PRNGKey(0), (3, 20), 0, 128)
   params = m.init(jax.random.PRNGKey(1), toks)
-  full = m.apply(params, toks)
+  apply = jax.jit(m.apply)  # one compile per shape instead of op-by-op dispatch at every step
+  full = apply(params, toks)
   cache = M.init_cache(m.cfg, 3, 32, jnp.float32)
   pos = jnp.broadcast_to(jnp.arange(12), (3, 12))
-  first, cache = m.apply(params, toks[:, :12], positions_BxL=pos, cache=cache)
+  first, cache = apply(params, toks[:, :12], positions_BxL=pos, cache=cache)
   steps = [first]
   for t in range(12, 20):
-    out, cache = m.apply(params, toks[:, t : t + 1], positions_BxL=jnp.full((3, 1), t), cache=cache)
+    out, cache = apply(params, toks[:, t : t + 1], positions_BxL=jnp.full((3, 1), t), cache=cache)
     steps.append(out)
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
 

@@ -65,6 +65,8 @@ def reference(request):
 @pytest.mark.parametrize("mesh", MESHES, ids=lambda m: "x".join(f"{k}{v}" for k, v in m.items()))
 def test_sharded_steps_match_single_device(reference, mesh):
   preset, (ref_losses, ref_state) = reference
+  if preset == "llama_tiny" and mesh != MESHES[-1]:
+    pytest.skip("the Llama block is checked on the mesh that splits all three axes (suite time)")
   losses, state = _run(_cfg(mesh, preset), jax.devices())
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-6)
   # Adam normalises each coordinate, so summation-order rounding on near-zero gradients shows up at ~1e-6 in
