@@ -90,10 +90,3 @@ def make_config(preset: str = "tiny", **overrides):
 
 def cli_args(overrides: dict) -> list[str]:
   return [f"--config.{k}={v}" for k, v in overrides.items()]
-
-
-def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
-  """Files with slow tests run first: under xdist's --dist loadfile the long files start early and the many short
-  ones fill in around them, instead of one worker finishing a long file alone at the end."""
-  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-  items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within each group is kept

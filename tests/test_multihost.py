@@ -22,7 +22,7 @@ from tests.conftest import REPO, cli_args, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
-STEPS = 36
+STEPS = 24
 
 
 def _free_port() -> int:
@@ -122,7 +122,7 @@ def test_two_processes_match_one_process_on_the_same_mesh(straight):
     assert abs(a[s] - b[s]) <= 1e-5 * abs(a[s]), (s, a[s], b[s])
   ev_one = {r["step"]: r["val_bpb"] for r in _rows(straight["one"]) if "val_bpb" in r}
   ev_two = {r["step"]: r["val_bpb"] for r in _rows(straight["two"]) if "val_bpb" in r}
-  assert ev_one.keys() == ev_two.keys() == {0, 12, 24, 36}
+  assert ev_one.keys() == ev_two.keys() == {0, 12, 24}
   for s in ev_one:
     assert abs(ev_one[s] - ev_two[s]) <= 1e-5 * ev_one[s], (s, ev_one[s], ev_two[s])
   # (d) Both processes report the same final evaluation and print the same samples; process 0 alone wrote them.
@@ -151,7 +151,7 @@ def test_sigterm_to_one_then_kill_both_then_resume_is_exact(straight, over, tmp_
   assert saved[0] in [int(d) for d in os.listdir(run / "checkpoints") if d.isdigit()]
 
   procs = _launch(run, over, tmp_path, "kill")
-  target = run / "checkpoints" / str((saved[0] // 4 + 2) * 4)
+  target = run / "checkpoints" / str((saved[0] // 4 + 1) * 4)  # the next periodic one
   _wait_for(target.exists, procs)
   for p in procs:
     p.send_signal(signal.SIGKILL)
