@@ -22,9 +22,11 @@ from absl import flags
 
 import configs
 from configs import sft as sft_configs
+from nanolm_jax import engine as engine_lib
 from nanolm_jax import fs
 from nanolm_jax import metrics
 from nanolm_jax import runs
+from nanolm_jax import sharding
 from nanolm_jax.evals import harness
 from nanolm_jax.evals import tasks as tasks_lib
 from nanolm_jax.posttrain import chat_eval
@@ -48,7 +50,23 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Rows per forward pass.")
 _NEW = flags.DEFINE_integer("max_new_tokens", 160, "Generation budget of generative tasks.")
 _ARITH = flags.DEFINE_integer("arithmetic", 64, "Arithmetic problems in the default suite (0 = leave it out).")
 _SEED = flags.DEFINE_integer("seed", 0, "Few-shot draws and sampling.")
+_MESH = flags.DEFINE_string(
+    "mesh", "", "Score on a device mesh, e.g. 'data=2,fsdp=2,tensor=2' (-1 = the rest); '' = one device."
+)
 _PER_PHENOMENON = flags.DEFINE_bool("per_phenomenon", False, "Also print BLiMP's accuracy per phenomenon.")
+
+
+def _mesh(spec: str):
+  """'data=2,fsdp=2,tensor=2' -> a Mesh over this process's devices; '' -> None (one device)."""
+  if not spec:
+    return None
+  sizes = dict(sharding.default_mesh_config())
+  for part in spec.split(","):
+    key, _, value = part.partition("=")
+    if key.strip() not in sizes or not value.strip().lstrip("-").isdigit():
+      raise ValueError(f"--mesh={spec!r}: expected data=N,fsdp=N,tensor=N")
+    sizes[key.strip()] = int(value)
+  return sharding.make_mesh(sizes)
 
 
 def _is_chat(run: runs.Run) -> bool:
@@ -73,17 +91,22 @@ def main(argv):
   try:  # every task file is read and checked before any model work
     tasks = _load_tasks(_TASKS.value, _MAX.value)
     workdir = _WORKDIR.value or base.ensure_default_run(pretrain.STAGE, configs.default_config)
-    run = runs.load_run(workdir, step=_STEP.value)
+    mesh = _mesh(_MESH.value)
+    run = runs.load_run(workdir, step=_STEP.value, mesh=mesh)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
+  params = run.params
+  if mesh is not None:  # the parameters placed the way the rules shard them (the engine's own placement)
+    params = engine_lib.Engine(run.model, run.params, mesh=mesh).params
   chat_run = _is_chat(run)
   if not _TASKS.value and _ARITH.value:
     tasks.append(harness.arithmetic_task(_ARITH.value, seed=_SEED.value))
   results = harness.evaluate(
       run.model,
-      run.params,
+      params,
       run.tokenizer,
       tasks,
+      mesh=mesh,
       batch_size=_BATCH.value,
       chat_format=chat_run,
       max_new_tokens=_NEW.value,

@@ -149,6 +149,12 @@ def test_pretraining_logs_a_blimp_curve(tmp_path, small_corpus, small_tokenizer)
   rows = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "eval/blimp_acc" in r]
   assert [r["step"] for r in rows] == [0, 2, 4]
   assert all(0.0 <= r["eval/blimp_acc"] <= 1.0 and "val_bpb" in r and "eval/blimp_syntax" in r for r in rows)
+  # The CLI on the finished run, sharded over a 2x2x2 mesh, scores the same 134 pairs as the trainer did at step 4.
+  p = _evaluate(f"--workdir={tmp_path}", "--tasks=blimp", "--max_examples=134", "--mesh=data=2,fsdp=2,tensor=2")
+  assert p.returncode == 0, p.stderr[-3000:]
+  saved = json.loads((tmp_path / "eval" / "4.json").read_text())["results"]["blimp"]
+  assert saved["examples"] == 134 and saved["accuracy"] == rows[-1]["eval/blimp_acc"]
+  assert "benchmark:" in p.stdout and "blimp" in p.stdout
 
 
 def _evaluate(*args):
