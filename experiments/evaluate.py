@@ -12,6 +12,7 @@ project's arithmetic, and for chat runs the eval_chat metrics. Every task file i
 loaded; a bad line is an error naming file:line unless --skip_bad_lines.
 """
 
+import dataclasses
 import json
 import sys
 import time
@@ -25,6 +26,7 @@ from configs import sft as sft_configs
 from nanolm_jax import engine as engine_lib
 from nanolm_jax import fs
 from nanolm_jax import metrics
+from nanolm_jax import model as model_lib
 from nanolm_jax import runs
 from nanolm_jax import sharding
 from nanolm_jax.evals import harness
@@ -90,8 +92,8 @@ def main(argv):
   t0 = time.perf_counter()
   try:  # every task file is read and checked before any model work
     tasks = _load_tasks(_TASKS.value, _MAX.value)
-    workdir = _WORKDIR.value or base.ensure_default_run(pretrain.STAGE, configs.default_config)
     mesh = _mesh(_MESH.value)
+    workdir = _WORKDIR.value or base.ensure_default_run(pretrain.STAGE, configs.default_config)
     run = runs.load_run(workdir, step=_STEP.value, mesh=mesh)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
@@ -134,9 +136,11 @@ def main(argv):
 
 
 def _own_measures(run: runs.Run, chat_run: bool) -> dict:
-  """Validation bpb of the run's own corpus (pretraining runs); the eval_chat metrics (chat runs)."""
+  """Validation bpb of the run's own corpus (pretraining runs); the eval_chat metrics (chat runs). On one device:
+  they are small, and the chat eval builds its own engine."""
   out = {}
   cfg = run.cfg
+  run = dataclasses.replace(run, model=model_lib.build_model(cfg, None))
   if "data" in cfg and not chat_run:
     out["val"] = harness.validation_bpb(
         run.model,
