@@ -43,7 +43,7 @@ def evaluate(
     seed: int = 0,
 ) -> dict[str, Any]:
   """{task name: result} plus "core" (mean centered accuracy over the CORE tasks present) when any ran."""
-  scorer = scoring.LogLikelihood(model, params, mesh=mesh, batch_size=batch_size)
+  scorer = _scorer(model, params, mesh, batch_size)
   engine = None
   out: dict[str, Any] = {}
   for task in tasks:
@@ -65,6 +65,19 @@ def evaluate(
     out["core"] = {"centered": float(np.mean(core)), "tasks": len(core)}
   out["_compiled_shapes"] = sorted(scorer.compiled_shapes)
   return out
+
+
+# One scorer (and so one jit cache) per model, mesh and batch size: evaluating at every eval step of a run must not
+# compile again each time.
+_SCORERS: dict[Any, scoring.LogLikelihood] = {}
+
+
+def _scorer(model: model_lib.Transformer, params: Any, mesh: Any, batch_size: int) -> scoring.LogLikelihood:
+  key = (model, mesh, batch_size)
+  if key not in _SCORERS:
+    _SCORERS[key] = scoring.LogLikelihood(model, params, mesh=mesh, batch_size=batch_size)
+  _SCORERS[key].params = params
+  return _SCORERS[key]
 
 
 def score_choice_task(scorer: scoring.LogLikelihood, tok: tokenizer_lib.Tokenizer, task: tasks_lib.Task) -> dict:
