@@ -2,7 +2,8 @@
 
 Presets:
   tiny        the CPU default: a 4-layer GPT-2-style model on the embedded stdlib corpus mixed with the generated
-              sources post-training builds on (known people, one-off people, worked arithmetic), ~5 min on 2 cores.
+              sources post-training builds on (known people, one-off people, worked arithmetic), ~6-7 min on 2 cores
+              (BLiMP scored at each of its 4 evals: ~20 s each).
   llama_tiny  the same budget with the Llama block (RoPE, RMSNorm, SwiGLU, GQA).
   gpt2_124m, gpt2_350m, gpt2_1.5b   GPT-2 small / medium / XL shapes (llm.c / nanoGPT hyper-parameters).
   llama_1b    Llama 3.2 1B shape.
