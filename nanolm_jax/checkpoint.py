@@ -10,7 +10,6 @@ from typing import Any
 import grain.checkpoint as grain_ckpt
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -107,7 +106,7 @@ class Checkpointer:
         error = None
       except Exception as e:  # pylint: disable=broad-except  # any failure means: not usable, try an older one
         error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-      if _all_processes_agree(error is None):
+      if shd.max_over_processes(int(error is not None)) == 0:  # all hosts must restore the same step
         return step, out["state"], (data or None)
       logging.warning("checkpoint at step %d is unreadable (%s); falling back to the previous one", step, error)
       self._quarantine(step)
@@ -158,15 +157,6 @@ class Checkpointer:
   def close(self) -> None:
     self._mngr.wait_until_finished()
     self._mngr.close()
-
-
-def _all_processes_agree(ok: bool) -> bool:
-  """True when `ok` holds on every process (all hosts must restore the same step)."""
-  if jax.process_count() == 1:
-    return ok
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 def read_config(workdir: str) -> dict[str, Any]:

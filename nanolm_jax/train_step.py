@@ -120,6 +120,12 @@ def _with_aux(out):
   return num, (num, den, aux)
 
 
+def token_bytes_table(token_bytes: Any, vocab_size: int) -> jax.Array:
+  """UTF-8 bytes of each token id, zero for the model's padding ids past the tokenizer's vocabulary (for bpb)."""
+  table_V = jnp.asarray(token_bytes, jnp.float32)
+  return jnp.pad(table_V, (0, vocab_size - table_V.shape[0]))
+
+
 def make_eval_step(
     apply_fn: Callable[..., jax.Array], token_bytes_V: jax.Array
 ) -> Callable[[Any, Batch], dict[str, jax.Array]]:

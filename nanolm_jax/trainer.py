@@ -424,9 +424,7 @@ def _base_evaluator(ctx: RunContext, stage: Stage, apply, batch_sharding):
     return lambda params: stage.evaluate(ctx, params)
   if stage.make_eval_data is None or ctx.tokenizer is None:
     return None
-  token_bytes = jnp.asarray(ctx.tokenizer.token_bytes(), jnp.float32)
-  pad = ctx.model.cfg.vocab_size - token_bytes.shape[0]
-  token_bytes = jnp.pad(token_bytes, (0, pad))
+  token_bytes = step_lib.token_bytes_table(ctx.tokenizer.token_bytes(), ctx.model.cfg.vocab_size)
   eval_step = jax.jit(step_lib.make_eval_step(apply, token_bytes))
 
   def evaluate(params) -> dict[str, float]:

@@ -13,7 +13,6 @@ import time
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nanolm_jax import chat
@@ -224,8 +223,7 @@ def validation_bpb(
     seed: int = 0,
 ) -> dict[str, float]:
   """val_loss / val_bpb of the run's own validation split (the trainer's measure, recomputed on a loaded run)."""
-  token_bytes = jnp.asarray(tok.token_bytes(), jnp.float32)
-  token_bytes = jnp.pad(token_bytes, (0, model.cfg.vocab_size - token_bytes.shape[0]))
+  token_bytes = step_lib.token_bytes_table(tok.token_bytes(), model.cfg.vocab_size)
 
   def apply(p, inputs, segment_ids, positions):
     return model.apply({"params": p}, inputs, segment_ids, positions)

@@ -69,7 +69,9 @@ class LogLikelihood:
       self._replicated = shd.replicated(mesh)
     self.batch_size = -(-max(batch_size, 1) // multiple) * multiple
     self.compiled_shapes: set[tuple[int, int]] = set()
-    self._fn = jax.jit(self._score) if mesh is None else None
+    # Scores come back replicated on a mesh, so every process reads all of them.
+    replicated = {} if mesh is None else {"out_shardings": (self._replicated, self._replicated)}
+    self._fn = jax.jit(self._score, **replicated)
 
   def _score(self, params, inputs_BxL, targets_BxL, mask_BxL, segments_BxL):
     positions_BxL = jnp.broadcast_to(jnp.arange(inputs_BxL.shape[1]), inputs_BxL.shape)
@@ -81,11 +83,6 @@ class LogLikelihood:
     hit_BxL = (jnp.argmax(logits_BxLxV, axis=-1) == targets_BxL) | ~mask_BxL
     return logprob_B, jnp.all(hit_BxL, axis=-1)
 
-  def _program(self):
-    if self._fn is None:
-      self._fn = jax.jit(self._score, out_shardings=(self._replicated, self._replicated))
-    return self._fn
-
   def _put(self, x: np.ndarray) -> Any:
     if self.mesh is None:
       return x
@@ -95,7 +92,7 @@ class LogLikelihood:
     """rows: (ids, n) with the continuation the last n ids; returns one Scored per row, in order."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     out: list[Scored | None] = [None] * len(rows)
-    fn = self._program()
+    fn = self._fn
     for start in range(0, len(order), self.batch_size):
       chunk = order[start : start + self.batch_size]
       length = _bucket(max(len(rows[i][0]) - 1 for i in chunk), self.max_len)
