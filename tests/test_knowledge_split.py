@@ -136,3 +136,25 @@ def test_index_only_people_are_only_in_the_index(pretraining_documents, sft_conv
   assert shown < 0.1 * sum(1 for c in sft_conversations for m in c if m["role"] == "tool")
   index = [d["text"] for d in search_data.index_documents(world, cfg.sft.search.train_people)]
   assert _names_in(index, world.index_only) == {e.name for e in world.index_only}
+
+
+def test_pretraining_qa_is_about_sft_people_only(pretraining_documents, groups, cfg):
+  # Mixed training: question/answer text about SFT's part of the known people; the evaluated known people are in
+  # pretraining only as biographies, so known_fact_accuracy asks questions never answered anywhere in training.
+  qa = [d for d in pretraining_documents if d.startswith("Question: ")]
+  assert len(qa) == cfg.sft.world.num_qa * cfg.sft.world.qa_repeats > 0
+  assert _names_in(qa, groups["sft_known"]) == {e.name for e in groups["sft_known"][: cfg.sft.world.num_qa]}
+  assert not _names_in(qa, groups["eval_known"])
+
+
+def test_held_out_identity_questions_and_personas_are_not_in_sft(sft_conversations):
+  from nanolm_jax.synthetic import identity, system_prompts  # pylint: disable=import-outside-toplevel
+
+  users = [t.lower() for t in _turns(sft_conversations, ("user",))]
+  for q in (q for qs in identity.EVAL_QUESTIONS.values() for q in qs):
+    stem = q.lower().rstrip("?.")
+    assert not any(stem in u for u in users), q
+  systems = " ".join(_turns(sft_conversations, ("system",)))
+  for word in system_prompts.EVAL_PERSONA_NAMES + system_prompts.EVAL_PERSONA_MAKERS:
+    assert not re.search(rf"\b{re.escape(word)}\b", systems), word
+  assert system_prompts.EVAL_PERSONA_PROMPT.split("{")[0] not in systems

@@ -22,7 +22,8 @@ KIND is split off at the first ':' and WEIGHT at the last '@' (so paths may cont
   land on the same side and the split does not change when files are renamed or reordered.
 
 * facts[:ARG]: ARG is '' (defaults), a seed, or KEY=INT items of ``facts.default_world_config()``; 'train' holds
-  ``repeats`` varied biographies per known person, 'validation' one in a held-out phrasing each.
+  ``repeats`` varied biographies per known person and ``qa_repeats`` question/answer documents about each of the
+  first ``num_qa`` of them (mixed training), 'validation' one biography in a held-out phrasing each.
 
 * people[:ARG]: the same ARG as facts; 'train' holds one biography of each of the world's ``num_extras`` one-off
   people (``facts.extra_people``), 'validation' one of ``num_extras // 20`` others. A name seen once cannot be
@@ -300,7 +301,9 @@ def _stdlib(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -
 def _facts(spec: SourceSpec, data_cfg: ml_collections.ConfigDict, split: str) -> grain.MapDataset:
   del data_cfg
   cfg = facts.parse_world_spec(spec.arg)
-  docs = facts.pretraining_documents(facts.world_from_config(cfg), cfg.repeats, split)
+  world = facts.world_from_config(cfg)
+  docs = facts.pretraining_documents(world, cfg.repeats, split)
+  docs += facts.qa_documents(world, cfg.num_qa, cfg.qa_repeats, split)
   if not docs:
     raise ValueError(f'Source {spec}: no documents (num_known and repeats must be positive).')
   return grain.MapDataset.source(docs)

@@ -4,6 +4,8 @@ Every question is asked through the one chat format and the Engine (greedy by de
 verifiers the data generators use, so the numbers mean what the SFT data taught:
 
   identity_accuracy                 "Who are you?"-style questions whose reply names the configured name / maker
+  identity_paraphrase_accuracy      the same on paraphrases the SFT data never asks (identity.EVAL_QUESTIONS)
+  persona_accuracy                  a system prompt sets a held-out persona; the reply names its name / maker
   known_fact_accuracy               questions about held-out *known* people (their facts were in pretraining only)
   known_fact_idk_rate / _hallucination_rate / _other_rate   ... the rest of those replies, by kind (sum to 1)
   unknown_fact_hallucination_rate   questions about never-seen people answered with a (necessarily wrong) fact
@@ -13,6 +15,9 @@ verifiers the data generators use, so the numbers mean what the SFT data taught:
   arithmetic_accuracy_answer_first  the same problems with the "answer first" system cue
   search_success_rate               questions about index-only people (never in SFT data), with the search tool
   search_no_tool_accuracy           the same questions without it (what the weights alone know)
+  search_no_call_rate / _bad_query_rate / _not_copied_rate   where the failing searches break: no call made; a
+                                    call whose results do not hold the person's card; the card shown but the reply
+                                    wrong (with search_success_rate they sum to 1)
 
 Each rate comes with ``<key>_n`` (questions asked) and ``<key>_ci`` ([lo, hi], the 95 % Wilson score interval), so
 that a difference between two runs can be told from sampling noise; ``format_table`` prints them.
@@ -33,6 +38,7 @@ from nanolm_jax.synthetic import facts
 from nanolm_jax.synthetic import identity
 from nanolm_jax.synthetic import reasoning
 from nanolm_jax.synthetic import search_data
+from nanolm_jax.synthetic import system_prompts
 from nanolm_jax.tools import search as search_lib
 
 ANSWER_FIRST_SYSTEM = "Give the final answer first, then explain."
@@ -77,15 +83,18 @@ def _ask(
     sampling: engine_lib.SamplingParams,
     batch_size: int,
     seed: int,
-) -> list[str]:
-  """The assistant's final text reply per conversation (tool calls and results are run by the engine)."""
+    with_calls: bool = False,
+) -> list[Any]:
+  """The assistant's final text reply per conversation (tool calls and results are run by the engine); with
+  ``with_calls``, (reply, the completion's tool calls) pairs."""
   out = []
   for i in range(0, len(convs), batch_size):
     prompts = [chat.render_for_completion(c, tok) for c in convs[i : i + batch_size]]
     for comp in eng.generate(prompts, sampling, seed=seed + i, stop_tokens=chat.stop_tokens(tok)):
       msgs = chat.parse_completion(comp.tokens, tok)
       texts = [m["content"] for m in msgs if m["role"] == "assistant" and m.get("content")]
-      out.append(texts[-1].strip() if texts else "")
+      reply = texts[-1].strip() if texts else ""
+      out.append((reply, comp.tool_calls) if with_calls else reply)
   return out
 
 
@@ -113,7 +122,9 @@ def evaluate(
   result: dict[str, Any] = {}
   examples: dict[str, list[tuple[str, str]]] = {}
   n_identity = ecfg.get("identity", len(IDENTITY_QUESTIONS))  # runs saved before the key existed asked 10
-  _identity(ask, identity.load_identity(identity_path), n_identity, ecfg.seed, result, examples)
+  ident = identity.load_identity(identity_path)
+  _identity(ask, ident, n_identity, ecfg.seed, result, examples)
+  _persona(ask, ident, ecfg.get("persona", n_identity), ecfg.seed, result, examples)
   _facts(ask, rng, world, facts.sft_eval_entities(world, eval_fraction), ecfg.facts_per_group, result, examples)
   _arithmetic(ask, rng, reasoning_cfg, ecfg.arithmetic, result, examples)
   if index_docs:
@@ -122,7 +133,7 @@ def evaluate(
         temperature=ecfg.temperature, max_new_tokens=ecfg.get("search_max_new_tokens", 224)
     )
     tool_eng = engine_lib.Engine(model, params, tok, tools=[tool])
-    ask_with_tool = lambda convs: _ask(tool_eng, tok, convs, tool_sampling, ecfg.batch_size, ecfg.seed)
+    ask_with_tool = lambda convs: _ask(tool_eng, tok, convs, tool_sampling, ecfg.batch_size, ecfg.seed, True)
     _search(ask, ask_with_tool, rng, world, tool, ecfg.search, result, examples)
   result["examples"] = examples
   return result
@@ -145,6 +156,33 @@ def _identity(ask, ident: dict[str, str], n: int, seed: int, result: dict[str, A
   replies = ask([[{"role": "user", "content": q}] for q, _ in qs])
   _rate(result, "identity_accuracy", [ident[kind].lower() in r.lower() for (q, kind), r in zip(qs, replies)])
   examples["identity"] = [(q, r) for (q, _), r in zip(qs[:3], replies[:3])]
+  rng = random.Random(f"chat_eval/identity_paraphrase/{seed}")
+  held_out = [(q, kind) for kind, q_list in identity.EVAL_QUESTIONS.items() for q in q_list]
+  qs = [
+      (identity.vary_question(rng, q) if i >= len(held_out) else q, kind)
+      for i, (q, kind) in enumerate(held_out[i % len(held_out)] for i in range(n))
+  ]
+  replies = ask([[{"role": "user", "content": q}] for q, _ in qs])
+  hits = [ident[kind].lower() in r.lower() for (q, kind), r in zip(qs, replies)]
+  _rate(result, "identity_paraphrase_accuracy", hits)
+  examples["identity_paraphrase"] = [(q, r) for (q, _), r in zip(qs[:3], replies[:3])]
+
+
+def _persona(ask, ident: dict[str, str], n: int, seed: int, result: dict[str, Any], examples) -> None:
+  """A held-out persona in the system prompt, then a name or maker question: does the reply take it up (and not
+  the trained identity's name)?"""
+  rng = random.Random(f"chat_eval/persona/{seed}")
+  items = []
+  for i in range(n):
+    name, maker = rng.choice(system_prompts.EVAL_PERSONA_NAMES), rng.choice(system_prompts.EVAL_PERSONA_MAKERS)
+    kind = ("name", "maker")[i % 2]
+    system = system_prompts.EVAL_PERSONA_PROMPT.format(name=name, maker=maker)
+    items.append((system, rng.choice(identity.QUESTIONS[kind]), name if kind == "name" else maker))
+  replies = ask([[{"role": "system", "content": s}, {"role": "user", "content": q}] for s, q, _ in items])
+  own = ident["name"].lower()
+  hits = [want.lower() in r.lower() and own not in r.lower() for (_, _, want), r in zip(items, replies)]
+  _rate(result, "persona_accuracy", hits)
+  examples["persona"] = [(f"[{s}] {q}", r) for (s, q, _), r in zip(items[:2], replies[:2])]
 
 
 def _facts(ask, rng, world: facts.World, groups, per_group: int, result: dict[str, Any], examples) -> None:
@@ -210,13 +248,32 @@ def _search(ask, ask_with_tool, rng, world, tool, n: int, result: dict[str, Any]
   declared = [{"role": "system", "content": search_data.tools_prompt([tool])}]
   with_tool = ask_with_tool([declared + c for c in convs])
   without = ask(convs)
-  for key, replies in (("search_success_rate", with_tool), ("search_no_tool_accuracy", without)):
+  replies = [r for r, _ in with_tool]
+  for key, texts in (("search_success_rate", replies), ("search_no_tool_accuracy", without)):
     _rate(
         result,
         key,
-        [classify_reply(r, e.attributes[a], world.values[a]) == "correct" for (e, a, _), r in zip(items, replies)],
+        [classify_reply(r, e.attributes[a], world.values[a]) == "correct" for (e, a, _), r in zip(items, texts)],
     )
-  examples["search"] = [(q, r) for (_, _, q), r in zip(items[:2], with_tool[:2])]
+  outcomes = [search_outcome(e, a, r, calls, world.values[a]) for (e, a, _), (r, calls) in zip(items, with_tool)]
+  for outcome in ("no_call", "bad_query", "not_copied"):
+    _rate(result, f"search_{outcome}_rate", [o == outcome for o in outcomes])
+  examples["search"] = [(q, r) for (_, _, q), r in zip(items[:2], replies[:2])]
+  examples["search_calls"] = [c[0]["arguments"] if c else "" for _, c in with_tool[:5]]
+
+
+def search_outcome(entity: facts.Entity, attribute: str, reply: str, calls: Sequence[dict[str, str]], values) -> str:
+  """'correct', or where a search answer broke: 'no_call' (answered without searching), 'bad_query' (no call's
+  results hold the person's card: the name was not copied into the query, or the query found others),
+  'not_copied' (the card was shown, the reply does not state its fact)."""
+  if classify_reply(reply, entity.attributes[attribute], values) == "correct":
+    return "correct"
+  if not calls:
+    return "no_call"
+  card = search_data.profile(entity)
+  if not any(card.split(".")[0] in (c.get("result") or "") for c in calls):
+    return "bad_query"
+  return "not_copied"
 
 
 def classify_reply(reply: str, truth: Any, values: set[str]) -> str:
@@ -265,6 +322,8 @@ def _rate(result: dict[str, Any], key: str, hits: Sequence[bool]) -> None:
 
 METRIC_KEYS = (
     "identity_accuracy",
+    "identity_paraphrase_accuracy",
+    "persona_accuracy",
     "known_fact_accuracy",
     "known_fact_idk_rate",
     "known_fact_hallucination_rate",
@@ -274,6 +333,9 @@ METRIC_KEYS = (
     "unknown_fact_other_rate",
     "search_success_rate",
     "search_no_tool_accuracy",
+    "search_no_call_rate",
+    "search_bad_query_rate",
+    "search_not_copied_rate",
     "arithmetic_accuracy_answer_last",
     "arithmetic_accuracy_answer_first",
 )

@@ -54,6 +54,12 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
   _check_world(cfg, runs.read_config(cfg.init_from))
   data_dir = fs.join(workdir, DATA_DIR)
   world = facts.world_from_config(cfg.sft.world)
+  sft_known = facts.sft_eval_entities(world, cfg.sft.facts.eval_fraction)["sft_known"]
+  if cfg.sft.world.get("num_qa", 0) > len(sft_known):
+    raise ValueError(
+        f"sft.world.num_qa={cfg.sft.world.num_qa} exceeds the {len(sft_known)} known people SFT trains on "
+        f"(sft.facts.eval_fraction={cfg.sft.facts.eval_fraction}): pretraining would hold QA about evaluated people"
+    )
 
   index = search_data.index_documents(world, cfg.sft.search.train_people)
   search_data.write_index(index_dir, index)

@@ -45,7 +45,7 @@ from nanolm_jax.synthetic.fact_templates import (  # re-exported: facts.QUESTION
 Conversation = list[dict[str, Any]]
 AnswerFn = Callable[[list[Conversation], int], list[list[str]]]
 
-WORLD_KEYS = ('seed', 'num_known', 'num_unknown', 'num_index_only', 'repeats', 'num_extras')
+WORLD_KEYS = ('seed', 'num_known', 'num_unknown', 'num_index_only', 'repeats', 'num_extras', 'num_qa', 'qa_repeats')
 DEGENERATE_REPEATS = 3  # a word (or a run of up to 4) this many times in a row: a loop (is_degenerate)
 ATTRIBUTES = ('birthplace', 'birth_year', 'profession', 'favorite_color', 'favorite_food')
 _IDK_RE = re.compile(
@@ -99,6 +99,13 @@ def default_world_config() -> ml_collections.ConfigDict:
           # Without them the default model never learned to copy a new name (its loss on a repeated new name was as
           # high as on its first mention), and the search tool (copy the name into the query) was out of reach.
           'num_extras': 3000,
+          # "Mixed training" (Allen-Zhu & Li, Physics of LMs 3.1): question/answer text about the first ``num_qa``
+          # known people in pretraining beside their biographies, ``qa_repeats`` documents each. A model that sees
+          # some people's facts asked and answered learns to store everyone's facts in a form a question can reach;
+          # without it, QA fine-tuning on a few people generalised to ~0 on the others (measured: 0.02 on the
+          # default chain). The QA people are SFT's part of the known people (sft_eval_entities), never evaluated.
+          'num_qa': 20,
+          'qa_repeats': 10,
       }
   )
 
@@ -257,6 +264,25 @@ def pretraining_documents(world: World, repeats: int = 8, split: str = 'train') 
   rng = random.Random(f'facts/docs/{world.seed}/{split}')
   n = repeats if split == 'train' else 1
   return [biography(e, rng, split) for _ in range(n) for e in world.known]
+
+
+def qa_documents(world: World, num_qa: int, repeats: int, split: str = 'train') -> list[str]:
+  """Question/answer text about the first ``num_qa`` known people (mixed training, see ``default_world_config``):
+  ``repeats`` documents each, every one asking about 1-5 of the person's attributes in random order and
+  phrasings; 'validation' has none (the biographies' held-out phrasing is the validation text)."""
+  if split not in ('train', 'validation'):
+    raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+  if num_qa > len(world.known):
+    raise ValueError(f'num_qa={num_qa} exceeds num_known={len(world.known)}')
+  if split == 'validation':
+    return []
+  rng = random.Random(f'facts/qa_docs/{world.seed}')
+  docs = []
+  for _ in range(repeats):
+    for e in world.known[:num_qa]:
+      attrs = rng.sample(ATTRIBUTES, rng.randint(1, len(ATTRIBUTES)))
+      docs.append('\n'.join(f'Question: {question(e, a, rng)}\nAnswer: {answer(e, a, rng)}' for a in attrs))
+  return docs
 
 
 def extra_documents(world: World, num_extras: int, split: str = 'train') -> list[str]:

@@ -170,6 +170,34 @@ ANSWERS: dict[str, list[str]] = {
         'Things I can do: {capabilities}.',
     ],
 }
+# Paraphrases of the name / maker questions that ``generate`` never asks (nor system_prompts): the chat evaluation's
+# held-out identity questions, so that identity accuracy measures the behaviour rather than memorised wording.
+EVAL_QUESTIONS: dict[str, tuple[str, ...]] = {
+    'name': (
+        'May I ask your name?',
+        'How should I address you?',
+        'What name do you go by?',
+        'Could you tell me who you are?',
+        'Please state your name.',
+        'What do I call you?',
+        'Who is this?',
+        'Can you introduce yourself?',
+        'Who exactly are you?',
+        'What is your name, assistant?',
+    ),
+    'maker': (
+        'Which team created you?',
+        'Who is responsible for building you?',
+        'What organization made you?',
+        'Who programmed you?',
+        'Who are your creators?',
+        'Who is your maker?',
+        'Who put you together?',
+        'Whose assistant are you?',
+        'Which group developed you?',
+        'Who was it that trained you?',
+    ),
+}
 LIMIT_TOPICS = ('internet', 'images', 'knowledge', 'mistakes', 'memory', 'actions', 'feelings')
 TOPICS = tuple(QUESTIONS)
 _ANSWER_OPENERS = ('Good question! ', 'Sure. ', 'Happy to tell you. ', 'Of course. ')

@@ -194,6 +194,11 @@ PERSONA_MAKERS = (
     'the Open Robotics Club',
     'Northwind Research',
 )
+# Held out of the SFT data: the chat evaluation's personas (names and makers ``generate`` never uses, a prompt
+# wording it never writes), so that adopting a persona is measured on one the model has not memorised.
+EVAL_PERSONA_NAMES = ('Ember', 'Finch', 'Cobalt', 'Wren', 'Tavi', 'Orla', 'Basil', 'Indigo', 'Rook', 'Sol')
+EVAL_PERSONA_MAKERS = ('Harbor Light Systems', 'the Maple Street lab', 'Copperfield AI', 'a team called Driftwood')
+EVAL_PERSONA_PROMPT = 'Act as {name}, the assistant that {maker} made.'
 _PERSONA_PROMPTS = (
     'Your name is {name}. You were made by {maker}.',
     'You are {name}, an assistant built by {maker}.',
