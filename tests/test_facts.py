@@ -65,8 +65,11 @@ def test_extra_people_are_new_names_seen_once_in_pretraining_only(world):
 
 def test_facts_pretraining_source(world):
   cfg = sources.default_data_config()
-  cfg.sources = 'facts:seed=3,num_known=40,num_unknown=30,num_index_only=20,repeats=2,num_extras=7'
-  assert list(sources.load_texts(cfg, 'train')) == facts.pretraining_documents(world, 2)
+  cfg.sources = (
+      'facts:seed=3,num_known=40,num_unknown=30,num_index_only=20,repeats=2,num_extras=7,num_qa=5,qa_repeats=3'
+  )
+  train = facts.pretraining_documents(world, 2) + facts.qa_documents(world, 5, 3)
+  assert list(sources.load_texts(cfg, 'train')) == train
   assert list(sources.load_texts(cfg, 'validation')) == facts.pretraining_documents(world, 2, 'validation')
   assert facts.world_spec(facts.parse_world_spec(cfg.sources[6:])) == cfg.sources
   assert facts.parse_world_spec('7').seed == 7 and facts.parse_world_spec('') == facts.default_world_config()
@@ -259,3 +262,21 @@ def test_question_index_maps_every_phrasing_back(world):
     for attr in facts.ATTRIBUTES:
       assert index[facts.question(e, attr, rng)] == (e, attr)
   assert len(index) == len(world.entities) * sum(len(t) for t in facts.QUESTIONS.values())
+
+
+def test_qa_documents_ask_and_answer_the_first_people_truthfully(world):
+  docs = facts.qa_documents(world, 5, 3)
+  assert len(docs) == 15 and facts.qa_documents(world, 5, 3, 'validation') == []
+  lookup = facts.question_index(world)
+  pairs = 0
+  for doc in docs:
+    lines = doc.split('\n')
+    for q, a in zip(lines[::2], lines[1::2]):
+      entity, attribute = lookup[q.removeprefix('Question: ')]
+      assert entity in world.known[:5]
+      assert facts.answers_match(a.removeprefix('Answer: '), entity.attributes[attribute])
+      pairs += 1
+  assert pairs > 15  # 1-5 questions per document
+  assert not any(e.name in d for e in world.known[5:] + world.unknown for d in docs)
+  with pytest.raises(ValueError, match='num_qa=41 exceeds num_known=40'):
+    facts.qa_documents(world, 41, 1)

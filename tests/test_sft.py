@@ -20,7 +20,7 @@ from tests.conftest import make_config
 # End-to-end runs / subprocess CLIs: left out of the inner loop (pytest -m "not slow"), always in CI.
 pytestmark = pytest.mark.slow
 
-WORLD = "facts:seed=0,num_known=12,num_unknown=12,num_index_only=6,repeats=2,num_extras=10"
+WORLD = "facts:seed=0,num_known=12,num_unknown=12,num_index_only=6,repeats=2,num_extras=10,num_qa=6,qa_repeats=2"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def _sft_config(base_run):
       async_checkpointing=False,
   )
   s.sft.counts.update(identity=8, system_prompts=8, reasoning=8, facts=0, search=8)
-  s.sft.world.update(num_known=12, num_unknown=12, num_index_only=6, repeats=2, num_extras=10)
+  s.sft.world.update(num_known=12, num_unknown=12, num_index_only=6, repeats=2, num_extras=10, num_qa=6, qa_repeats=2)
   s.sft.search.update(train_people=20, outside_people=5)
   s.sft.answer_first_count = 8
   s.probe.samples = 2
