@@ -1,6 +1,7 @@
 """Tests for nanolm_jax.synthetic.system_prompts: every reply follows the system message, checked independently."""
 
 import random
+import re
 
 import pytest
 
@@ -50,7 +51,8 @@ def test_generate_mix_personas_and_identity():
     chat.validate(conv)
     system = conv[0]['content']
     assert conv[0]['role'] == 'system'
-    persona = [n for n in sp.PERSONA_NAMES if n in system.split('.')[0].replace(',', ' ').split()]
+    named = re.match(r'(?:Your name is|You are) ([A-Z][a-z]+)[.,]', system)  # a listed or a generated name
+    persona = [named.group(1)] if named and named.group(1) != ident['name'] else []
     if ident['name'] in system:
       kinds['identity'] += 1
     elif persona:
@@ -61,3 +63,7 @@ def test_generate_mix_personas_and_identity():
     else:
       kinds['rule'] += 1
   assert 0.12 < kinds['identity'] / 600 < 0.28 and 0.22 < kinds['persona'] / 600 < 0.38
+  # Most persona names are made up (copying, not memorising), none is a held-out evaluation persona.
+  names = [re.match(r'(?:Your name is|You are) ([A-Z][a-z]+)', c[0]['content']) for c in convs]
+  names = {m.group(1) for m in names if m} - {ident['name']}
+  assert len(names - set(sp.PERSONA_NAMES)) > 50 and not names & set(sp.EVAL_PERSONA_NAMES)

@@ -4,7 +4,9 @@
 birth_year, profession, favorite_color, favorite_food. They fall in three disjoint groups:
 
   known       their biographies are pretraining text (``pretraining_documents``; the ``facts`` source of
-              nanolm_jax.data.sources), repeated with varied phrasings so a small model can memorise them;
+              nanolm_jax.data.sources), repeated with varied phrasings so a small model can memorise them; the first
+              ``num_qa`` of them (SFT's part) also in question/answer text (``qa_documents``: "mixed training",
+              so that questions can reach the other known people's facts);
   unknown     never shown anywhere: the honest answer is "I don't know";
   index_only  only in the search index (nanolm_jax.synthetic.search_data), never in pretraining.
 

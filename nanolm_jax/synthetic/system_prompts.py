@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from nanolm_jax.synthetic import fact_templates
 from nanolm_jax.synthetic import identity as identity_lib
 
 Conversation = list[dict[str, Any]]
@@ -220,10 +221,29 @@ def default_system_prompts_config() -> ml_collections.ConfigDict:
       {
           'identity_path': '',  # '' = configs/identity.json
           'identity_fraction': 0.2,  # system states the real identity
-          'persona_fraction': 0.3,  # system sets another name / maker; the rest are rule conversations
+          'persona_fraction': 0.3,  # system sets another name / maker (70 % generated names); the rest are rules
           'max_turns': 3,
       }
   )
+
+
+def persona_name(rng: random.Random) -> str:
+  """A made-up one-word assistant name ('Velmar'), never one of EVAL_PERSONA_NAMES: with thousands of them in the
+  data the model must copy the name from the system prompt (measured: with the 16 PERSONA_NAMES alone, a held-out
+  persona was never taken up, persona_accuracy 0.00)."""
+  while True:
+    word = ''.join(rng.choice(fact_templates.ONSETS) + rng.choice(fact_templates.NUCLEI) for _ in range(2))
+    name = _cap((word + rng.choice(fact_templates.CODAS)).lower())
+    if len(name) >= 3 and name not in EVAL_PERSONA_NAMES:
+      return name
+
+
+_MAKER_FORMS = ('{w} Labs', 'the {w} team', '{w} AI', 'a company called {w}', '{w} Research')
+
+
+def persona_maker(rng: random.Random) -> str:
+  """A made-up maker ('Skoprith Labs', 'the Mewuna team'), for the same reason as persona_name."""
+  return rng.choice(_MAKER_FORMS).format(w=persona_name(rng))
 
 
 def _cap(s: str) -> str:
@@ -244,7 +264,9 @@ def _identity_conversation(ident: dict[str, Any], rng: random.Random) -> Convers
 
 
 def _persona_conversation(rng: random.Random, max_turns: int) -> Conversation:
-  fields = {'name': rng.choice(PERSONA_NAMES), 'maker': rng.choice(PERSONA_MAKERS)}
+  name = rng.choice(PERSONA_NAMES) if rng.random() < 0.3 else persona_name(rng)
+  maker = rng.choice(PERSONA_MAKERS) if rng.random() < 0.3 else persona_maker(rng)
+  fields = {'name': name, 'maker': maker}
   fields['Maker'] = _cap(fields['maker'])
   conv = [{'role': 'system', 'content': rng.choice(_PERSONA_PROMPTS).format(**fields)}]
   topics = ['name' if rng.random() < 0.6 else 'maker']
