@@ -158,3 +158,15 @@ def test_held_out_identity_questions_and_personas_are_not_in_sft(sft_conversatio
   for word in system_prompts.EVAL_PERSONA_NAMES + system_prompts.EVAL_PERSONA_MAKERS:
     assert not re.search(rf"\b{re.escape(word)}\b", systems), word
   assert system_prompts.EVAL_PERSONA_PROMPT.split("{")[0] not in systems
+
+
+def test_sft_refuses_pretraining_qa_about_evaluated_people(tmp_path):
+  from nanolm_jax import runs  # pylint: disable=import-outside-toplevel
+
+  base_dir = str(tmp_path / "base")
+  runs.write_config(base_dir, {"data": {"sources": "facts"}})
+  c = sft_configs.get_config()
+  c.init_from = base_dir
+  c.sft.world.num_qa = 21  # one more than SFT's 20 known people
+  with pytest.raises(ValueError, match=r"sft.world.num_qa=21 exceeds the 20 known people SFT trains on"):
+    sft.prepare(c, str(tmp_path / "sft"))
