@@ -108,3 +108,19 @@ def test_format_table_shows_interval_and_n():
   nan = {"identity_accuracy": float("nan"), "identity_accuracy_n": 0, "identity_accuracy_ci": [math.nan, math.nan]}
   lines = chat_eval.format_table({"new": col, "old": old, "empty": nan}).splitlines()
   assert lines[1].split() == ["identity_accuracy", "0.500", "[0.24,0.76]", "n=10", "0.250", "nan", "n=0"]
+
+
+def test_search_outcome_names_where_a_search_broke():
+  from nanolm_jax.synthetic import facts, search_data  # pylint: disable=import-outside-toplevel
+
+  world = facts.make_world(0, 2, 2, 3)
+  person, other = world.index_only[0], world.index_only[1]
+  city, values = str(person.attributes["birthplace"]), world.values["birthplace"]
+  wrong = next(v for v in sorted(values) if v != city)
+  found = [{"name": "search", "arguments": person.name, "result": "[1] " + search_data.profile(person)}]
+  missed = [{"name": "search", "arguments": "Zz", "result": "[1] " + search_data.profile(other)}]
+  outcome = lambda reply, calls: chat_eval.search_outcome(person, "birthplace", reply, calls, values)
+  assert outcome(f"The birthplace is {city}.", found) == "correct"
+  assert outcome(f"The birthplace is {wrong}.", []) == "no_call"
+  assert outcome(f"The birthplace is {wrong}.", missed) == "bad_query"
+  assert outcome(f"The birthplace is {wrong}.", found) == "not_copied"

@@ -139,33 +139,30 @@ def evaluate(
   return result
 
 
-def identity_questions(n: int, seed: int) -> list[tuple[str, str]]:
-  """``n`` (question, 'name' | 'maker') pairs: IDENTITY_QUESTIONS as written, then surface variants of them in turn.
+def identity_questions(
+    n: int, seed: int, base: Sequence[tuple[str, str]] = IDENTITY_QUESTIONS, tag: str = "identity"
+) -> list[tuple[str, str]]:
+  """``n`` (question, 'name' | 'maker') pairs: ``base`` as written, then surface variants of it in turn.
 
   Its own rng (not evaluate's), so the other parts ask the same questions whatever ``n`` is.
   """
-  rng = random.Random(f"chat_eval/identity/{seed}")
-  base = list(IDENTITY_QUESTIONS)
+  rng = random.Random(f"chat_eval/{tag}/{seed}")
+  base = list(base)
   return base[:n] + [
       (identity.vary_question(rng, q), kind) for q, kind in (base[i % len(base)] for i in range(n - len(base)))
   ]
 
 
 def _identity(ask, ident: dict[str, str], n: int, seed: int, result: dict[str, Any], examples) -> None:
-  qs = identity_questions(n, seed)
-  replies = ask([[{"role": "user", "content": q}] for q, _ in qs])
-  _rate(result, "identity_accuracy", [ident[kind].lower() in r.lower() for (q, kind), r in zip(qs, replies)])
-  examples["identity"] = [(q, r) for (q, _), r in zip(qs[:3], replies[:3])]
-  rng = random.Random(f"chat_eval/identity_paraphrase/{seed}")
+  """Name / maker questions in the trained wordings, and in paraphrases the SFT data never asks."""
   held_out = [(q, kind) for kind, q_list in identity.EVAL_QUESTIONS.items() for q in q_list]
-  qs = [
-      (identity.vary_question(rng, q) if i >= len(held_out) else q, kind)
-      for i, (q, kind) in enumerate(held_out[i % len(held_out)] for i in range(n))
-  ]
-  replies = ask([[{"role": "user", "content": q}] for q, _ in qs])
-  hits = [ident[kind].lower() in r.lower() for (q, kind), r in zip(qs, replies)]
-  _rate(result, "identity_paraphrase_accuracy", hits)
-  examples["identity_paraphrase"] = [(q, r) for (q, _), r in zip(qs[:3], replies[:3])]
+  for key, qs in (
+      ("identity", identity_questions(n, seed)),
+      ("identity_paraphrase", identity_questions(n, seed, held_out, "identity_paraphrase")),
+  ):
+    replies = ask([[{"role": "user", "content": q}] for q, _ in qs])
+    _rate(result, f"{key}_accuracy", [ident[kind].lower() in r.lower() for (_, kind), r in zip(qs, replies)])
+    examples[key] = [(q, r) for (q, _), r in zip(qs[:3], replies[:3])]
 
 
 def _persona(ask, ident: dict[str, str], n: int, seed: int, result: dict[str, Any], examples) -> None:
@@ -270,8 +267,7 @@ def search_outcome(entity: facts.Entity, attribute: str, reply: str, calls: Sequ
     return "correct"
   if not calls:
     return "no_call"
-  card = search_data.profile(entity)
-  if not any(card.split(".")[0] in (c.get("result") or "") for c in calls):
+  if not any(entity.name in (c.get("result") or "") for c in calls):  # a card opens with the name
     return "bad_query"
   return "not_copied"
 

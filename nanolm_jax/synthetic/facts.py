@@ -103,9 +103,10 @@ def default_world_config() -> ml_collections.ConfigDict:
           'num_extras': 3000,
           # "Mixed training" (Allen-Zhu & Li, Physics of LMs 3.1): question/answer text about the first ``num_qa``
           # known people in pretraining beside their biographies, ``qa_repeats`` documents each. A model that sees
-          # some people's facts asked and answered learns to store everyone's facts in a form a question can reach;
-          # without it, QA fine-tuning on a few people generalised to ~0 on the others (measured: 0.02 on the
-          # default chain). The QA people are SFT's part of the known people (sft_eval_entities), never evaluated.
+          # some people's facts asked and answered learns to store everyone's facts in a form a question can reach
+          # (measured on the default base model: plain QA about the *other* known people 0.27 -> 0.52; SFT on chat
+          # QA then still loses it, see issue 14). The QA people are SFT's part of the known people
+          # (sft_eval_entities), never evaluated.
           'num_qa': 20,
           'qa_repeats': 10,
       }
@@ -139,7 +140,8 @@ def world_spec(cfg: ml_collections.ConfigDict) -> str:
   return 'facts:' + ','.join(f'{k}={int(cfg[k])}' for k in WORLD_KEYS)
 
 
-def _word(rng: random.Random, syllables: int) -> str:
+def made_up_word(rng: random.Random, syllables: int) -> str:
+  """A pronounceable made-up word ('Zorla', 'Marith'): names, cities, and other generators' names."""
   # Only the last syllable has a coda: 'Zorla', 'Venn', 'Marith' rather than consonant pile-ups.
   w = ''.join(rng.choice(ONSETS) + rng.choice(NUCLEI) for _ in range(syllables - 1))
   w = (w + rng.choice(ONSETS) + rng.choice(NUCLEI) + rng.choice(CODAS)).lower()
@@ -148,7 +150,7 @@ def _word(rng: random.Random, syllables: int) -> str:
 
 def _candidate_name(rng: random.Random, names: Iterable[str], taken: set[str]) -> str | None:
   """One drawn 'First Last', or None when it repeats a name, uses a taken word or has a too-short first name."""
-  first, last = _word(rng, rng.randint(1, 2)), _word(rng, 2)
+  first, last = made_up_word(rng, rng.randint(1, 2)), made_up_word(rng, 2)
   name = f'{first} {last}'
   if name in names or first in taken or last in taken or len(first) < 3:
     return None
@@ -161,7 +163,7 @@ def make_world(seed: int = 0, num_known: int = 200, num_unknown: int = 200, num_
   total = num_known + num_unknown + num_index_only
   cities: list[str] = []
   while len(cities) < max(12, total // 4):
-    c = _word(rng, 1) + rng.choice(CITY_SUFFIXES)
+    c = made_up_word(rng, 1) + rng.choice(CITY_SUFFIXES)
     if c not in cities:
       cities.append(c)
   names: list[str] = []

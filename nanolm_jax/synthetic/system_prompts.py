@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from nanolm_jax.synthetic import fact_templates
+from nanolm_jax.synthetic import facts
 from nanolm_jax.synthetic import identity as identity_lib
 
 Conversation = list[dict[str, Any]]
@@ -232,8 +232,7 @@ def persona_name(rng: random.Random) -> str:
   data the model must copy the name from the system prompt (measured: with the 16 PERSONA_NAMES alone, a held-out
   persona was never taken up, persona_accuracy 0.00)."""
   while True:
-    word = ''.join(rng.choice(fact_templates.ONSETS) + rng.choice(fact_templates.NUCLEI) for _ in range(2))
-    name = _cap((word + rng.choice(fact_templates.CODAS)).lower())
+    name = facts.made_up_word(rng, 2)
     if len(name) >= 3 and name not in EVAL_PERSONA_NAMES:
       return name
 
