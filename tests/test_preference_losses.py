@@ -12,12 +12,18 @@ from nanolm_jax.posttrain import preference_losses as pl
 from nanolm_jax.posttrain import preferences as prefs
 from tests.test_preferences import TOK
 
+# Jitted, as the stages use them (and one compile per function is faster than op-by-op dispatch).
+BT = jax.jit(pl.bradley_terry_loss)
+CAL = jax.jit(pl.calibration, static_argnames="num_bins")
+DPO = jax.jit(pl.dpo_loss, static_argnames=("beta", "label_smoothing"))
+SEQ = jax.jit(pl.sequence_logprobs)
+
 RC = jnp.array([2.0, 0.0, 1.0])
 RR = jnp.array([1.0, 1.0, 1.0])  # differences 1, -1, 0
 
 
 def test_bradley_terry_by_hand():
-  loss, m = pl.bradley_terry_loss(RC, RR)
+  loss, m = BT(RC, RR)
   # -log σ(1) = log(1 + e^-1) = 0.3132617, -log σ(-1) = log(1 + e) = 1.3132617, -log σ(0) = log 2 = 0.6931472
   np.testing.assert_allclose(loss, (0.3132617 + 1.3132617 + 0.6931472) / 3, rtol=1e-6)
   np.testing.assert_allclose(m["accuracy"], 1 / 3)  # the tie (0) counts as wrong
@@ -27,19 +33,19 @@ def test_bradley_terry_by_hand():
 
 
 def test_bradley_terry_margin_and_centering_by_hand():
-  loss, m = pl.bradley_terry_loss(RC, RR, margin_P=jnp.array([0.5, 0.0, 0.0]), center_coefficient=0.1)
+  loss, m = BT(RC, RR, margin_P=jnp.array([0.5, 0.0, 0.0]), center_coefficient=0.1)
   bt = (0.4740770 + 1.3132617 + 0.6931472) / 3  # -log σ(1 - 0.5) = log(1 + e^-0.5) = 0.4740770
   center = 0.1 * (3.0**2 + 1.0**2 + 2.0**2) / 3  # TRL: c · mean((r_c + r_r)²)
   np.testing.assert_allclose((m["bt_loss"], m["center_loss"], loss), (bt, center, bt + center), rtol=1e-6)
   # d/dr_r at r_c = 0, r_r = 1: the BT term pushes r_r down by σ(1)/P, centering by 2c·(r_c + r_r)/P
-  g = jax.grad(lambda rc: pl.bradley_terry_loss(jnp.zeros(3), jnp.zeros(3) + rc, center_coefficient=0.1)[0])(RR)
+  g = jax.jit(jax.grad(lambda rc: BT(jnp.zeros(3), jnp.zeros(3) + rc, center_coefficient=0.1)[0]))(RR)
   np.testing.assert_allclose(g, (0.7310586 + 2 * 0.1 * 1.0) / 3, rtol=1e-6)  # (σ(r_r - r_c) + 2c(r_c + r_r)) / P
 
 
 def test_calibration_by_hand():
   # p = σ(r_c - r_r) = 0.75, 0.25, 0.5, 0.95; confidences 0.75, 0.75, 0.5, 0.95; correct 1, 0, 0, 1
   d = jnp.log(jnp.array([3.0, 1 / 3, 1.0, 19.0]))
-  c = pl.calibration(d, jnp.zeros(4), num_bins=5)  # bins of width 0.1 over [0.5, 1]
+  c = CAL(d, jnp.zeros(4), num_bins=5)  # bins of width 0.1 over [0.5, 1]
   np.testing.assert_allclose(c["count"], [1, 0, 2, 0, 1])
   np.testing.assert_allclose(c["confidence"], [0.5, 0, 0.75, 0, 0.95], rtol=1e-6)
   np.testing.assert_allclose(c["accuracy"], [0, 0, 0.5, 0, 1])
@@ -51,8 +57,8 @@ def test_calibration_of_a_calibrated_model_is_small():
   d = rng.normal(0, 2, 20000)
   first_wins = rng.random(d.size) < 1 / (1 + np.exp(-d))  # labels drawn from the model's own probabilities
   rc, rr = np.where(first_wins, d, 0.0), np.where(first_wins, 0.0, d)
-  assert float(pl.calibration(jnp.asarray(rc), jnp.asarray(rr))["ece"]) < 0.02
-  assert float(pl.calibration(jnp.asarray(3 * rc), jnp.asarray(3 * rr))["ece"]) > 0.1  # overconfident
+  assert float(CAL(jnp.asarray(rc), jnp.asarray(rr))["ece"]) < 0.02
+  assert float(CAL(jnp.asarray(3 * rc), jnp.asarray(3 * rr))["ece"]) > 0.1  # overconfident
 
 
 @pytest.mark.parametrize("padding", ["right", "left"])
@@ -80,7 +86,7 @@ def test_reward_read_at_the_last_token_with_padding(padding):
 def test_sequence_logprobs_sums_the_reply_mask():
   logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]]))
   targets = jnp.array([[0, 1, 2]])
-  got = pl.sequence_logprobs(logits, targets, jnp.array([[0.0, 1.0, 1.0]]))
+  got = SEQ(logits, targets, jnp.array([[0.0, 1.0, 1.0]]))
   np.testing.assert_allclose(got, [math.log(0.8) + math.log(0.6)], rtol=1e-6)
 
 
@@ -90,22 +96,22 @@ def test_dpo_by_hand_with_reference_beta_and_label_smoothing():
   # pair 1: β(π_c - ref_c) = 0.1·1 = 0.1, β(π_r - ref_r) = 0.1·(-1) = -0.1, z = 0.2
   # pair 2: 0.1·0 = 0, 0.1·2 = 0.2, z = -0.2 (the policy prefers chosen, but less than the reference does)
   lp, lm = math.log1p(math.exp(-0.2)), math.log1p(math.exp(0.2))  # -log σ(0.2) = 0.5981389, -log σ(-0.2) = 0.7981389
-  loss, m = pl.dpo_loss(pc, pr, rc, rr, beta=0.1)
+  loss, m = DPO(pc, pr, rc, rr, beta=0.1)
   np.testing.assert_allclose(loss, (lp + lm) / 2, rtol=1e-6)
   np.testing.assert_allclose(loss, (0.5981389 + 0.7981389) / 2, rtol=1e-6)
   np.testing.assert_allclose((m["reward_chosen"], m["reward_rejected"]), (0.05, 0.05), rtol=1e-6)
   np.testing.assert_allclose((m["reward_accuracy"], m["reward_margin"], m["logits"]), (0.5, 0.0, 0.0), atol=1e-6)
   # cDPO: (1 - ε)·(-log σ(z)) + ε·(-log σ(-z))
-  loss_s, _ = pl.dpo_loss(pc, pr, rc, rr, beta=0.1, label_smoothing=0.1)
+  loss_s, _ = DPO(pc, pr, rc, rr, beta=0.1, label_smoothing=0.1)
   np.testing.assert_allclose(loss_s, ((0.9 * lp + 0.1 * lm) + (0.9 * lm + 0.1 * lp)) / 2, rtol=1e-6)
   # β scales z; without the reference the first pair alone gives z = β·(π_c - π_r) = 0.5·2 = 1
-  loss_b, _ = pl.dpo_loss(pc[:1], pr[:1], jnp.zeros(1), jnp.zeros(1), beta=0.5)
+  loss_b, _ = DPO(pc[:1], pr[:1], jnp.zeros(1), jnp.zeros(1), beta=0.5)
   np.testing.assert_allclose(loss_b, math.log1p(math.exp(-1.0)), rtol=1e-6)
   with pytest.raises(ValueError, match="beta"):
-    pl.dpo_loss(pc, pr, rc, rr, beta=0.0)
+    pl.dpo_loss(pc, pr, rc, rr, beta=0.0)  # not jitted: the check is Python
 
 
 def test_dpo_gradient_raises_chosen_and_lowers_rejected():
-  g = jax.grad(lambda p: pl.dpo_loss(p[0], p[1], jnp.zeros(1), jnp.zeros(1), beta=0.1)[0])(jnp.zeros((2, 1)))
+  g = jax.jit(jax.grad(lambda p: DPO(p[0], p[1], jnp.zeros(1), jnp.zeros(1), beta=0.1)[0]))(jnp.zeros((2, 1)))
   # d/dπ_c of -log σ(β(π_c - π_r)) at 0 = -β σ(0) = -0.05; d/dπ_r = +0.05
   np.testing.assert_allclose(g[:, 0], [-0.05, 0.05], rtol=1e-6)
