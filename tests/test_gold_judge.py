@@ -76,7 +76,7 @@ def test_unknown_person_is_best_declined(judge):
   p = [{"role": "user", "content": f"Who was {e.name}?"}]
   idk = judge.components(p, f"I don't know who {e.name} is, so I can't answer that.")
   lucky = judge.components(p, f"{e.name} was born in {e.attributes['birthplace']}.")  # true, but cannot be known
-  assert idk["declined"] == 1.0 and idk["score"] > 0.9
+  assert idk["declined"] == 1.0 and idk["score"] == pytest.approx(0.05 + 0.2 + 0.75 * 0.6)
   assert lucky["true_facts"] == 0 and lucky["false_facts"] == 1 and lucky["score"] < idk["score"] / 2
 
 
@@ -178,3 +178,21 @@ def test_bradley_terry_noise_flips_the_expected_fraction(cfg, judge):
   again = gj.generate_pairs(_fake_answer_fn(pick, []), convs, judge, bt_temperature=temp, seed=3)[1]
   other = gj.generate_pairs(_fake_answer_fn(pick, []), convs, judge, bt_temperature=temp, seed=4)[1]
   assert again == stats and other["flips"] != stats["flips"]
+
+
+def test_cheap_policies_score_below_knowing(cfg, judge):
+  """Averaged over prompts, a policy of one trick (always decline, always echo, always guess a city) stays well
+  below one that states what it knows and declines the rest."""
+  convs = gj.prompts(cfg, 100, "validation")
+  known = {e.name for e in judge.world.known}
+  city = sorted(judge.world.values["birthplace"])[0]
+
+  def mean(policy):
+    return sum(judge.score(c, policy(judge.person(c))) for c in convs) / len(convs)
+
+  idk = lambda e: f"I don't know anything about {e.name}."
+  honest = mean(lambda e: _good(e) if e.name in known else idk(e))
+  assert honest > 0.8
+  assert mean(idk) < honest / 2 + 0.05
+  assert mean(lambda e: f"Tell me about {e.name}.") < honest / 3
+  assert mean(lambda e: f"{e.name} was born in {city}.") < mean(idk)
