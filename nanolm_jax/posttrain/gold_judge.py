@@ -69,6 +69,7 @@ eat eating wore wearing job trade profession living made making spent whole whos
 afraid idea anyone anything nothing can cannot t s m d ll re ve don isn wasn would could should rather guess answer
 reliable familiar hello hi thanks thank please course certainly let tell told said say short
 biography description profile describe details detail fact facts something someone later early still often
+assistant language model small help glad happy engineers project access only text
 """.split()
 _MARKUP = re.compile(r"<\||\|>|\b(search|check|calc|python)\s*:|```")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -233,7 +234,8 @@ class GoldJudge:
     cfg = self.cfg
     ws = words(reply)
     lexicon = self._lexicon | set(words(person.name))
-    fluency = (sum(w in lexicon or w.isdigit() for w in ws) / len(ws)) ** 2 if ws else 0.0
+    real = sum(w in lexicon or (w.isdigit() and len(w) <= 4) for w in ws)  # "1888888888" is no number
+    fluency = (real / len(ws)) ** 2 if ws else 0.0
     name_ws = words(person.name)
     collapsed, i = [], 0  # the name as one token: naming the subject in every sentence is not a loop
     while i < len(ws):
