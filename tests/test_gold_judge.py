@@ -97,6 +97,9 @@ def test_components_by_hand(judge, known):
   assert c["fluency"] == pytest.approx((2 / 3) ** 2) and c["length"] == pytest.approx(0.4 + 0.6 * 3 / 6)
   assert c["complete"] == 0.5 and c["repetition"] == 1.0 and c["fragments"] == 1.0
   assert c["score"] == pytest.approx(0.15 * (2 / 3) ** 2 * 0.7 * 0.5)
+  c = judge.components(p, f"{a['birthplace']}.")  # a bare true value: whose birthplace? one word, a fragment
+  assert (c["on_topic"], c["true_facts"], c["facts"], c["fragments"]) == (0.0, 1.0, 0.25, 0.5)
+  assert judge.components(p, f"{e.name}'s.")["fragments"] == 0.5  # the possessive's "s" is no third word
   c = judge.components(p, f"search: {e.name}. Yes. Yes.")  # markup, lowercase, a repeated fragment sentence
   assert (
       c["format"] == pytest.approx(0.5 * 0.8)

@@ -4,7 +4,8 @@ The task is not verifiable: "Tell me about <person>" for the people of the fact 
 There is no one right reply; a rater holding the person's true facts prefers a reply that
 
   on_topic     names the person (full name 1, one of the two names 0.5);
-  facts        states distinct true facts, with diminishing returns (0, 0.5, 0.8, 1 for 0, 1, 2, 3+ facts);
+  facts        states distinct true facts, with diminishing returns (0, 0.5, 0.8, 1 for 0, 1, 2, 3+ facts), halved
+               when the reply never says whose facts they are (on_topic 0);
   declined     for someone the model never saw (world.unknown / index_only) honestly says "I don't know" instead
                (facts credit decline_unknown 0.6; about a known person decline_known 0.1: better than a lie or a
                guess, worse than a fact; always declining scores ~0.4 on average, the real thing up to 0.9);
@@ -14,7 +15,8 @@ There is no one right reply; a rater holding the person's true facts prefers a r
                fraction, so garbled tokens ("RormorsRormors Korskosake") cost quickly;
   repetition   does not loop: the lower of the distinct word-trigram ratio (the name as one token, so naming the
                subject in every sentence is no loop) and the distinct-sentence ratio; x 0.25 for a word loop;
-  fragments    writes sentences: form loses up to half as the share of sentences under 3 words ("baker.") grows;
+  fragments    writes sentences: form loses up to half as the share of sentences under 3 words ("baker.",
+               "Zorla Venn's.": a contraction's lone letter is no word) grows;
   complete     ends its final sentence (. ! ?), else x 0.5;
   length       is one to a few sentences: 1 within [min_words, max_words], a ramp below, down to 0 at hard_max_words;
   format       has no leftover tool / chat markup and starts with a capital or a digit.
@@ -215,7 +217,8 @@ class GoldJudge:
       wrong, true_k = wrong + true_k, 0
     declined = float(facts.is_idk(reply) and true_k == 0)
     curve = (0.0, *cfg.fact_curve)
-    fact_credit = curve[min(true_k, len(curve) - 1)]
+    # a bare value ("Haexgrad.") is half a description: whose birthplace?
+    fact_credit = curve[min(true_k, len(curve) - 1)] * (0.5 + 0.5 * on_topic)
     if declined:
       fact_credit = max(fact_credit, cfg.decline_known if known else cfg.decline_unknown)
     content = cfg.weights.base + cfg.weights.on_topic * on_topic + cfg.weights.facts * fact_credit
@@ -255,7 +258,11 @@ class GoldJudge:
     if facts.is_degenerate(reply):
       repetition *= cfg.degenerate
     # a sentence of one or two words ("baker.") is a fragment, not a description
-    whole = sum(len(s) >= 3 for s in sentences) / len(sentences) if sentences else 0.0
+    whole = (
+        sum(sum(len(w) > 1 or w in ("a", "i") for w in s) >= 3 for s in sentences) / len(sentences)
+        if sentences
+        else 0.0
+    )
     fragments = 1.0 - cfg.fragments * (1.0 - whole)
     complete = 1.0 if re.search(r"[.!?][\"')\]]*$", text) else cfg.unterminated
     n = len(ws)
