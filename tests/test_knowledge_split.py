@@ -61,7 +61,13 @@ def _turns(convs, roles):
 @pytest.fixture(scope="module")
 def sft_conversations(cfg, world):
   """Every conversation the default SFT run (and its control) trains or validates on."""
-  convs = [c for split in ("train", "validation") for _, ds in sft_data.load_sources(cfg.sft, split) for c in ds]
+  convs = [
+      c
+      for split in ("train", "validation")
+      for spec, ds in sft_data.load_sources(cfg.sft, split)
+      if spec.kind != "replay"
+      for c in ds
+  ]
   convs += sft.answer_first_conversations(cfg.sft, cfg.sft.answer_first_count)
   convs += probe.oracle_conversations(cfg, world)  # the probe's questions (probe.jsonl holds a subset of them)
   # Not in the default sources but in the 'generated' mixture: oracle-labelled fact QA must respect the split too.
@@ -112,6 +118,20 @@ def test_no_sft_conversation_mentions_an_evaluated_person(sft_conversations, gro
   # ... while the SFT part of the same groups is there (the match would find them).
   assert _names_in(texts, groups["sft_known"]) == {e.name for e in groups["sft_known"]}
   assert _names_in(texts, groups["sft_unknown"]) == {e.name for e in groups["sft_unknown"]}
+
+
+def test_replayed_text_is_pretraining_text(cfg, pretraining_documents):
+  # SFT replays pretraining documents (sft_data.REPLAY_KINDS) to keep what pretraining stored; they are that
+  # text and nothing more, so the evaluated known people's biographies in them are pretraining's, not SFT QA.
+  replay = [
+      d
+      for split in ("train", "validation")
+      for s, ds in sft_data.load_sources(cfg.sft, split)
+      if s.kind == "replay"
+      for d in ds
+  ]
+  assert replay, "the default SFT config replays no pretraining text"
+  assert set(replay) <= set(pretraining_documents)
 
 
 def test_no_pretraining_document_mentions_an_unknown_person(pretraining_documents, world, groups):

@@ -8,6 +8,7 @@ import pytest
 from nanolm_jax import chat
 from nanolm_jax.synthetic import facts
 from nanolm_jax.data import sft_data
+from nanolm_jax.data import sources
 from nanolm_jax.tokenizer import SentencePieceTokenizer
 
 SEQ, BATCH = 192, 4
@@ -206,3 +207,40 @@ def test_all_dropped_is_an_error(cfg, tok):
   c.sources, c.overlong = 'reasoning', 'drop'
   with pytest.raises(ValueError, match='none of the first'):
     sft_data.make_sft_dataset(c, tok, split='train', seq_len=4, batch_size=2, seed=0)
+
+
+def test_replay_is_pretraining_text_with_its_split_and_every_target_trained(cfg, tok):
+  # replay:facts holds exactly the pretraining source's documents of the same split (so SFT adds no text about
+  # anyone that pretraining did not already have), and each is rendered as pretraining renders it.
+  data = sources.default_data_config()
+  data.sources = sft_data.pretraining_source(cfg)
+  for split in ('train', 'validation'):
+    want = [str(d) for _, ds in sources.load_sources(data, split) for d in ds]
+    c = cfg.copy_and_resolve_references()
+    c.sources = 'identity@1;replay:facts@1'
+    (_, ident), (spec, replay) = sft_data.load_sources(c, split)
+    assert (spec.kind, spec.arg) == ('replay', 'facts')
+    assert list(replay) == want and len(want) > 0
+    assert all(isinstance(x, list) for x in ident)
+  people = sft_data.replay_documents(cfg, 'people')
+  assert (
+      len(people) == cfg.world.num_extras
+      and facts.extra_documents(facts.world_from_config(cfg.world), cfg.world.num_extras) == people
+  )
+  with pytest.raises(ValueError, match='expected one of'):
+    sft_data.replay_documents(cfg, 'nope')
+  c = cfg.copy_and_resolve_references()
+  c.sources = 'identity@1;replay:facts@1'
+  segs = _segments(
+      list(sft_data.make_sft_dataset(c, tok, split='validation', seq_len=SEQ, batch_size=BATCH, seed=0, repeat=False))
+  )
+  docs = {
+      tuple(tok.encode(d, bos=True, eos=True)[: SEQ + 1]) for d in sft_data.replay_documents(c, 'facts', 'validation')
+  }
+  replayed = [s for s in segs if s[0] in docs]
+  assert len(replayed) == len(docs)
+  for _, targets, weights, _ in replayed:
+    np.testing.assert_array_equal(weights, np.ones(len(targets)))  # all of it, as pretraining trains
+  # ... while conversations in the same batches keep their assistant-only masks.
+  others = [s for s in segs if s[0] not in docs]
+  assert others and all(w.sum() < len(w) for _, _, w, _ in others)

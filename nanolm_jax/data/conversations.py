@@ -327,20 +327,29 @@ def load_sources(
     *,
     val_fraction: float,
     generators: Mapping[str, Generator] | None = None,
+    split_sources: Mapping[str, Callable[[str, str], Sequence[Any]]] | None = None,
     data_dir: str = '',
 ) -> list[tuple[sources_lib.SourceSpec, grain.MapDataset]]:
   """Each source of ``sources_spec`` with its ``split`` as a MapDataset of conversations, in spec order.
 
   ``generators`` maps generator kinds to a function of the spec's ARG returning conversations (all splits; this
-  splits them by content hash). MapDatasets from TFDS may hold None for malformed records (skip them).
+  splits them by content hash); ``split_sources`` maps kinds to a function of (ARG, split) returning that split's
+  records as they are (e.g. replayed pretraining documents, which keep pretraining's own split). MapDatasets from
+  TFDS may hold None for malformed records (skip them).
   """
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}.')
   generators = dict(generators or {})
+  split_sources = dict(split_sources or {})
   out = []
-  for spec in parse_spec(sources_spec, generators):
+  for spec in parse_spec(sources_spec, [*generators, *split_sources]):
     if spec.kind == 'tfds':
       ds = _tfds(spec, data_dir, val_fraction, split)
+    elif spec.kind in split_sources:
+      records = list(split_sources[spec.kind](spec.arg, split))
+      if not records:
+        raise ValueError(f'Source {spec}: no records in the {split} split.')
+      ds = grain.MapDataset.source(records)
     else:
       if spec.kind == 'jsonl':
         convs = load_jsonl(matched_files(spec))

@@ -15,7 +15,9 @@ counted and logged; ``sft_stats`` counts them for a whole split up front.
 
 Sources are a spec (see nanolm_jax.data.conversations) whose generator kinds are GENERATOR_KINDS: 'generated'
 (``default_mixture``) or one generator ('identity', 'system_prompts', 'reasoning', 'facts', 'search'; an ARG
-overrides its count, e.g. 'reasoning:5000@2'). Sharding, shuffling, repetition, mixing and JSON-serialisable
+overrides its count, e.g. 'reasoning:5000@2'), and ``replay:KIND`` (KIND in REPLAY_KINDS): a pretraining source's
+documents, rendered as pretraining renders them (<s> text </s>, every target trained) and split as pretraining
+splits them, so that fine-tuning keeps what pretraining stored. Sharding, shuffling, repetition, mixing and JSON-serialisable
 iterator state work as in the pretraining pipeline.
 """
 
@@ -35,6 +37,7 @@ from nanolm_jax import chat
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.data import conversations as conversations_lib
 from nanolm_jax.data import pipeline
+from nanolm_jax.data import sources as sources_lib
 from nanolm_jax.synthetic import facts
 from nanolm_jax.synthetic import identity
 from nanolm_jax.synthetic import reasoning
@@ -44,6 +47,8 @@ from nanolm_jax.synthetic import system_prompts
 Conversation = list[dict[str, Any]]
 FEATURES = pipeline.FEATURES
 GENERATOR_KINDS = ('generated', 'identity', 'system_prompts', 'reasoning', 'facts', 'search')
+# Pretraining text replayed during SFT (``replay:KIND``): documents, not conversations, trained on every token.
+REPLAY_KINDS = ('facts', 'people', 'arithmetic', 'stdlib')
 OVERLONG = ('truncate', 'drop')
 
 
@@ -142,10 +147,33 @@ def generators(cfg: ml_collections.ConfigDict) -> dict[str, Callable[[str], list
   return {kind: one(kind) for kind in GENERATOR_KINDS}
 
 
+def replay_documents(cfg: ml_collections.ConfigDict, kind: str, split: str = 'train') -> list[str]:
+  """The ``split`` documents of the pretraining source ``kind`` (this config's fact world for facts / people), for
+  ``replay:KIND`` in the SFT mixture: fine-tuning on chat data alone overwrites what pretraining stored (measured in
+  issue 14: the default SFT took the base model's biography recall of people it never asked about from 0.96 to
+  0.17); mixing the pretraining text back in is InstructGPT's "PPO-ptx" and nanochat's midtraining remedy."""
+  kind = kind or 'facts'
+  if kind not in REPLAY_KINDS:
+    raise ValueError(f'"replay:{kind}": expected one of {REPLAY_KINDS}')
+  spec = pretraining_source(cfg) if kind in ('facts', 'people') else kind
+  if kind == 'people':
+    spec = 'people' + spec[len('facts') :]
+  data_cfg = sources_lib.default_data_config()
+  data_cfg.sources = spec
+  ((_, ds),) = sources_lib.load_sources(data_cfg, split)
+  return [str(d) for d in ds]
+
+
 def load_sources(cfg: ml_collections.ConfigDict, split: str) -> list[tuple[Any, grain.MapDataset]]:
-  """(spec, MapDataset of conversations) per source of ``cfg.sources``, for ``split``."""
+  """(spec, MapDataset of conversations) per source of ``cfg.sources``, for ``split``; a ``replay:KIND`` source
+  holds pretraining documents (str) instead, split as pretraining splits them."""
   return conversations_lib.load_sources(
-      cfg.sources, split, val_fraction=cfg.val_fraction, generators=generators(cfg), data_dir=cfg.data_dir
+      cfg.sources,
+      split,
+      val_fraction=cfg.val_fraction,
+      generators=generators(cfg),
+      split_sources={'replay': lambda arg, s: replay_documents(cfg, arg, s)},
+      data_dir=cfg.data_dir,
   )
 
 
@@ -171,7 +199,11 @@ class _Render:
       return None
     if self._tok is None:
       self._tok = tokenizer_lib.SentencePieceTokenizer(self._model_proto)
-    tokens, mask = chat.render_for_training(conv, self._tok)
+    if isinstance(conv, str):  # a replayed pretraining document: every token is a target, as in pretraining
+      tokens = self._tok.encode(conv, bos=True, eos=True)
+      mask = [1] * len(tokens)
+    else:
+      tokens, mask = chat.render_for_training(conv, self._tok)
     before = self.counts['overlong']
     example = render_example(tokens, mask, self._seq_len, self._overlong, self.counts)
     n = self.counts['overlong']
