@@ -284,6 +284,9 @@ class Block(nn.Module):
 class Transformer(nn.Module):
   """tokens_BxL -> logits_BxLxV (float32). With `cache`, also returns the updated cache.
 
+  return_hidden: the final normalised hidden states x_BxLxD (float32) instead of the logits, for a head of the
+  caller's (posttrain.reward_model); an untied LM head is then neither created nor applied.
+
   Cached calls (the engine's prefill and decode): the L new tokens go to cache slots [index, index + L) of every row;
   positions_BxL are their true positions (position embedding / RoPE), segment_ids_BxL > 0 marks the real ones. A
   query sees the valid slots up to its own, so rows of different lengths share slot numbers: prompts are
@@ -303,6 +306,7 @@ class Transformer(nn.Module):
       segment_ids_BxL: Array | None = None,
       positions_BxL: Array | None = None,
       cache: Cache | None = None,
+      return_hidden: bool = False,
   ) -> Array | tuple[Array, Cache]:
     cfg = self.cfg
     c = _Constrain(self.mesh, self.rules)
@@ -327,6 +331,8 @@ class Transformer(nn.Module):
       x_BxLxD, kv = self._layers(x_BxLxD, kv, mask_BxLxS, positions_BxL, cache["index"], c)
       cache = {**kv, "valid": valid_BxS, "index": cache["index"] + tokens_BxL.shape[1]}
     x_BxLxD = Norm(cfg, name="ln_f")(x_BxLxD)
+    if return_hidden:  # a head of the caller's own reads these (a reward model): no LM head is made or applied
+      return x_BxLxD if cache is None else (x_BxLxD, cache)
     if cfg.tie_embeddings:
       logits = _einsum("bld,vd->blv", x_BxLxD, embed_VxD, cfg)
     else:

@@ -68,6 +68,9 @@ class Stage:
   init_params: Callable[[RunContext, Any], Any] | None = None
   # (ctx, params) -> metrics, replacing the validation-loss eval (e.g. RL's sampled accuracy); runs at step 0 too.
   evaluate: Callable[[RunContext, Any], dict[str, float]] | None = None
+  # (cfg, mesh) -> the module the step trains, in place of the language model (a reward model: the same transformer
+  # with another head); it must take (tokens, segment_ids, positions) and carry the resolved ModelConfig as `.cfg`.
+  build_model: Callable[[ml_collections.ConfigDict, jax.sharding.Mesh], nn.Module] | None = None
 
 
 def default_train_config() -> ml_collections.ConfigDict:
@@ -245,7 +248,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage, preemptio
 
 def _context(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage) -> RunContext:
   mesh = shd.make_mesh(cfg.mesh)
-  model = model_lib.build_model(cfg, mesh)
+  model = stage.build_model(cfg, mesh) if stage.build_model else model_lib.build_model(cfg, mesh)
   tokenizer = stage.load_tokenizer(cfg, workdir) if stage.load_tokenizer else None
   if tokenizer is not None and tokenizer.vocab_size > model.cfg.vocab_size:
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size={model.cfg.vocab_size}")
