@@ -256,18 +256,22 @@ def _init_params(ctx: trainer.RunContext, abstract_params: Any) -> dict[str, Any
 def build(cfg: ml_collections.ConfigDict) -> trainer.Stage:
   """Its model (transformer + head), loss, pair data and held-out pair evaluation; eval.json at the end."""
   del cfg
-  holder: dict[str, Evaluator] = {}
+  holder: dict[str, Any] = {}
 
   def evaluate(ctx, params):
     if "e" not in holder or holder["e"].ctx is not ctx:
       holder["e"] = Evaluator(ctx)
-    return holder["e"](params)
+    holder["last"] = holder["e"](params)
+    return holder["last"]
 
   def on_end(ctx, params):
-    out = evaluate(ctx, params)
+    # The loop evaluates the last step when it evaluates at all: that result is the final params' (and already in
+    # metrics.jsonl); a run resumed at its end, or with eval_every 0, is evaluated here.
+    fresh = "last" not in holder or not ctx.cfg.train.eval_every
+    out = evaluate(ctx, params) if fresh else holder["last"]
     if shd.is_main_process():
       runs.write_eval(ctx.workdir, out)
-    return out
+    return out if fresh else {}
 
   return trainer.Stage(
       name="reward_model",
