@@ -53,15 +53,15 @@ def test_reward_is_the_head_on_the_hidden_state_at_last_index_with_padding():
   rows = [[1, 5, 6, 7, 2], [1, 9, 3], [1, 4, 4, 4, 4, 8, 2, 3]]
   rendered = [{"prompt": r[:2], "chosen": r[2:], "rejected": r[2:][::-1]} for r in rows]
   body = model_lib.Transformer(mc)
+  want = []  # each row unpadded, run on its own: chosen rows, then rejected rows
+  for side in (0, 1):
+    for r in rows:
+      alone = jnp.asarray([r[:2] + (r[2:] if side == 0 else r[2:][::-1])])
+      h = body.apply({"params": params[rm_lib.BODY]}, alone, return_hidden=True)
+      want.append(float(rm_lib.apply_head(h, params[rm_lib.HEAD])[0, -1]))
   for padding in preferences.PADDINGS:
     batch = preferences.pair_batch(rendered, 16, pad_id=0, padding=padding)
-    got = np.asarray(rm_lib.rewards(model, params, batch))
-    for i, r in enumerate(rows):
-      for side, reply in ((0, r[2:]), (1, r[2:][::-1])):
-        alone = jnp.asarray([r[:2] + reply])  # the row unpadded, run on its own
-        h = body.apply({"params": params[rm_lib.BODY]}, alone, return_hidden=True)
-        want = float(rm_lib.apply_head(h, params[rm_lib.HEAD])[0, -1])
-        np.testing.assert_allclose(got[side * len(rows) + i], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(rm_lib.rewards(model, params, batch)), want, rtol=1e-5, atol=1e-5)
 
 
 def test_truncate_layers_keeps_the_first_blocks():
