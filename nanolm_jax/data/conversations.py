@@ -200,9 +200,14 @@ def conversation_key(conversation: Sequence[Mapping[str, Any]]) -> str:
 # --- JSONL files ---------------------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: str) -> tuple[list[Conversation], list[tuple[int, str]]]:
-  """(conversations, [(line number, reason) of each skipped line]) of one .jsonl / .jsonl.gz file."""
-  convs, bad = [], []
+def read_jsonl_records(
+    path: str, parse: Callable[[Any], Any], errors: tuple[type[Exception], ...]
+) -> tuple[list[Any], list[tuple[int, str]]]:
+  """(parse(record) of each good line, [(line number, reason) of each skipped line]) of one .jsonl / .jsonl.gz file.
+
+  A line is skipped when it is not JSON or ``parse`` raises one of ``errors`` (the reason is the message); blank
+  lines are ignored; a truncated .gz keeps what was readable and names the line where it broke."""
+  out, bad = [], []
   with fs.open_file(path, 'r', errors='replace') as f:
     line_no = 0
     while True:
@@ -222,10 +227,15 @@ def read_jsonl(path: str) -> tuple[list[Conversation], list[tuple[int, str]]]:
         bad.append((line_no, f'not JSON ({e.msg})'))
         continue
       try:
-        convs.append(normalize(record))
-      except ConversationError as e:
+        out.append(parse(record))
+      except errors as e:
         bad.append((line_no, str(e)))
-  return convs, bad
+  return out, bad
+
+
+def read_jsonl(path: str) -> tuple[list[Conversation], list[tuple[int, str]]]:
+  """(conversations, [(line number, reason) of each skipped line]) of one .jsonl / .jsonl.gz file."""
+  return read_jsonl_records(path, normalize, (ConversationError,))
 
 
 def load_jsonl(paths: Iterable[str]) -> list[Conversation]:

@@ -184,27 +184,7 @@ def from_record(record: Any) -> PreferencePair:
 
 def read_jsonl(path: str) -> tuple[list[PreferencePair], list[tuple[int, str]]]:
   """(pairs, [(line number, reason) of each skipped line]) of one .jsonl / .jsonl.gz file."""
-  pairs, bad = [], []
-  with fs.open_file(path, "r", errors="replace") as f:
-    line_no = 0
-    while True:
-      try:
-        line = next(f)
-      except StopIteration:
-        break
-      except (EOFError, OSError) as e:  # a truncated .gz: keep what was readable
-        bad.append((line_no + 1, f"file truncated or corrupt ({e})"))
-        break
-      line_no += 1
-      if not line.strip():
-        continue
-      try:
-        pairs.append(from_record(json.loads(line)))
-      except json.JSONDecodeError as e:
-        bad.append((line_no, f"not JSON ({e.msg})"))
-      except PreferenceError as e:
-        bad.append((line_no, str(e)))
-  return pairs, bad
+  return conversations_lib.read_jsonl_records(path, from_record, (PreferenceError,))
 
 
 def load_jsonl(pattern: str | Sequence[str]) -> tuple[list[PreferencePair], dict[str, Any]]:
@@ -296,6 +276,35 @@ def render_pair(pair: PreferencePair, tok: tokenizer_lib.Tokenizer, max_len: int
   return {"prompt": prompt, **replies, "truncated": truncated}
 
 
+def row_batch(
+    rows: Sequence[tuple[Sequence[int], Sequence[int]]], seq_len: int, pad_id: int, *, padding: str = "right"
+) -> dict[str, np.ndarray]:
+  """(prompt ids, reply ids) rows -> tokens / segment_ids / positions / weights B x seq_len and last_index B, as
+  ``pair_batch`` lays them out (weights 1 on the reply)."""
+  if padding not in PADDINGS:
+    raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+  longest = max((len(p) + len(a) for p, a in rows), default=0)
+  if longest > seq_len:
+    raise ValueError(f"a pair's row has {longest} tokens, more than seq_len={seq_len}; render with max_len=seq_len")
+  b = len(rows)
+  out = {
+      "tokens": np.full((b, seq_len), pad_id, np.int32),
+      "segment_ids": np.zeros((b, seq_len), np.int32),
+      "positions": np.zeros((b, seq_len), np.int32),
+      "last_index": np.zeros((b,), np.int32),
+      "weights": np.zeros((b, seq_len), np.float32),
+  }
+  for i, (prompt, reply) in enumerate(rows):
+    n = len(prompt) + len(reply)
+    start = 0 if padding == "right" else seq_len - n
+    out["tokens"][i, start : start + n] = [*prompt, *reply]
+    out["segment_ids"][i, start : start + n] = 1
+    out["positions"][i, start : start + n] = np.arange(n)
+    out["weights"][i, start + len(prompt) : start + n] = 1.0
+    out["last_index"][i] = start + n - 1
+  return out
+
+
 def pair_batch(
     rendered: Sequence[Mapping[str, Any]],
     seq_len: int,
@@ -316,28 +325,8 @@ def pair_batch(
                   logp(tokens[:, 1:]) from logits[:, :-1] with weights[:, 1:].
     margin        float32 P, the pairs' Bradley-Terry margins (0 without ``margins``)
   """
-  if padding not in PADDINGS:
-    raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
   rows = [(r["prompt"], r["chosen"]) for r in rendered] + [(r["prompt"], r["rejected"]) for r in rendered]
-  longest = max((len(p) + len(a) for p, a in rows), default=0)
-  if longest > seq_len:
-    raise ValueError(f"a pair's row has {longest} tokens, more than seq_len={seq_len}; render with max_len=seq_len")
-  b = len(rows)
-  out = {
-      "tokens": np.full((b, seq_len), pad_id, np.int32),
-      "segment_ids": np.zeros((b, seq_len), np.int32),
-      "positions": np.zeros((b, seq_len), np.int32),
-      "last_index": np.zeros((b,), np.int32),
-      "weights": np.zeros((b, seq_len), np.float32),
-  }
-  for i, (prompt, reply) in enumerate(rows):
-    n = len(prompt) + len(reply)
-    start = 0 if padding == "right" else seq_len - n
-    out["tokens"][i, start : start + n] = prompt + reply
-    out["segment_ids"][i, start : start + n] = 1
-    out["positions"][i, start : start + n] = np.arange(n)
-    out["weights"][i, start + len(prompt) : start + n] = 1.0
-    out["last_index"][i] = start + n - 1
+  out = row_batch(rows, seq_len, pad_id, padding=padding)
   margin = np.zeros((len(rendered),), np.float32) if margins is None else np.asarray(margins, np.float32)
   if margin.shape != (len(rendered),):
     raise ValueError(f"margins has shape {margin.shape}, expected ({len(rendered)},)")

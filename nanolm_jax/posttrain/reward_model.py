@@ -35,6 +35,7 @@ from nanolm_jax import runs
 from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.posttrain import preference_losses
+from nanolm_jax.posttrain import preferences
 
 Conversation = list[dict[str, Any]]
 BODY, HEAD = "transformer", "reward_head"
@@ -166,23 +167,6 @@ def render_scored(conv: Conversation, tok: tokenizer_lib.Tokenizer, max_len: int
   return tokens
 
 
-def row_batch(rows: Sequence[Sequence[int]], seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
-  """Right-padded rows -> tokens / segment_ids / positions B x seq_len and last_index B."""
-  b = len(rows)
-  out = {
-      "tokens": np.full((b, seq_len), pad_id, np.int32),
-      "segment_ids": np.zeros((b, seq_len), np.int32),
-      "positions": np.zeros((b, seq_len), np.int32),
-      "last_index": np.zeros((b,), np.int32),
-  }
-  for i, r in enumerate(rows):
-    out["tokens"][i, : len(r)] = r
-    out["segment_ids"][i, : len(r)] = 1
-    out["positions"][i, : len(r)] = np.arange(len(r))
-    out["last_index"][i] = len(r) - 1
-  return out
-
-
 @dataclasses.dataclass
 class Scorer:
   """score(conversations) -> rewards (float32 numpy), batched in ``chunk`` rows padded to a multiple of ``bucket``
@@ -204,7 +188,9 @@ class Scorer:
       part = list(rows[start : start + self.chunk])
       seq_len = min(max_len, -(-max(len(r) for r in part) // self.bucket) * self.bucket)
       pad = self.chunk - len(part)  # a full chunk always: one compiled shape per length bucket
-      batch = row_batch(part + [part[0]] * pad, seq_len, self.tokenizer.pad_id)
+      rows = [(r, ()) for r in part + [part[0]] * pad]
+      batch = preferences.row_batch(rows, seq_len, self.tokenizer.pad_id)
+      del batch["weights"]
       out.append(np.asarray(self._fn(self.params, batch))[: len(part)])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
