@@ -188,8 +188,8 @@ class Scorer:
       part = list(rows[start : start + self.chunk])
       seq_len = min(max_len, -(-max(len(r) for r in part) // self.bucket) * self.bucket)
       pad = self.chunk - len(part)  # a full chunk always: one compiled shape per length bucket
-      rows = [(r, ()) for r in part + [part[0]] * pad]
-      batch = preferences.row_batch(rows, seq_len, self.tokenizer.pad_id)
+      padded = [(r, ()) for r in part + [part[0]] * pad]
+      batch = preferences.row_batch(padded, seq_len, self.tokenizer.pad_id)
       del batch["weights"]
       out.append(np.asarray(self._fn(self.params, batch))[: len(part)])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
