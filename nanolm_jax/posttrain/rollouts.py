@@ -86,6 +86,15 @@ def build_rows(
   return out
 
 
+def sequence_kl(logp_BxL: np.ndarray, ref_logp_BxL: np.ndarray, weights_BxL: np.ndarray) -> np.ndarray:
+  """kl_B: each row's sum over its weighted (sampled completion) tokens of log π - log π_ref, in nats.
+
+  On samples of π, its mean over rows estimates KL(π || π_ref) of the completion distribution (unbiased; a single
+  row may be negative)."""
+  w = np.asarray(weights_BxL, np.float64) > 0
+  return np.sum((np.asarray(logp_BxL, np.float64) - np.asarray(ref_logp_BxL, np.float64)) * w, axis=1)
+
+
 def _token_logprobs_fn(model):
   """Jitted (params, inputs, targets, segment_ids, positions) -> log π(target) per position (N x L)."""
 
@@ -102,11 +111,14 @@ def _token_logprobs_fn(model):
 class Shared:
   """What the iterator, the evaluator and on_end share within one run: the task, one engine, the jitted forward."""
 
-  def __init__(self, ctx: Any):
-    """ctx: the trainer's RunContext (cfg, model, mesh, tokenizer and current_params are used)."""
+  def __init__(self, ctx: Any, task: tasks_lib.Task | None = None, reference: str | None = None):
+    """ctx: the trainer's RunContext (cfg, model, mesh, tokenizer and current_params are used); task: the task
+    (default: cfg.task's); reference: the frozen reference's run folder (default: cfg.init_from)."""
     self.ctx = ctx
     self.cfg = ctx.cfg
-    self.task = tasks_lib.make_task(ctx.cfg.task, seed=ctx.cfg.seed)
+    self.task = task or tasks_lib.make_task(ctx.cfg.task, seed=ctx.cfg.seed)
+    self.reference = reference or ctx.cfg.init_from
+    self._ref = None
     self.tok = ctx.tokenizer
     self.stop_tokens = chat.stop_tokens(self.tok)
     self._engine = None
@@ -129,12 +141,23 @@ class Shared:
         jax.device_get(self.logprobs_fn(params, b["inputs"], b["targets"], b["segment_ids"], b["positions"]))
     )
 
+  def ref_params(self, like: Any) -> Any:
+    """The frozen reference's params (the reference run's), sharded like ``like``; loaded once."""
+    if self._ref is None:
+      target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+      self._ref = ckpt_lib.restore_params(self.reference, target=target)[1]
+      logging.info("reference policy: %s", self.reference)
+    return self._ref
+
 
 class RolloutData:
   """The RL training batches: rollouts of the current policy, scored and laid out as rows. See the module doc."""
 
-  def __init__(self, shared: Shared):
+  def __init__(self, shared: Shared, kl_in_reward: float = 0.0):
+    """kl_in_reward: c > 0 subtracts c * sum over the completion of (log π_old - log π_ref) from each reward (the
+    InstructGPT-style KL penalty in the reward, beside or instead of rl.beta's k3 term in the loss)."""
     self.shared = shared
+    self.kl_in_reward = float(kl_in_reward)
     rl = shared.cfg.rl
     self.rl = rl
     self.group_size, self.prompts_per_step, self.inner_steps = (
@@ -152,7 +175,6 @@ class RolloutData:
     self._metrics: dict[str, float] = {}
     self._t_yield: float | None = None
     self._prev_tokens = 0.0
-    self._ref = None
 
   # --- state ---
 
@@ -199,9 +221,11 @@ class RolloutData:
         out.append((problem, ids))
     return out
 
-  def _rollout(self, params) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+  def _sample_groups(self, params) -> tuple[list[dict], list[dict], list[dict], dict[str, float]]:
+    """(kept, dropped, first-round groups, timing): G scored completions per prompt, in up to max_sample_rounds."""
     rl, g = self.rl, self.group_size
     eng = self.shared.engine(params)
+    task = self.shared.task
     kept, dropped, first = [], [], None
     gen_tokens, gen_time, rounds = 0, 0.0, 0
     while len(kept) < self.prompts_per_step and rounds < max(1, int(rl.max_sample_rounds)):
@@ -211,14 +235,15 @@ class RolloutData:
       outs = eng.generate([ids for _, ids in todo], self.sampling, n=g, seed=seed, stop_tokens=self.shared.stop_tokens)
       gen_time += time.perf_counter() - t0
       gen_tokens += sum(len(o.tokens) for o in outs)
+      # One call for the whole round: a reward model scores every completion in a few batched forwards.
+      scores_all = task.score_completions(outs, [problem for problem, _ in todo for _ in range(g)], self.shared.tok)
       groups = []
       for i, (problem, ids) in enumerate(todo):
-        comps = outs[i * g : (i + 1) * g]
-        scores = [self.shared.task.score(c.text, problem) for c in comps]
+        comps, scores = outs[i * g : (i + 1) * g], scores_all[i * g : (i + 1) * g]
         rewards = np.array([sc["reward"] for sc in scores], np.float64)
         if rl.overlong_cache > 0:
           rewards += [overlong_penalty(len(c.tokens), rl.max_new_tokens, rl.overlong_cache) for c in comps]
-        correct = [tasks_lib.correctness_reward(c.text, problem) for c in comps]
+        correct = [tasks_lib.correctness_reward(c.text, problem) for c in comps] if task.verifiable else []
         groups.append({"ids": ids, "comps": comps, "scores": scores, "rewards": rewards, "correct": correct})
       if first is None:
         first = groups
@@ -226,18 +251,21 @@ class RolloutData:
         informative = np.ptp(grp["rewards"]) > 0
         (kept if informative or not rl.dynamic_sampling else dropped).append(grp)
       rounds += 1
-    filler = dropped[
-        : self.prompts_per_step - len(kept)
-    ]  # all-equal groups: zero advantage, and weight 0 so they dilute nothing
-    groups = kept + filler
-    adv_PxG = grpo.group_advantages(np.stack([grp["rewards"] for grp in groups]), rl.advantage)
+    timing = {"sample_rounds": float(rounds), "rollout_tokens_per_s": gen_tokens / max(gen_time, 1e-9)}
+    return kept, dropped, first, {**timing, "rollout_s": gen_time}
+
+  def _rollout(self, params) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    rl, g = self.rl, self.group_size
+    kept, dropped, first, timing = self._sample_groups(params)
+    # all-equal groups: zero advantage, and weight 0 so they dilute nothing
+    groups = kept + dropped[: self.prompts_per_step - len(kept)]
+    rewards_PxG = np.stack([grp["rewards"] for grp in groups])
     prompts = [grp["ids"] for grp in groups for _ in range(g)]
     comps = [c for grp in groups for c in grp["comps"]]
     rows = build_rows(prompts, comps, self.seq_len, int(rl.length_bucket))
     live_B = np.repeat(np.arange(len(groups)) < len(kept), g)
     rows["weights"] *= live_B[:, None]
     rows["old_logprobs"] *= live_B[:, None]
-    rows["advantages"] = np.broadcast_to(adv_PxG.reshape(-1, 1), rows["inputs"].shape).astype(np.float32).copy()
     if rl.recompute_old_logprobs:
       rows["old_logprobs"] = self.shared.forward_logprobs(params, rows) * rows["weights"]
 
@@ -246,31 +274,29 @@ class RolloutData:
     f_scores = [sc for grp in first for sc in grp["scores"]]
     m = {
         "reward": float(np.mean([grp["rewards"] for grp in first])),
-        "accuracy": float(np.mean([grp["correct"] for grp in first])),
         "response_len": float(np.mean([len(c.tokens) for c in f_comps])),
         "truncated_frac": float(np.mean([c.truncated for c in f_comps])),
         "groups_kept_frac": float(np.mean([np.ptp(grp["rewards"]) > 0 for grp in first])),
-        "sample_rounds": float(rounds),
-        "rollout_tokens_per_s": gen_tokens / max(gen_time, 1e-9),
-        "rollout_s": gen_time,
+        **timing,
     }
-    if "format" in f_scores[0]:
-      m["format"] = float(np.mean([sc["format"] for sc in f_scores]))
-    if rl.beta > 0 or rl.log_kl:
-      ref_BxL = self.shared.forward_logprobs(self._ref_params(params), rows)
+    if self.shared.task.verifiable:
+      m["accuracy"] = float(np.mean([grp["correct"] for grp in first]))
+    m.update({k: float(np.mean([sc[k] for sc in f_scores])) for k in f_scores[0] if k not in ("reward", "correct")})
+    if rl.beta > 0 or rl.log_kl or self.kl_in_reward > 0:
+      ref_BxL = self.shared.forward_logprobs(self.shared.ref_params(params), rows)
       if rl.beta > 0:
         rows["ref_logprobs"] = ref_BxL
       # k3 KL(π_old || ref) on the sampled tokens: how far the policy has moved from where it started.
       d = (ref_BxL - rows["old_logprobs"]) * (rows["weights"] > 0)
       m["rollout_kl"] = float(np.sum((np.exp(d) - d - 1.0) * rows["weights"]) / max(rows["weights"].sum(), 1.0))
+      if self.kl_in_reward > 0:
+        # Each sample's own log-ratio sum: an unbiased estimate of KL(π || ref) whose mean the penalty pulls down.
+        kl_B = sequence_kl(rows["old_logprobs"], ref_BxL, rows["weights"])
+        rewards_PxG = rewards_PxG - self.kl_in_reward * kl_B.reshape(rewards_PxG.shape)
+        m["kl_penalty"] = float(self.kl_in_reward * np.mean(kl_B[live_B]) if live_B.any() else 0.0)
+    adv_PxG = grpo.group_advantages(rewards_PxG, rl.advantage)
+    rows["advantages"] = np.broadcast_to(adv_PxG.reshape(-1, 1), rows["inputs"].shape).astype(np.float32).copy()
     return rows, m
-
-  def _ref_params(self, like: Any) -> Any:
-    if self._ref is None:
-      target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-      self._ref = ckpt_lib.restore_params(self.shared.cfg.init_from, target=target)[1]
-      logging.info("reference policy: %s", self.shared.cfg.init_from)
-    return self._ref
 
 
 def evaluate(shared: Shared, params: Any) -> dict[str, float]:

@@ -22,7 +22,7 @@ import json
 import random
 import re
 import zlib
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
@@ -90,6 +90,7 @@ class Task(abc.ABC):
   """Problems by index, a held-out eval set, chat prompts and rewards. Subclasses implement the two sources."""
 
   name = "task"
+  verifiable = True  # a reply can be checked right or wrong (accuracy, pass@k); a learned reward's task cannot
 
   def __init__(self, reward_weights: Mapping[str, float], format_fn: RewardFn, system_prompt: str = ""):
     fns = {"correct": correctness_reward, "format": format_fn}
@@ -106,6 +107,12 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def eval_problems(self, n: int) -> list[Problem]:
     """The first n held-out evaluation problems."""
+
+  def score_completions(self, completions: Sequence[Any], problems: Sequence[Problem], tokenizer: Any) -> list[dict]:
+    """score() of each engine completion's text for its problem; one call per rollout round, so a task whose
+    reward is a model can batch it."""
+    del tokenizer
+    return [self.score(c.text, p) for c, p in zip(completions, problems)]
 
   def messages(self, problem: Problem) -> list[dict[str, str]]:
     """The conversation that prompts the model for this problem."""

@@ -66,7 +66,8 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
   return cfg
 
 
-def _make_loss(ctx: trainer.RunContext, apply):
+def make_loss(ctx: trainer.RunContext, apply):
+  """The trainer's loss: GRPO's clipped surrogate (+ beta k3 KL) with the rl block's knobs (RLHF uses it too)."""
   rl = ctx.cfg.rl
   inner = grpo.make_grpo_loss(
       apply,
@@ -107,7 +108,7 @@ def build(cfg: ml_collections.ConfigDict) -> trainer.Stage:
 
   return trainer.Stage(
       name="grpo",
-      make_loss=_make_loss,
+      make_loss=make_loss,
       make_train_data=lambda ctx: rollouts.RolloutData(shared(ctx)),
       evaluate=lambda ctx, params: rollouts.evaluate(shared(ctx), params),
       on_end=_on_end,

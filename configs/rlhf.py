@@ -1,0 +1,61 @@
+"""RLHF configs: `python -m experiments.rlhf [--config=configs/rlhf.py:PRESET]`, overrides as `--config.rl.beta=0.05`.
+
+init_from is a reward-model run ("" = the default one, trained first when absent); the policy and the frozen
+reference are that run's own init_from (the SFT run), recorded as rlhf.policy_from, and the model block is its.
+The rl block is GRPO's (configs/grpo.py): the same rollouts, advantages and clipped loss, with the proxy reward
+model's score as the reward. KL to the reference: rl.beta (k3, in the loss) or rlhf.kl_in_reward (in the reward).
+
+Presets:
+  tiny   the CPU default: a high lr and no KL penalty, so that the proxy is over-optimised within minutes.
+  kl     tiny with a KL penalty in the reward (rlhf.kl_in_reward): slower drift, a later gold peak.
+"""
+
+import ml_collections
+
+from configs import base
+from configs import grpo
+
+PRESETS = ("tiny", "kl")
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+  preset = preset or "tiny"
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+  g = grpo.get_config("tiny")
+  c = base.get_config("rlhf", preset)
+  c.model = base.inherited_model()  # the SFT run's (through the reward-model run)
+  c.init_from = ""  # the reward-model run folder; "" = the default one, created when absent
+  c.train = g.train  # batch_size stays unset: rows = rl.prompts_per_step * rl.group_size (set by the stage)
+  c.train.update(
+      steps=60,
+      seq_len=128,  # prompt (~20 tokens) + rl.max_new_tokens
+      eval_every=10,
+      checkpoint_every=30,
+  )
+  c.optim = g.optim
+  c.optim.update(lr=3e-4)
+  c.rl = g.rl
+  c.rl.update(
+      group_size=4,
+      prompts_per_step=8,
+      max_new_tokens=64,  # the reward model's training replies were sampled at this length
+      beta=0.0,
+      dynamic_sampling=False,  # a learned reward never ties within a group
+      length_bucket=32,
+  )
+  c.eval = g.eval
+  c.eval.update(num_problems=32, samples=4, max_new_tokens=64, chunk_prompts=32)  # always sampled at temperature 1
+  c.rlhf = ml_collections.ConfigDict(
+      dict(
+          policy_from="",  # set by the stage: the reward-model run's init_from (the SFT run)
+          kl_in_reward=0.0,  # c > 0: reward = proxy - c * sum over the reply of (log π - log π_ref)
+          train_prompts=4096,  # the pool of training prompts (gold_judge.prompts, training people) cycled through
+          bon_samples=16,  # N samples per held-out prompt for best-of-n (n = 1..N, unbiased estimator)
+          bon_prompts=0,  # held-out prompts for best-of-n (0 = eval.num_problems)
+          log_samples=4,  # sample texts written to rlhf_samples.jsonl at every eval
+      )
+  )
+  if preset == "kl":
+    c.rlhf.kl_in_reward = 0.05
+  return c
