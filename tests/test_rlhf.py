@@ -1,12 +1,15 @@
 """RLHF stage: the KL estimate by hand and on a toy distribution, the reward for advantages is the reward model's
 score of the same text, KL 0 at the start, best-of-n rows, and a missing / wrong reward-model run refused."""
 
+import json
+import os
 import types
 
 import jax
 import numpy as np
 import pytest
 
+from configs import reward_model as rm_configs
 from configs import rlhf as rlhf_configs
 from configs import sft as sft_configs
 from nanolm_jax import engine as engine_lib
@@ -14,13 +17,17 @@ from nanolm_jax import model as model_lib
 from nanolm_jax import runs
 from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
+from nanolm_jax import trainer
 from nanolm_jax.posttrain import best_of_n
 from nanolm_jax.posttrain import gold_judge
 from nanolm_jax.posttrain import grpo
 from nanolm_jax.posttrain import reward_model as rm_lib
 from nanolm_jax.posttrain import rlhf
 from nanolm_jax.posttrain import rollouts
+from nanolm_jax.posttrain import preferences
 from nanolm_jax.stages import base
+from nanolm_jax.stages import pretrain as pretraining
+from nanolm_jax.stages import reward_model as rm_stage
 from nanolm_jax.stages import rlhf as rlhf_stage
 from tests.conftest import make_config, tiny_overrides
 
@@ -167,3 +174,48 @@ def test_stage_refuses_a_missing_or_wrong_reward_model_run(tmp_path):
     base.prepare_config(rlhf_stage.STAGE, cfg, w, init_from=rm)
   with pytest.raises(ValueError, match="unknown preset"):
     rlhf_configs.get_config("huge")
+
+
+# --- on the shared trainer -------------------------------------------------------------------------------------------
+
+
+def _gold_pairs(path, n, split):
+  convs = gold_judge.prompts(gold_judge.default_gold_config(), n, split)
+  pairs = [preferences.PreferencePair(c, "I don't know.", "Zorla Zorla Zorla.") for c in convs]
+  preferences.write_jsonl(str(path), pairs)
+  return str(path)
+
+
+@pytest.mark.slow
+def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(small_corpus, small_tokenizer, tmp_path):
+  base_dir = str(tmp_path / "sft")
+  cfg = make_config("tiny", **tiny_overrides(small_corpus, small_tokenizer))
+  cfg.train.update(steps=1, eval_every=0, checkpoint_every=1, seq_len=64)
+  trainer.train(cfg, base_dir, pretraining.build(None))
+  rm = rm_configs.get_config("layers1")  # a proxy of fewer blocks than the policy
+  rm.train.update(steps=2, seq_len=48, eval_every=0, checkpoint_every=2, async_checkpointing=False)
+  rm.rm.update(
+      pairs_per_step=4,
+      train_file=_gold_pairs(tmp_path / "train.jsonl", 16, "train"),
+      val_file=_gold_pairs(tmp_path / "val.jsonl", 8, "validation"),
+  )
+  rm_dir = str(tmp_path / "rm")
+  base.run(rm_stage.STAGE, rm, rm_dir, init_from=base_dir)
+  c = rlhf_configs.get_config("kl")
+  c.train.update(steps=2, seq_len=64, eval_every=1, checkpoint_every=2, async_checkpointing=False)
+  c.rl.update(group_size=4, prompts_per_step=2, max_new_tokens=8, length_bucket=8)
+  c.eval.update(num_problems=8, samples=1, max_new_tokens=8, chunk_prompts=8)
+  c.rlhf.update(train_prompts=16, bon_samples=2)
+  workdir = str(tmp_path / "rlhf")
+  out = base.run(rlhf_stage.STAGE, c, workdir, init_from=rm_dir)
+  assert out["step"] == 2
+  saved = runs.read_config(workdir)
+  assert saved.init_from == rm_dir and saved.rlhf.policy_from == base_dir
+  assert saved.model.num_layers == 2  # the policy's, not the one-block proxy's
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  evals = [r for r in rows if "gold_reward" in r]
+  assert [r["step"] for r in evals] == [0, 1, 2] and evals[0]["kl"] == 0.0
+  assert [r["bon_n"] for r in rows if "bon_n" in r] == [1, 2]
+  assert any("kl_penalty" in r for r in rows)
+  assert os.path.exists(os.path.join(workdir, rlhf.SAMPLES_FILE))
+  assert runs.load_run(workdir).model.cfg.num_layers == 2  # the chat CLI's loader reads the policy
