@@ -96,10 +96,7 @@ def _on_end(ctx: trainer.RunContext, params: Any, shared: rollouts.Shared) -> di
       fs.append_text(fs.join(ctx.workdir, "metrics.jsonl"), lines)
   path = metrics_lib.plot_panels(ctx.workdir, rlhf.CURVES, "rlhf_curves.png") if shd.is_main_process() else None
   logging.info("RLHF curves: %s", path)
-  evals = [r for r in metrics_lib.read_metrics(ctx.workdir) if "gold_reward" in r]
-  if not evals:
-    return {}
-  return {"gold_reward_start": evals[0]["gold_reward"], "gold_reward_peak": max(r["gold_reward"] for r in evals)}
+  return {}  # nothing new for metrics.jsonl: the summary reads the eval rows (a rerun at the end adds no row)
 
 
 def build(cfg: ml_collections.ConfigDict) -> trainer.Stage:
