@@ -4,10 +4,12 @@ a run on the shared trainer whose checkpoint the scorer restores."""
 
 import json
 import os
+import types
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 import numpy as np
 import optax
 import pytest
@@ -64,6 +66,18 @@ def test_reward_is_the_head_on_the_hidden_state_at_last_index_with_padding():
   for padding in preferences.PADDINGS:
     batch = preferences.pair_batch(rendered, 16, pad_id=0, padding=padding)
     np.testing.assert_allclose(np.asarray(score(params, batch)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_scorer_chunks_give_the_scores_of_rows_scored_alone():
+  # Rows of several lengths over several chunks (padded to a full chunk and a length bucket each) score as alone.
+  mc = _mc()
+  model = rm_lib.RewardModel(mc)
+  params = nn.unbox(model.init(jax.random.PRNGKey(1), jnp.zeros((1, 16), jnp.int32))["params"])
+  tok = types.SimpleNamespace(pad_id=0)
+  rows = [[1, *range(5, 5 + n)] for n in (3, 9, 1, 14, 6)]
+  alone = [float(rm_lib.Scorer(model, params, tok, chunk=1, bucket=1).score_tokens([r])[0]) for r in rows]
+  got = rm_lib.Scorer(model, params, tok, chunk=2, bucket=8).score_tokens(rows)
+  np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_truncate_layers_keeps_the_first_blocks():
