@@ -233,6 +233,14 @@ def read_jsonl_records(
   return out, bad
 
 
+def warn_bad_lines(path: str, bad: Sequence[tuple[int, str]], what: str) -> None:
+  """One warning naming a file's skipped lines (the first few with their reasons), when there are any."""
+  if bad:
+    shown = '; '.join(f'line {n}: {why}' for n, why in bad[:_MAX_REPORTED])
+    more = f' (and {len(bad) - _MAX_REPORTED} more)' if len(bad) > _MAX_REPORTED else ''
+    logging.warning('%s: skipped %d malformed %s line(s): %s%s', path, len(bad), what, shown, more)
+
+
 def read_jsonl(path: str) -> tuple[list[Conversation], list[tuple[int, str]]]:
   """(conversations, [(line number, reason) of each skipped line]) of one .jsonl / .jsonl.gz file."""
   return read_jsonl_records(path, normalize, (ConversationError,))
@@ -243,10 +251,7 @@ def load_jsonl(paths: Iterable[str]) -> list[Conversation]:
   out = []
   for path in paths:
     convs, bad = read_jsonl(path)
-    if bad:
-      shown = '; '.join(f'line {n}: {why}' for n, why in bad[:_MAX_REPORTED])
-      more = f' (and {len(bad) - _MAX_REPORTED} more)' if len(bad) > _MAX_REPORTED else ''
-      logging.warning('%s: skipped %d malformed conversation line(s): %s%s', path, len(bad), shown, more)
+    warn_bad_lines(path, bad, 'conversation')
     if not convs:
       first = f'; first problem: line {bad[0][0]}: {bad[0][1]}' if bad else ''
       raise ValueError(f'{path} holds no valid conversation ({len(bad)} bad line(s){first}).')

@@ -202,10 +202,7 @@ def load_jsonl(pattern: str | Sequence[str]) -> tuple[list[PreferencePair], dict
   out, bad_lines = [], []
   for path in paths:
     pairs, bad = read_jsonl(path)
-    if bad:
-      shown = "; ".join(f"line {n}: {why}" for n, why in bad[:_MAX_REPORTED])
-      more = f" (and {len(bad) - _MAX_REPORTED} more)" if len(bad) > _MAX_REPORTED else ""
-      logging.warning("%s: skipped %d malformed preference line(s): %s%s", path, len(bad), shown, more)
+    conversations_lib.warn_bad_lines(path, bad, "preference")
     bad_lines.extend((path, n, why) for n, why in bad)
     out.extend(pairs)
   if not out:
