@@ -90,3 +90,17 @@ def make_config(preset: str = "tiny", **overrides):
 
 def cli_args(overrides: dict) -> list[str]:
   return [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+@pytest.fixture(scope="session")
+def one_step_run(small_corpus, small_tokenizer, tmp_path_factory) -> str:
+  """A pretraining run folder of one step at seq_len 64 (a near-random model): the starting run of the stage tests
+  that only exercise machinery (reward model, RLHF). Read-only for its users."""
+  from nanolm_jax import trainer  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.stages import pretrain as pretraining  # pylint: disable=g-import-not-at-top
+
+  cfg = make_config("tiny", **tiny_overrides(small_corpus, small_tokenizer))
+  cfg.train.update(steps=1, eval_every=0, checkpoint_every=1, seq_len=64)
+  workdir = str(tmp_path_factory.mktemp("one_step_run"))
+  trainer.train(cfg, workdir, pretraining.build(None))
+  return workdir

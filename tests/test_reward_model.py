@@ -20,13 +20,10 @@ from nanolm_jax import checkpoint as ckpt_lib
 from nanolm_jax import model as model_lib
 from nanolm_jax import runs
 from nanolm_jax import train_step as step_lib
-from nanolm_jax import trainer
 from nanolm_jax.posttrain import preferences
 from nanolm_jax.posttrain import reward_model as rm_lib
 from nanolm_jax.stages import base
-from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax.stages import reward_model as rm_stage
-from tests.conftest import make_config, tiny_overrides
 
 
 def _mc(**kw):
@@ -231,11 +228,8 @@ def _write_pairs(path, n, seed):
 
 
 @pytest.mark.slow
-def test_stage_trains_evaluates_resumes_and_the_scorer_restores_it(small_corpus, small_tokenizer, tmp_path):
-  base_dir = str(tmp_path / "base")
-  cfg = make_config("tiny", **tiny_overrides(small_corpus, small_tokenizer))
-  cfg.train.update(steps=1, eval_every=0, checkpoint_every=1, seq_len=64)
-  trainer.train(cfg, base_dir, pretraining.build(None))
+def test_stage_trains_evaluates_resumes_and_the_scorer_restores_it(one_step_run, tmp_path):
+  base_dir = one_step_run
   rm = rm_configs.get_config("layers1")
   rm.train.update(steps=4, seq_len=48, eval_every=2, checkpoint_every=2, async_checkpointing=False, log_every=1)
   rm.rm.update(

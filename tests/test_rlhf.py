@@ -17,7 +17,6 @@ from nanolm_jax import model as model_lib
 from nanolm_jax import runs
 from nanolm_jax import sharding as shd
 from nanolm_jax import tokenizer as tokenizer_lib
-from nanolm_jax import trainer
 from nanolm_jax.posttrain import best_of_n
 from nanolm_jax.posttrain import gold_judge
 from nanolm_jax.posttrain import grpo
@@ -26,7 +25,6 @@ from nanolm_jax.posttrain import rlhf
 from nanolm_jax.posttrain import rollouts
 from nanolm_jax.posttrain import preferences
 from nanolm_jax.stages import base
-from nanolm_jax.stages import pretrain as pretraining
 from nanolm_jax.stages import reward_model as rm_stage
 from nanolm_jax.stages import rlhf as rlhf_stage
 from tests.conftest import make_config, tiny_overrides
@@ -187,11 +185,8 @@ def _gold_pairs(path, n, split):
 
 
 @pytest.mark.slow
-def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(small_corpus, small_tokenizer, tmp_path):
-  base_dir = str(tmp_path / "sft")
-  cfg = make_config("tiny", **tiny_overrides(small_corpus, small_tokenizer))
-  cfg.train.update(steps=1, eval_every=0, checkpoint_every=1, seq_len=64)
-  trainer.train(cfg, base_dir, pretraining.build(None))
+def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(one_step_run, tmp_path):
+  base_dir = one_step_run
   rm = rm_configs.get_config("layers1")  # a proxy of fewer blocks than the policy
   rm.train.update(steps=2, seq_len=48, eval_every=0, checkpoint_every=2, async_checkpointing=False)
   rm.rm.update(
