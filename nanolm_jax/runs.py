@@ -114,11 +114,20 @@ def load_tokenizer(workdir: str) -> tokenizer_lib.Tokenizer:
   raise FileNotFoundError(f"{workdir} has no tokenizer ({TOKENIZER_FILE} or {HF_TOKENIZER_FILE})")
 
 
+SCORING_STAGES = ("reward_model",)
+
+
 def load_run(workdir: str, step: int | None = None, mesh: jax.sharding.Mesh | None = None) -> Run:
   """Loads a run for inference (params on the default device unless a mesh is given for the model's constraints)."""
   if not fs.isdir(workdir):
     raise FileNotFoundError(f"run folder {workdir} does not exist")
   cfg = read_config(workdir)
+  if cfg.get("stage") in SCORING_STAGES:  # a scalar head, no LM head: nothing to sample from
+    raise ValueError(
+        f"{workdir} is a {cfg.stage} run: it scores replies and cannot generate; load a language-model run (its "
+        f"init_from {cfg.get('init_from', '')!r}, or an rlhf run trained against it), or score with "
+        "posttrain.reward_model.load_reward_model"
+    )
   step, params = ckpt_lib.restore_params(workdir, step=step)
   model = model_lib.build_model(cfg, mesh)
   return Run(workdir=workdir, cfg=cfg, model=model, params=params, tokenizer=load_tokenizer(workdir), step=step)

@@ -153,6 +153,16 @@ def test_generate_pairs_labels_by_gold_and_skips_ties(cfg, judge):
   assert stats4["pairs"] == 20 and len(four) == 20
   with pytest.raises(ValueError):
     gj.generate_pairs(fn, convs, judge, samples=3)
+  # best_worst: one pair a prompt, the gold's best against its worst of three (a middling reply is neither; where it
+  # ties the best, as declining does for an unknown person, the first best in sampling order is chosen)
+  mid = lambda c: f"{judge.person(c).name} was a person. I don't know more."
+  three = _fake_answer_fn(lambda c, n: [bad(c), good(c), mid(c)], [])
+  bw, stats_bw = gj.generate_pairs(three, convs, judge, samples=3, pairing="best_worst")
+  assert stats_bw["pairs"] == 10 and all(p.chosen == good(c) and p.rejected == bad(c) for p, c in zip(bw, convs))
+  assert all(judge.score(c, good(c)) >= judge.score(c, mid(c)) > judge.score(c, bad(c)) for c in convs)
+  assert any(judge.score(c, good(c)) > judge.score(c, mid(c)) for c in convs)
+  with pytest.raises(ValueError, match="pairing must be one of"):
+    gj.generate_pairs(fn, convs, judge, pairing="random")
 
 
 def test_bradley_terry_noise_flips_the_expected_fraction(cfg, judge):

@@ -115,3 +115,39 @@ def test_dpo_gradient_raises_chosen_and_lowers_rejected():
   g = jax.jit(jax.grad(lambda p: DPO(p[0], p[1], jnp.zeros(1), jnp.zeros(1), beta=0.1)[0]))(jnp.zeros((2, 1)))
   # d/dπ_c of -log σ(β(π_c - π_r)) at 0 = -β σ(0) = -0.05; d/dπ_r = +0.05
   np.testing.assert_allclose(g[:, 0], [-0.05, 0.05], rtol=1e-6)
+
+
+def test_reward_read_at_the_last_tokens_of_packed_pairs():
+  # The same pairs padded and packed: the packed slots read the values the padded rows read at last_index.
+  pairs = [
+      prefs.PreferencePair([{"role": "user", "content": q}], c, r)
+      for q, c, r in [("Hi", "Yo!", "No"), ("a", "b", "cc"), ("What?", "x y", "z")]
+  ]
+  rendered = [prefs.render_pair(p, TOK, 16) for p in pairs]
+  padded = prefs.pair_batch(rendered, 16, TOK.pad_id)
+  packed, used = prefs.pack_pairs(rendered, 48, TOK.pad_id, rows=2, margins=[1.0, 2.0, 3.0])
+  assert used == 3
+  rng = np.random.default_rng(0)
+  # a "reward head" per (token, position-in-segment): what a causal model reading a segment alone would give
+  table = rng.normal(size=(int(max(padded["tokens"].max(), packed["tokens"].max())) + 1, 48)).astype(np.float32)
+  padded_values = table[padded["tokens"], padded["positions"]]
+  packed_values = table[packed["tokens"], packed["positions"]]
+  want = np.asarray(pl.reward_at(jnp.asarray(padded_values), jnp.asarray(padded["last_index"])))
+  fn = jax.jit(pl.packed_pair_rewards)
+  args = (packed_values, packed["reward_side"], packed["segment_ids"], packed["margin"])
+  r_c, r_r, margin, valid = (np.asarray(x) for x in fn(*(jnp.asarray(a) for a in args)))
+  assert valid.shape == (2, 24) and valid.sum(axis=1).tolist() == [2, 1]  # two pairs share row 0
+  got = {
+      (round(float(c), 5), round(float(r), 5), float(m))
+      for c, r, m, v in zip(*(x.ravel() for x in (r_c, r_r, margin, valid)))
+      if v
+  }
+  assert got == {(round(float(want[i]), 5), round(float(want[3 + i]), 5), float(i + 1)) for i in range(3)}
+  assert np.all(r_c[valid == 0] == 0) and np.all(r_r[valid == 0] == 0)
+  # Bradley-Terry over the valid slots only equals Bradley-Terry over the padded pairs.
+  loss, m = BT(
+      jnp.asarray(r_c.ravel()), jnp.asarray(r_r.ravel()), jnp.asarray(margin.ravel()), 0.1, jnp.asarray(valid.ravel())
+  )
+  want_loss, want_m = BT(jnp.asarray(want[:3]), jnp.asarray(want[3:]), jnp.asarray([1.0, 2.0, 3.0]), 0.1)
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+  np.testing.assert_allclose(m["accuracy"], want_m["accuracy"])

@@ -217,3 +217,24 @@ def test_make_pair_batch_drops_pairs_that_cannot_fit():
   assert batch["tokens"].shape == (2, 16) and batch["margin"].shape == (1,)
   with pytest.raises(ValueError, match="more than seq_len"):
     prefs.pair_batch([prefs.render_pair(PAIR, TOK, 64)], seq_len=8, pad_id=0)
+
+
+def test_pack_pairs_puts_whole_pairs_first_fit_in_order():
+  rendered = [
+      {"prompt": [1, 2], "chosen": [3, 4], "rejected": [5]},  # 7 tokens
+      {"prompt": [1], "chosen": [6, 7, 8], "rejected": [9, 9]},  # 7 tokens
+      {"prompt": [1, 2, 3], "chosen": [4], "rejected": [5]},  # 8 tokens: fits no row after the first two
+      {"prompt": [1], "chosen": [2], "rejected": [3]},  # 4 tokens: would fit, but packing keeps the order
+  ]
+  batch, used = prefs.pack_pairs(rendered, 10, 0, rows=2, margins=[0.5, 1.5, 0.0, 0.0])
+  assert used == 2
+  assert batch["tokens"].tolist() == [[1, 2, 3, 4, 1, 2, 5, 0, 0, 0], [1, 6, 7, 8, 1, 9, 9, 0, 0, 0]]
+  assert batch["segment_ids"].tolist() == [[1, 1, 1, 1, 2, 2, 2, 0, 0, 0], [1, 1, 1, 1, 2, 2, 2, 0, 0, 0]]
+  assert batch["positions"].tolist() == [[0, 1, 2, 3, 0, 1, 2, 0, 0, 0], [0, 1, 2, 3, 0, 1, 2, 0, 0, 0]]
+  assert batch["reward_side"].tolist() == [[0, 0, 0, 1, 0, 0, -1, 0, 0, 0], [0, 0, 0, 1, 0, 0, -1, 0, 0, 0]]
+  assert batch["margin"][0, 3] == 0.5 and batch["margin"][1, 3] == 1.5 and batch["margin"].sum() == 2.0
+  small = [{"prompt": [1], "chosen": [2], "rejected": [3]}] * 3  # 4 tokens each: two share a row of 10
+  batch, used = prefs.pack_pairs(small, 10, 0, rows=1)
+  assert used == 2 and batch["segment_ids"][0].tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 0, 0]
+  with pytest.raises(ValueError, match="pair 0 takes 7 tokens"):
+    prefs.pack_pairs(rendered, 6, 0, rows=2)

@@ -155,6 +155,34 @@ def test_pair_batches_resume_and_keep_pairs_within_a_microbatch():
     np.testing.assert_array_equal(b["margin"][half][:2], b["margin"][half][2:])
 
 
+def test_packed_pairs_give_the_loss_of_padded_pairs():
+  # Segment masks and restarted positions make a packed pair score as it does in its own padded rows, so the loss
+  # and its metrics agree; the packed iterator resumes at the same batch.
+  mc = _mc(max_len=48)
+  model = rm_lib.RewardModel(mc)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32))["params"])
+  loss_fn = jax.jit(rm_lib.make_loss(lambda p, t, s, q: model.apply({"params": p}, t, s, q), 0.01))
+  rendered = _toy_pairs(np.random.default_rng(2), 6)
+  margins = np.linspace(0.0, 1.0, 6).astype(np.float32)
+  padded = rm_stage.batch_of(rendered, margins, 16, 0, 1)
+  packed, used = preferences.pack_pairs(rendered, 48, 0, rows=3, margins=margins)
+  assert used == 6 and (packed["reward_side"] == 1).sum(axis=1).max() >= 2  # rows share pairs
+  num_pad, den_pad, aux_pad = loss_fn(params, padded)
+  num_pack, den_pack, aux_pack = loss_fn(params, packed)
+  assert float(den_pad) == float(den_pack) == 6
+  np.testing.assert_allclose(num_pack, num_pad, rtol=1e-5)
+  for k in aux_pad:
+    np.testing.assert_allclose(aux_pack[k], aux_pad[k], rtol=1e-4, atol=1e-6)
+  data = rm_stage.PairBatches(rendered, margins, 4, 48, 0, seed=1, packed_rows=1)
+  next(data)
+  again = rm_stage.PairBatches(rendered, margins, 4, 48, 0, seed=1, packed_rows=1)
+  again.set_state(data.get_state())
+  for _ in range(5):  # across epochs (6 pairs, two or three a row)
+    want, got = next(data), next(again)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
+
+
 def test_head_survives_a_checkpoint_round_trip(tmp_path):
   model = rm_lib.RewardModel(_mc())
   params = nn.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"])
@@ -231,9 +259,11 @@ def _write_pairs(path, n, seed):
 def test_stage_trains_evaluates_resumes_and_the_scorer_restores_it(one_step_run, tmp_path):
   base_dir = one_step_run
   rm = rm_configs.get_config("layers1")
-  rm.train.update(steps=4, seq_len=48, eval_every=2, checkpoint_every=2, async_checkpointing=False, log_every=1)
+  # packed (the default): 8 rows of 64 tokens, each pair's two sides side by side
+  rm.train.update(steps=4, seq_len=64, eval_every=2, checkpoint_every=2, async_checkpointing=False, log_every=1)
   rm.rm.update(
       pairs_per_step=4,
+      packed_rows=8,
       train_file=_write_pairs(tmp_path / "train.jsonl", 32, 0),
       val_file=_write_pairs(tmp_path / "val.jsonl", 12, 1),
   )

@@ -191,6 +191,7 @@ def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(one_step_run, tm
   rm.train.update(steps=2, seq_len=48, eval_every=0, checkpoint_every=2, async_checkpointing=False)
   rm.rm.update(
       pairs_per_step=4,
+      packed_rows=0,  # padded pairs (the reward-model test trains packed ones)
       train_file=_gold_pairs(tmp_path / "train.jsonl", 16, "train"),
       val_file=_gold_pairs(tmp_path / "val.jsonl", 8, "validation"),
   )
@@ -213,4 +214,6 @@ def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(one_step_run, tm
   assert [r["bon_n"] for r in rows if "bon_n" in r] == [1, 2]
   assert any("kl_penalty" in r for r in rows)
   assert os.path.exists(os.path.join(workdir, rlhf.SAMPLES_FILE))
-  assert runs.load_run(workdir).model.cfg.num_layers == 2  # the chat CLI's loader reads the policy
+  assert runs.load_run(workdir).model.cfg.num_layers == 2  # the chat CLI's and server's loader reads the policy
+  with pytest.raises(ValueError, match="scores replies and cannot generate"):
+    runs.load_run(rm_dir)  # a reward model has no LM head: a clear error, not a missing-parameter one

@@ -300,6 +300,9 @@ class GoldJudge:
 # --- gold-labelled pairs ---------------------------------------------------------------------------------------------
 
 
+PAIRINGS = ("adjacent", "best_worst")
+
+
 def _sigmoid(x: float) -> float:
   return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -313,16 +316,23 @@ def generate_pairs(
     bt_temperature: float = 0.0,
     seed: int = 0,
     batch_size: int = 64,
+    pairing: str = "adjacent",
 ) -> tuple[list[preferences.PreferencePair], dict[str, float]]:
-  """Samples ``samples`` replies per prompt, pairs them (0, 1), (2, 3), ... and labels each pair by the gold.
+  """Samples ``samples`` replies per prompt, pairs them and labels each pair by the gold.
+
+  pairing 'adjacent': (0, 1), (2, 3), ... — pairs of independent samples (Gao et al.'s setup), samples even.
+  pairing 'best_worst': one pair a prompt, the gold's best and worst of the samples (UltraFeedback-binarized's
+  best-vs-rest, at its clearest): raters asked to compare several replies agree most on the extremes.
 
   bt_temperature = 0: chosen is the higher gold score. T > 0: the first reply is chosen with Bradley-Terry
   probability σ((g_a − g_b) / T), drawn from a RNG seeded by ``seed`` (label noise). Equal scores are skipped.
   Stats: prompts, pairs, ties (skipped), flips (labels against the gold by the noise), mean_gap (mean |g_a − g_b| of
   kept pairs), mean_gold (over every sample), mean_chosen / mean_rejected (gold of the kept pairs' sides).
   """
-  if samples < 2 or samples % 2:
-    raise ValueError(f"samples must be an even number >= 2, got {samples}")
+  if pairing not in PAIRINGS:
+    raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+  if samples < 2 or (samples % 2 and pairing == "adjacent"):
+    raise ValueError(f"samples must be >= 2 (and even with adjacent pairing), got {samples}")
   if bt_temperature < 0:
     raise ValueError(f"bt_temperature must be >= 0, got {bt_temperature}")
   rng = random.Random(f"gold/bt/{seed}")
@@ -337,8 +347,12 @@ def generate_pairs(
     for conv, texts in zip(chunk, replies):
       scores = [judge.score(conv, t) for t in texts]
       golds += scores
-      for a in range(0, samples, 2):
-        (ta, ga), (tb, gb) = (texts[a], scores[a]), (texts[a + 1], scores[a + 1])
+      if pairing == "adjacent":
+        sides = [(a, a + 1) for a in range(0, samples, 2)]
+      else:  # the first best and the first worst, in sampling order (a stable choice among equal scores)
+        sides = [(scores.index(max(scores)), scores.index(min(scores)))]
+      for a, b in sides:
+        (ta, ga), (tb, gb) = (texts[a], scores[a]), (texts[b], scores[b])
         if ga == gb:
           ties += 1
           continue

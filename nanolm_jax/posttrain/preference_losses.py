@@ -27,6 +27,24 @@ def reward_at(values_BxL: jax.Array, last_index_B: jax.Array) -> jax.Array:
   return jnp.take_along_axis(values_BxL, idx_Bx1, axis=1)[:, 0].astype(jnp.float32)
 
 
+def packed_pair_rewards(
+    values_BxL: jax.Array, reward_side_BxL: jax.Array, segment_ids_BxL: jax.Array, margin_BxL: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Pairs of a packed batch (preferences.pack_pairs) -> (r_c, r_r, margin, valid), each float32 B x K, K = L // 2.
+
+  A row's k-th pair is segments 2k + 1 (chosen) and 2k + 2 (rejected); its rewards are the values where
+  reward_side is +1 / -1 in those segments. valid is 1 for the slots holding a pair (r_c, r_r, margin 0 elsewhere).
+  """
+  l = values_BxL.shape[1]
+  slot_BxL = jnp.maximum(segment_ids_BxL - 1, 0) // 2
+  onehot_BxLxK = jax.nn.one_hot(slot_BxL, l // 2, dtype=jnp.float32)
+  side_BxL = reward_side_BxL.astype(jnp.float32)
+  v_BxL = values_BxL.astype(jnp.float32)
+  chosen_BxL, rejected_BxL = (side_BxL > 0).astype(jnp.float32), (side_BxL < 0).astype(jnp.float32)
+  pick = lambda x_BxL: jnp.einsum("bl,blk->bk", x_BxL, onehot_BxLxK)
+  return pick(v_BxL * chosen_BxL), pick(v_BxL * rejected_BxL), pick(margin_BxL * chosen_BxL), pick(chosen_BxL)
+
+
 def split_pairs(x_B: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Rows of a pair batch -> (chosen_P, rejected_P)."""
   p = x_B.shape[0] // 2
@@ -40,25 +58,29 @@ def bradley_terry_loss(
     rewards_rejected_P: jax.Array,
     margin_P: jax.Array | None = None,
     center_coefficient: float = 0.0,
+    valid_P: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(loss, metrics) of mean −log σ(r_c − r_r − margin) + center_coefficient · mean (r_c + r_r)².
 
   metrics: bt_loss (without centering), center_loss (the added term), accuracy (fraction r_c > r_r), margin (mean
-  r_c − r_r), reward_chosen / reward_rejected (means).
+  r_c − r_r), reward_chosen / reward_rejected (means). With valid_P (1 for a pair, 0 for an empty packed slot) every
+  mean is over the valid pairs only.
   """
   r_c = rewards_chosen_P.astype(jnp.float32)
   r_r = rewards_rejected_P.astype(jnp.float32)
   diff = r_c - r_r
   m = jnp.zeros_like(diff) if margin_P is None else margin_P.astype(jnp.float32)
-  bt = -jnp.mean(jax.nn.log_sigmoid(diff - m))
-  center = center_coefficient * jnp.mean((r_c + r_r) ** 2)
+  w = jnp.ones_like(diff) if valid_P is None else valid_P.astype(jnp.float32)
+  mean = lambda x: jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
+  bt = -mean(jax.nn.log_sigmoid(diff - m))
+  center = center_coefficient * mean((r_c + r_r) ** 2)
   metrics = {
       "bt_loss": bt,
       "center_loss": center,
-      "accuracy": jnp.mean((diff > 0).astype(jnp.float32)),
-      "margin": jnp.mean(diff),
-      "reward_chosen": jnp.mean(r_c),
-      "reward_rejected": jnp.mean(r_r),
+      "accuracy": mean((diff > 0).astype(jnp.float32)),
+      "margin": mean(diff),
+      "reward_chosen": mean(r_c),
+      "reward_rejected": mean(r_r),
   }
   return bt + center, metrics
 

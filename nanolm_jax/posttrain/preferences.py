@@ -331,6 +331,56 @@ def pair_batch(
   return out
 
 
+def pack_pairs(
+    rendered: Sequence[Mapping[str, Any]],
+    seq_len: int,
+    pad_id: int,
+    rows: int,
+    *,
+    margins: Sequence[float] | None = None,
+) -> tuple[dict[str, np.ndarray], int]:
+  """Rendered pairs, in order, packed whole into ``rows`` rows of ``seq_len`` -> (batch, pairs used).
+
+  Each pair is two segments side by side in one row — prompt + chosen (segment 2k + 1), then prompt + rejected
+  (2k + 2) for the row's k-th pair — so a row holds only whole pairs and a microbatch of rows only whole pairs.
+  Pairs go first-fit into the rows in order; packing stops at the first pair that fits no row (it leads the next
+  batch), so the pairs used are rendered[:used]. A pair longer than a row is an error.
+
+    tokens / segment_ids / positions   int32 rows x seq_len (positions restart at each segment; 0 is padding)
+    reward_side   int32 rows x seq_len: +1 at a chosen segment's last token, -1 at a rejected one's, 0 elsewhere
+    margin        float32 rows x seq_len: the pair's Bradley-Terry margin at its chosen last token, 0 elsewhere
+  """
+  out = {
+      "tokens": np.full((rows, seq_len), pad_id, np.int32),
+      "segment_ids": np.zeros((rows, seq_len), np.int32),
+      "positions": np.zeros((rows, seq_len), np.int32),
+      "reward_side": np.zeros((rows, seq_len), np.int32),
+      "margin": np.zeros((rows, seq_len), np.float32),
+  }
+  fill, pairs_in_row = [0] * rows, [0] * rows
+  used = 0
+  for i, r in enumerate(rendered):
+    sides = [[*r["prompt"], *r["chosen"]], [*r["prompt"], *r["rejected"]]]
+    need = sum(len(x) for x in sides)
+    if need > seq_len:
+      raise ValueError(f"pair {i} takes {need} tokens, more than a packed row of seq_len={seq_len}")
+    row = next((j for j in range(rows) if fill[j] + need <= seq_len), None)
+    if row is None:
+      break
+    for side, ids in zip((1, -1), sides):
+      start, end = fill[row], fill[row] + len(ids)
+      out["tokens"][row, start:end] = ids
+      out["segment_ids"][row, start:end] = 2 * pairs_in_row[row] + (1 if side == 1 else 2)
+      out["positions"][row, start:end] = np.arange(len(ids))
+      out["reward_side"][row, end - 1] = side
+      if side == 1 and margins is not None:
+        out["margin"][row, end - 1] = margins[i]
+      fill[row] = end
+    pairs_in_row[row] += 1
+    used = i + 1
+  return out, used
+
+
 def make_pair_batch(
     pairs: Sequence[PreferencePair], tok: tokenizer_lib.Tokenizer, seq_len: int, *, padding: str = "right"
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:

@@ -93,16 +93,23 @@ def rewards(model: RewardModel, params: Any, batch: dict[str, jax.Array]) -> jax
 def make_loss(apply: Callable[..., jax.Array], center_coefficient: float = 0.0):
   """The trainer's loss (numerator, denominator, aux sums): Bradley-Terry summed over the batch's P pairs.
 
-  Batch keys as the stage's data gives them: tokens / segment_ids / positions B x L, last_index B x 1, margin B x 1
-  (the pair's margin on both its rows). Summing (not averaging) per pair makes microbatch accumulation exact."""
+  Batch keys as the stage's data gives them: tokens / segment_ids / positions B x L and either (padded pairs)
+  last_index B x 1 and margin B x 1 (the pair's margin on both its rows), or (packed, preferences.pack_pairs)
+  reward_side and margin B x L. Summing (not averaging) per pair makes microbatch accumulation exact."""
 
   def loss_fn(params, batch):
     values_BxL = apply(params, batch["tokens"], batch["segment_ids"], batch["positions"])
-    r_B = preference_losses.reward_at(values_BxL, batch["last_index"][:, 0])
-    r_c_P, r_r_P = preference_losses.split_pairs(r_B)
-    margin_P = batch["margin"][: r_c_P.shape[0], 0]
-    loss, m = preference_losses.bradley_terry_loss(r_c_P, r_r_P, margin_P, center_coefficient)
-    p = jnp.float32(r_c_P.shape[0])
+    if "reward_side" in batch:  # packed: pairs sit in slots of each row; empty slots have valid 0
+      r_c, r_r, margin, valid = preference_losses.packed_pair_rewards(
+          values_BxL, batch["reward_side"], batch["segment_ids"], batch["margin"]
+      )
+      r_c_P, r_r_P, margin_P, valid_P = r_c.reshape(-1), r_r.reshape(-1), margin.reshape(-1), valid.reshape(-1)
+    else:
+      r_B = preference_losses.reward_at(values_BxL, batch["last_index"][:, 0])
+      r_c_P, r_r_P = preference_losses.split_pairs(r_B)
+      margin_P, valid_P = batch["margin"][: r_c_P.shape[0], 0], jnp.ones_like(r_c_P)
+    loss, m = preference_losses.bradley_terry_loss(r_c_P, r_r_P, margin_P, center_coefficient, valid_P)
+    p = jnp.sum(valid_P)
     aux = {
         "bt_loss": m["bt_loss"],
         "center_loss": m["center_loss"],

@@ -57,11 +57,14 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.Conf
   if not rm.train_file:  # generated; a given val_file keeps one held-out set across a sweep of generated ones
     paths = generate_data(cfg, workdir, ("train",) if rm.val_file else ("train", "validation"))
     rm.train_file, rm.val_file = paths["train"], rm.val_file or paths["validation"]
-  rows = 2 * rm.pairs_per_step
+  rows, what = (
+      (rm.packed_rows, "rm.packed_rows rows of packed pairs; set rm.packed_rows")
+      if rm.packed_rows
+      else (2 * rm.pairs_per_step, "2 x rm.pairs_per_step rows (chosen and rejected); set rm.pairs_per_step")
+  )
   if cfg.train.batch_size is not None and cfg.train.batch_size != rows:
     raise ValueError(
-        f"train.batch_size={cfg.train.batch_size} cannot take effect: a reward-model batch is 2 x rm.pairs_per_step "
-        f"= {rows} rows (chosen and rejected); set rm.pairs_per_step instead"
+        f"train.batch_size={cfg.train.batch_size} cannot take effect: a reward-model batch is {rows} = {what} instead"
     )
   cfg.train.batch_size = rows
   return cfg
@@ -71,6 +74,13 @@ def _check_knobs(cfg: ml_collections.ConfigDict) -> None:
   rm = cfg.rm
   if rm.pairs_per_step < 1:
     raise ValueError(f"rm.pairs_per_step must be >= 1, got {rm.pairs_per_step}")
+  if rm.packed_rows < 0 or rm.packed_rows % cfg.train.microbatches:
+    raise ValueError(
+        f"rm.packed_rows={rm.packed_rows} must be >= 0 (0 = padded pairs) and divisible by train.microbatches="
+        f"{cfg.train.microbatches}"
+    )
+  if rm.packed_rows and cfg.train.seq_len % 2:
+    raise ValueError(f"train.seq_len={cfg.train.seq_len} must be even with packing: a pair's sides take half each")
   if rm.pairs_per_step % cfg.train.microbatches:
     raise ValueError(
         f"train.microbatches={cfg.train.microbatches} does not divide rm.pairs_per_step={rm.pairs_per_step} "
@@ -108,7 +118,13 @@ def generate_data(cfg: ml_collections.ConfigDict, workdir: str, splits: tuple[st
         eng, run.tokenizer, temperature=d.temperature, max_new_tokens=d.max_new_tokens, seed=seed
     )
     pairs, stats[split] = gold_judge.generate_pairs(
-        answer, gold_judge.prompts(gcfg, n, split), judge, samples=d.samples, bt_temperature=noise, seed=seed
+        answer,
+        gold_judge.prompts(gcfg, n, split),
+        judge,
+        samples=d.samples,
+        bt_temperature=noise,
+        seed=seed,
+        pairing=d.pairing,
     )
     if split == "train" and d.min_gap > 0:  # the clearly-ranked pairs only (labels a rater would agree on)
       pairs = [
@@ -135,8 +151,13 @@ def gold_config(cfg: ml_collections.ConfigDict, run_cfg: ml_collections.ConfigDi
 # --- data ------------------------------------------------------------------------------------------------------------
 
 
+def side_len(cfg: ml_collections.ConfigDict) -> int:
+  """The most tokens one side of a pair (prompt + reply) takes: a row, or half a packed row (both sides fit)."""
+  return cfg.train.seq_len // 2 if cfg.rm.packed_rows else cfg.train.seq_len
+
+
 def load_pairs(cfg: ml_collections.ConfigDict, tok, split: str) -> tuple[list[dict[str, Any]], np.ndarray]:
-  """The split's pairs rendered at train.seq_len (pairs that cannot fit dropped and counted), and their margins."""
+  """The split's pairs rendered at side_len (pairs that cannot fit dropped and counted), and their margins."""
   rm = cfg.rm
   if split == "train":
     pairs, _ = preferences.load_jsonl(rm.train_file)
@@ -146,15 +167,19 @@ def load_pairs(cfg: ml_collections.ConfigDict, tok, split: str) -> tuple[list[di
     raise ValueError("rm.val_file is unset: give a validation file beside rm.train_file")
   rendered, margins = [], []
   for p in pairs:
-    r = preferences.render_pair(p, tok, cfg.train.seq_len)
+    r = preferences.render_pair(p, tok, side_len(cfg))
     if r is not None:
       rendered.append(r)
       margins.append(p.margin)
   if not rendered:
-    raise ValueError(f"no {split} pair fits train.seq_len={cfg.train.seq_len} ({len(pairs)} read)")
+    raise ValueError(f"no {split} pair fits {side_len(cfg)} tokens a side (train.seq_len) ({len(pairs)} read)")
   if len(rendered) < len(pairs):
     logging.warning(
-        "%s: dropped %d of %d pairs longer than train.seq_len", split, len(pairs) - len(rendered), len(pairs)
+        "%s: dropped %d of %d pairs longer than %d tokens a side",
+        split,
+        len(pairs) - len(rendered),
+        len(pairs),
+        side_len(cfg),
     )
   return rendered, np.asarray(margins, np.float32)
 
@@ -176,31 +201,49 @@ def batch_of(rendered, margins, seq_len: int, pad_id: int, groups: int) -> dict[
 
 
 class PairBatches:
-  """Endless shuffled batches of P pairs: epoch e visits the pairs in a permutation seeded by (seed, e).
+  """Endless shuffled batches of pairs: epoch e visits the pairs in a permutation seeded by (seed, e).
 
+  Padded (packed_rows 0): P pairs a step, 2P rows (batch_of). Packed (packed_rows R > 0): R rows of seq_len holding
+  as many whole pairs, in order, as fit (preferences.pack_pairs), so a step's pair count follows the pairs' lengths.
   get_state / set_state ({"epoch", "index"}) let the trainer resume at the same batch."""
 
-  def __init__(self, rendered, margins, pairs_per_step: int, seq_len: int, pad_id: int, seed: int, groups: int = 1):
+  def __init__(
+      self, rendered, margins, pairs_per_step: int, seq_len: int, pad_id: int, seed: int, groups=1, packed_rows=0
+  ):
     self.rendered, self.margins, self.p = rendered, margins, pairs_per_step
-    self.seq_len, self.pad_id, self.seed, self.groups = seq_len, pad_id, seed, groups
+    self.seq_len, self.pad_id, self.seed, self.groups, self.rows = seq_len, pad_id, seed, groups, packed_rows
     self.epoch, self.index = 0, 0
 
   def __iter__(self):
     return self
 
-  def _order(self) -> np.ndarray:
-    return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.rendered))
+  def _order(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.rendered))
+
+  def _upcoming(self, n: int) -> list[int]:
+    """The next n pair indices from the current position, into later epochs as needed (state unchanged)."""
+    out, epoch, index = [], self.epoch, self.index
+    while len(out) < n:
+      order = self._order(epoch)
+      out.extend(int(i) for i in order[index : index + n - len(out)])
+      epoch, index = epoch + 1, 0
+    return out
+
+  def _advance(self, n: int) -> None:
+    self.index += n
+    while self.index >= len(self.rendered):
+      self.epoch, self.index = self.epoch + 1, self.index - len(self.rendered)
 
   def __next__(self) -> dict[str, np.ndarray]:
-    picked = []
-    order = self._order()
-    while len(picked) < self.p:
-      if self.index >= len(order):
-        self.epoch, self.index = self.epoch + 1, 0
-        order = self._order()
-      take = order[self.index : self.index + self.p - len(picked)]
-      picked.extend(int(i) for i in take)
-      self.index += len(take)
+    if self.rows:
+      picked = self._upcoming(self.rows * self.seq_len // 4 + 1)  # a pair is >= 4 tokens: more than can fit
+      batch, used = preferences.pack_pairs(
+          [self.rendered[i] for i in picked], self.seq_len, self.pad_id, self.rows, margins=self.margins[picked]
+      )
+      self._advance(used)
+      return batch
+    picked = self._upcoming(self.p)
+    self._advance(self.p)
     return batch_of([self.rendered[i] for i in picked], self.margins[picked], self.seq_len, self.pad_id, self.groups)
 
   def get_state(self) -> dict[str, int]:
@@ -217,7 +260,14 @@ def _train_data(ctx: trainer.RunContext) -> PairBatches:
   rendered, margins = load_pairs(ctx.cfg, ctx.tokenizer, "train")
   c = ctx.cfg
   return PairBatches(
-      rendered, margins, c.rm.pairs_per_step, c.train.seq_len, ctx.tokenizer.pad_id, c.seed, c.train.microbatches
+      rendered,
+      margins,
+      c.rm.pairs_per_step,
+      c.train.seq_len,
+      ctx.tokenizer.pad_id,
+      c.seed,
+      c.train.microbatches,
+      c.rm.packed_rows,
   )
 
 
@@ -236,7 +286,7 @@ class Evaluator:
     r_c, r_r = [], []
     for start in range(0, n, p):
       idx = [min(i, n - 1) for i in range(start, start + p)]  # the last batch padded with the last pair
-      b = batch_of([self.rendered[i] for i in idx], self.margins[idx], c.train.seq_len, self.ctx.tokenizer.pad_id, 1)
+      b = batch_of([self.rendered[i] for i in idx], self.margins[idx], side_len(c), self.ctx.tokenizer.pad_id, 1)
       r_B = np.asarray(jax.device_get(self.fn(params, shd.global_batch(b, self.sharding))))
       keep = min(p, n - start)
       r_c.append(r_B[:keep])
