@@ -1,7 +1,7 @@
 """DPO (Rafailov et al. 2023) on preference pairs: the trainer's loss and its batches with the reference's log-probs.
 
 Shapes: P pairs; B = 2P rows laid out as preferences.pair_batch does (chosen rows 0..P-1, then the rejected rows);
-L = train.seq_len.
+L the row width (train.seq_len, or the longest row rounded up to dpo.length_bucket).
 
 The frozen reference's summed reply log-probs are computed once per batch, in the data iterator (``DpoBatches``,
 with ``reference_logprobs_fn``'s jitted forward), and carried in the batch as ``ref_logp`` (B x 1), as TRL's
@@ -9,8 +9,9 @@ precompute_ref_log_probs does: the loss (``make_loss``) stays a pure function of
 differentiates one forward, the policy's. A reply's log-probability is Σ log π(token) over its tokens (its text and
 the closing <|end|>; ``weights`` is 1 there), each read from the logits one position earlier.
 
-Resume: the iterator's state is (epoch, index), as stages.reward_model.PairBatches (the same shuffle: epoch e
-visits the pairs in a permutation seeded by (seed, e)), so a resumed run sees the same pairs in the same order.
+Resume: the iterator's state is (epoch, index), the pattern of stages.reward_model.PairBatches (the same shuffle:
+epoch e visits the pairs in a permutation seeded by (seed, e)), so a resumed run sees the same pairs in the same
+order. Not that class itself: posttrain sits below stages, and its batches drop the reply weights DPO sums over.
 """
 
 from __future__ import annotations
