@@ -12,7 +12,7 @@ nanolm_jax.posttrain.preferences); with no train file, rm.data generates them fr
 
 Presets (a proxy family is one sweep over the presets, or over rm.num_layers and rm.data.num_train):
   tiny       the CPU default: every layer of the SFT run; 1600 training prompts, 4 samples each, the gold's best vs
-             worst as the pair; 300 steps of 8 packed rows of 192 tokens (~19 pairs a step).
+             worst as the pair; 150 steps of 8 packed rows of 192 tokens (~19 pairs a step).
   layers1..3 tiny cut to the first 1, 2 or 3 blocks (smaller proxies of the same data).
 """
 
@@ -32,13 +32,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.model = base.inherited_model()  # the starting (SFT) run's architecture
   c.init_from = ""  # the SFT run folder; "" = the default SFT run, created when absent
   c.train.update(
-      steps=300,
+      steps=150,  # held-out accuracy is flat from step 50 (0.83-0.84 at 50-300 on the default SFT run)
       batch_size=config_dict.placeholder(int),  # rm.packed_rows (or 2 x rm.pairs_per_step) rows: set by the stage
       seq_len=192,  # a packed row; a pair's side (prompt ~20 tokens + a reply of <= 64 + chat markup) takes <= half
       eval_every=50,
       eval_batches=1,  # unused: the evaluation scores every held-out pair
       log_every=10,
-      checkpoint_every=100,
+      checkpoint_every=50,
       keep_checkpoints=2,
   )
   c.optim.update(lr=1e-4, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.0)
