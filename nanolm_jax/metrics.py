@@ -8,6 +8,7 @@ import logging as std_logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from typing import Any, Mapping, Sequence
@@ -43,6 +44,20 @@ def device_peak_flops(device: jax.Device | None = None) -> float | None:
   return None
 
 
+def _tensorboardx():
+  """tensorboardX, imported without torch: its writer imports torch when it is installed (~2 s of CPU per process, for
+  type hints of tensors we never pass); only a writing process pays for the rest."""
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, tensorboardX's own fallback
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  finally:
+    if hide:
+      del sys.modules["torch"]
+  return tensorboardX
+
+
 class MetricsWriter:
   """Appends metrics to <workdir>/metrics.jsonl and TensorBoard; only process 0 writes.
 
@@ -67,9 +82,7 @@ class MetricsWriter:
     # writer re-uploads from __del__ at exit, hanging for minutes when the store is gone, and knows only gs and s3).
     self._tb_remote = fs.join(workdir, "tensorboard") if self._remote else None
     self._tb_local = tempfile.mkdtemp(prefix="nanolm_tb_") if self._remote else fs.join(workdir, "tensorboard")
-    import tensorboardX  # pylint: disable=g-import-not-at-top  # only a writing process pays for it (~2 s, torch)
-
-    self._tb = tensorboardX.SummaryWriter(self._tb_local)
+    self._tb = _tensorboardx().SummaryWriter(self._tb_local)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:

@@ -35,13 +35,14 @@ def model_and_params():
   cfg = make_config("tiny", **{"model.vocab_size": 512, "model.num_layers": 2, "model.d_model": 64})
   cfg.model.num_heads, cfg.model.max_len = 4, 64
   model = model_lib.build_model(cfg, None)
-  params = model.init(jax.random.PRNGKey(3), np.zeros((1, 8), np.int32))["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(3), np.zeros((1, 8), np.int32))["params"]
   return cfg, model, params
 
 
 def _direct(model, params, ids, n):
   """log p of the last n ids, and whether each is the argmax: one unpadded sequence, computed in numpy."""
-  logits = np.asarray(model.apply({"params": params}, np.asarray([ids[:-1]], np.int32))[0], np.float64)
+  # jit: one compile per length (persistently cached), not op-by-op dispatch; the same float32 forward.
+  logits = np.asarray(jax.jit(model.apply)({"params": params}, np.asarray([ids[:-1]], np.int32))[0], np.float64)
   logp = (
       logits
       - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))

@@ -16,6 +16,9 @@ import sys
 torch = pytest.importorskip("torch", reason="HF interop tests need the 'hf' extra: pip install -e .[hf]")
 transformers = pytest.importorskip("transformers", reason="HF interop tests need the 'hf' extra: pip install -e .[hf]")
 tokenizers = pytest.importorskip("tokenizers", reason="HF interop tests need the 'hf' extra: pip install -e .[hf]")
+# One thread: the references are tiny matmuls, and two threads spin-waiting for each other (sharing the cores with the
+# other test worker) cost ~10 ms of CPU a layer — most of this file's time.
+torch.set_num_threads(1)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import pretrain as pretrain_configs
