@@ -40,31 +40,30 @@ def test_kv_cache_matches_recompute_at_every_step(preset, scan):
 @pytest.mark.parametrize("preset", ["tiny", "llama_tiny"])
 def test_packed_documents_do_not_attend_to_each_other(preset):
   m = _model(preset)
-  apply = jax.jit(m.apply)  # one compile per shape, not op-by-op dispatch (the tests below likewise)
   a = jax.random.randint(jax.random.PRNGKey(2), (1, 7), 0, 128)
   b = jax.random.randint(jax.random.PRNGKey(3), (1, 9), 0, 128)
-  params = jax.jit(m.init)(jax.random.PRNGKey(1), a)
+  params = m.init(jax.random.PRNGKey(1), a)
   packed = jnp.concatenate([a, b], 1)
   seg = jnp.array([[1] * 7 + [2] * 9])
   pos = jnp.array([list(range(7)) + list(range(9))])
-  out = apply(params, packed, seg, pos)
-  np.testing.assert_allclose(out[:, :7], apply(params, a), atol=1e-5)
-  np.testing.assert_allclose(out[:, 7:], apply(params, b), atol=1e-5)
+  out = m.apply(params, packed, seg, pos)
+  np.testing.assert_allclose(out[:, :7], m.apply(params, a), atol=1e-5)
+  np.testing.assert_allclose(out[:, 7:], m.apply(params, b), atol=1e-5)
   # And the mask really matters: without segment ids document b's logits change.
-  assert not np.allclose(apply(params, packed)[:, 7:], out[:, 7:], atol=1e-3)
+  assert not np.allclose(m.apply(params, packed)[:, 7:], out[:, 7:], atol=1e-3)
 
 
 @pytest.mark.slow
 def test_scan_over_layers_equals_loop_with_stacked_params():
   loop, scan = _model(), _model(**{"model.scan_layers": True})
   toks = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, 128)
-  p = dict(nn.unbox(jax.jit(loop.init)(jax.random.PRNGKey(1), toks))["params"])
+  p = dict(nn.unbox(loop.init(jax.random.PRNGKey(1), toks))["params"])
   layers = [p.pop(f"layer_{i}") for i in range(2)]
   p["layers"] = jax.tree.map(lambda *x: jnp.stack(x), *layers)
   for i, lp in enumerate(layers):
     p[f"layer_{i}"] = lp
-  loop_out = jax.jit(loop.apply)({"params": {k: v for k, v in p.items() if k != "layers"}}, toks)
-  scan_out = jax.jit(scan.apply)({"params": {k: v for k, v in p.items() if not k.startswith("layer_")}}, toks)
+  loop_out = loop.apply({"params": {k: v for k, v in p.items() if k != "layers"}}, toks)
+  scan_out = scan.apply({"params": {k: v for k, v in p.items() if not k.startswith("layer_")}}, toks)
   np.testing.assert_allclose(loop_out, scan_out, atol=1e-5)
 
 
@@ -72,9 +71,9 @@ def test_scan_over_layers_equals_loop_with_stacked_params():
 def test_remat_keeps_gradients():
   plain, remat = _model(), _model(**{"model.remat": "full"})
   toks = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, 128)
-  params = jax.jit(plain.init)(jax.random.PRNGKey(1), toks)
+  params = plain.init(jax.random.PRNGKey(1), toks)
   loss = lambda m: lambda p: jnp.mean(m.apply(p, toks) ** 2)
-  g1, g2 = jax.jit(jax.grad(loss(plain)))(params), jax.jit(jax.grad(loss(remat)))(params)
+  g1, g2 = jax.grad(loss(plain))(params), jax.grad(loss(remat))(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g1, g2)
 
 
@@ -82,9 +81,9 @@ def test_remat_keeps_gradients():
 def test_bf16_compute_keeps_fp32_params_and_stays_close():
   f32, bf16 = _model(), _model(**{"model.dtype": "bfloat16"})
   toks = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, 128)
-  params = jax.jit(f32.init)(jax.random.PRNGKey(1), toks)
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(jax.eval_shape(bf16.init, jax.random.PRNGKey(1), toks)))
-  a, b = jax.jit(f32.apply)(params, toks), jax.jit(bf16.apply)(params, toks)
+  params = f32.init(jax.random.PRNGKey(1), toks)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16.init(jax.random.PRNGKey(1), toks)))
+  a, b = f32.apply(params, toks), bf16.apply(params, toks)
   assert b.dtype == jnp.float32
   np.testing.assert_allclose(a, b, atol=0.05)
 
@@ -94,8 +93,8 @@ def test_styles_have_their_parameters_and_logical_axes():
   gpt = _model()
   llama = _model("llama_tiny", **{"model.num_kv_heads": 2})
   toks = jnp.zeros((1, 4), jnp.int32)
-  pg = jax.eval_shape(gpt.init, jax.random.PRNGKey(0), toks)["params"]  # shapes and axis names: no compute
-  pl = jax.eval_shape(llama.init, jax.random.PRNGKey(0), toks)["params"]
+  pg = gpt.init(jax.random.PRNGKey(0), toks)["params"]
+  pl = llama.init(jax.random.PRNGKey(0), toks)["params"]
   assert "pos_embed" in pg and "lm_head" not in pg  # learned positions, tied head
   assert "pos_embed" not in pl and "lm_head" in pl  # RoPE, untied head
   assert pl["layer_0"]["attn"]["wk"].value.shape == (64, 2, 16)  # GQA: 2 kv heads of dim 16
@@ -109,7 +108,7 @@ def test_styles_have_their_parameters_and_logical_axes():
 def test_llama_rmsnorm_and_swiglu_by_hand():
   m = _model("llama_tiny", **{"model.num_layers": 1})
   toks = jnp.array([[1, 2, 3]])
-  p = jax.jit(m.init)(jax.random.PRNGKey(0), toks)
+  p = m.init(jax.random.PRNGKey(0), toks)
   x = jax.random.normal(jax.random.PRNGKey(1), (1, 3, 64))
   mlp = p["params"]["layer_0"]["mlp"]
   unbox = lambda v: v.value
