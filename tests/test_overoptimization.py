@@ -39,8 +39,9 @@ def test_peak_is_where_the_finite_difference_derivative_vanishes(form, alpha, be
   assert out["peak_kl"] == pytest.approx(peak**2) and out["alpha"] == alpha
 
 
-def test_no_turn_down_has_no_peak():
-  f = oo.Fit(form="rl", alpha=1.0, beta=-0.1, r2=1.0, points=2)
+@pytest.mark.parametrize("beta", [-0.1, 0.0, 1e-17])
+def test_no_turn_down_has_no_peak(beta):
+  f = oo.Fit(form="rl", alpha=1.0, beta=beta, r2=1.0, points=2)
   assert f.peak_d == math.inf and f.as_dict()["peak_d"] is None and f.as_dict()["peak_reward"] is None
 
 

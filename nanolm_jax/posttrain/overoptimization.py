@@ -51,12 +51,13 @@ class Fit:
 
   @property
   def peak_d(self) -> float:
-    """The d where R is largest (dR/dd = 0); inf when β ≤ 0 (no turn-down)."""
+    """The d where R is largest (dR/dd = 0); inf when β ≤ 0 (no turn-down) or the peak is past any float."""
     if self.beta <= 0:
       return math.inf
     if self.form == "bon":
       return self.alpha / (2.0 * self.beta)
-    return math.exp(self.alpha / self.beta - 1.0)
+    log_peak = self.alpha / self.beta - 1.0
+    return math.exp(log_peak) if log_peak < 700 else math.inf  # a β ~ 0 puts the peak past any float
 
   @property
   def peak_reward(self) -> float:
