@@ -213,4 +213,6 @@ def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(one_step_run, tm
   assert [r["bon_n"] for r in rows if "bon_n" in r] == [1, 2]
   assert any("kl_penalty" in r for r in rows)
   assert os.path.exists(os.path.join(workdir, rlhf.SAMPLES_FILE))
+  for name in ("rlhf_curves.png", "rlhf_fits.json"):  # the overoptimisation report of the run's own curves
+    assert os.path.exists(os.path.join(workdir, name)), name
   assert runs.load_run(workdir).model.cfg.num_layers == 2  # the chat CLI's loader reads the policy

@@ -37,7 +37,6 @@ from nanolm_jax.posttrain import rollouts
 from nanolm_jax.posttrain import tasks as tasks_lib
 
 SAMPLES_FILE = "rlhf_samples.jsonl"
-CURVES = ("proxy_reward", "gold_reward", "kl", "proxy", "gold", "rollout_kl", "entropy", "response_len")
 Conversation = list[dict[str, Any]]
 
 
