@@ -105,7 +105,7 @@ def plot(
   by_key = {(e["route"], e["reward"], e["run"]): e for e in fits}
   cols = 3 if grpo is not None else 2
   fig = figure.Figure(figsize=(6.2 * cols, 5.2), dpi=100)
-  axes = fig.subplots(1, cols, squeeze=False)[0]
+  axes = fig.subplots(1, cols, squeeze=False, sharex=True)[0]  # one d scale: GRPO's KL beside RL's and best-of-n's
   bon_run = bon.get("run", "") if bon else ""
   for ax, reward, title in zip(axes, ("gold", "proxy"), ("(a) gold reward", "(b) proxy reward (reward model)")):
     for i, (run, s) in enumerate(rl.items()):
