@@ -231,6 +231,23 @@ def test_a_step_raises_the_logprob_of_better_samples(base_run, gsm8k_file):
   assert (delta[0::2] > 0).all() and (delta[1::2] < 0).all()
 
 
+def test_eval_kl_is_zero_at_the_start_and_positive_after_a_step(base_run, gsm8k_file):
+  cfg = _rl_config(base_run, gsm8k_file, dynamic_sampling=False)
+  ctx, shared, data = _data(cfg)
+  start = rollouts.evaluate(shared, ctx.params)
+  assert start["eval_kl"] == 0.0  # the policy is the reference (init_from): the same forward, the same numbers
+  batch = next(data)
+  batch["advantages"] = np.tile(np.array([1.0, -1.0], np.float32), 4)[:, None] * np.ones_like(batch["weights"])
+  loss = grpo_stage.build(cfg).make_loss(ctx, trainer._apply_fn(ctx.model))  # pylint: disable=protected-access
+  tx = optax.sgd(0.5)
+  state, _ = jax.jit(step_lib.make_train_step(loss, tx))(
+      step_lib.init_state(ctx.params, tx), {k: np.asarray(v) for k, v in batch.items()}
+  )
+  assert rollouts.evaluate(shared, state.params)["eval_kl"] > 0.0
+  cfg.eval.temperature = 0.7  # not the policy's own samples: no KL estimate
+  assert "eval_kl" not in rollouts.evaluate(shared, ctx.params)
+
+
 def _json(path):
   try:
     with open(path) as f:
@@ -246,6 +263,7 @@ def test_run_on_the_shared_trainer_logs_evals_and_resumes(base_run, gsm8k_file, 
   evals = [r for r in rows if "eval_accuracy" in r]
   assert [r["step"] for r in evals] == [0, 2]  # step 0 is the starting model
   assert all("eval_pass@2" in r and r["eval_pass@2"] >= r["eval_accuracy"] for r in evals)
+  assert evals[0]["eval_kl"] == 0.0  # KL to init_from: none before a step (the loss is 0 here: all rewards tie)
   steps = [r for r in rows if "loss" in r]
   assert [r["step"] for r in steps] == [1, 2]
   for key in ("reward", "accuracy", "clip_frac", "entropy", "response_len", "rollout_tokens_per_s", "rollout_kl"):

@@ -214,6 +214,8 @@ def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(one_step_run, tm
   assert [r["bon_n"] for r in rows if "bon_n" in r] == [1, 2]
   assert any("kl_penalty" in r for r in rows)
   assert os.path.exists(os.path.join(workdir, rlhf.SAMPLES_FILE))
+  for name in ("rlhf_curves.png", "rlhf_fits.json"):  # the overoptimisation report of the run's own curves
+    assert os.path.exists(os.path.join(workdir, name)), name
   assert runs.load_run(workdir).model.cfg.num_layers == 2  # the chat CLI's and server's loader reads the policy
   with pytest.raises(ValueError, match="scores replies and cannot generate"):
     runs.load_run(rm_dir)  # a reward model has no LM head: a clear error, not a missing-parameter one

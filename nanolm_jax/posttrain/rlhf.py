@@ -37,7 +37,6 @@ from nanolm_jax.posttrain import rollouts
 from nanolm_jax.posttrain import tasks as tasks_lib
 
 SAMPLES_FILE = "rlhf_samples.jsonl"
-CURVES = ("proxy_reward", "gold_reward", "kl", "proxy", "gold", "rollout_kl", "entropy", "response_len")
 Conversation = list[dict[str, Any]]
 
 
@@ -104,11 +103,7 @@ def _sample(shared: rollouts.Shared, params: Any, problems, k: int, e: ml_collec
 
 def policy_kl(shared: rollouts.Shared, params: Any, problems, outs, k: int) -> np.ndarray:
   """kl_B: sequence_kl of each sample under ``params`` against the reference (one forward each, same graph)."""
-  prompts = [shared.prompt(p) for p in problems for _ in range(k)]
-  rows = rollouts.build_rows(prompts, outs, shared.cfg.train.seq_len, int(shared.cfg.rl.length_bucket))
-  logp = shared.forward_logprobs(params, rows)
-  ref = shared.forward_logprobs(shared.ref_params(params), rows)
-  return rollouts.sequence_kl(logp, ref, rows["weights"])
+  return shared.sample_kl(params, [shared.prompt(p) for p in problems for _ in range(k)], outs)
 
 
 def evaluate(shared: rollouts.Shared, params: Any) -> dict[str, float]:

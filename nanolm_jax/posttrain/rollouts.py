@@ -16,7 +16,8 @@ Per optimizer step the data iterator (``RolloutData.__next__``, called right bef
 Rollout metrics (reward, accuracy, response length, truncation, kept groups, KL to the reference, rollout and update
 tokens/s) reach metrics.jsonl through the trainer's ``step_metrics`` hook; the loss adds clip fraction, ratio,
 entropy (and KL when β > 0). Evaluation samples k completions per held-out problem with fixed sampler settings and
-seed: eval_accuracy (= pass@1, the mean over the k samples) and pass@k, at step 0 and every eval step.
+seed: eval_accuracy (= pass@1, the mean over the k samples) and pass@k, at step 0 and every eval step, and at
+temperature 1 eval_kl, the samples' KL to the reference.
 
 Resume: the iterator state is (rollouts done, prompt cursor, inner step); rollouts are seeded from (seed, rollout
 index), so a resumed run continues the same prompt stream. A run stopped between two inner steps of one rollout
@@ -41,7 +42,7 @@ from nanolm_jax.posttrain import grpo
 from nanolm_jax.posttrain import tasks as tasks_lib
 
 ROW_KEYS = ("inputs", "targets", "segment_ids", "positions", "weights", "old_logprobs")
-CURVES = ("reward", "accuracy", "eval_accuracy", "kl", "rollout_kl", "clip_frac", "entropy", "response_len")
+CURVES = ("reward", "accuracy", "eval_accuracy", "eval_kl", "kl", "rollout_kl", "clip_frac", "entropy", "response_len")
 
 
 # --- pure pieces ------------------------------------------------------------------------------------------------------
@@ -140,6 +141,16 @@ class Shared:
     return np.asarray(
         jax.device_get(self.logprobs_fn(params, b["inputs"], b["targets"], b["segment_ids"], b["positions"]))
     )
+
+  def sample_kl(self, params: Any, prompts: Sequence[Sequence[int]], outs: Sequence[Any]) -> np.ndarray:
+    """kl_B: sequence_kl of each prompt + sample under ``params`` against the reference (one forward each, the same
+    graph, so params equal to the reference's read exactly 0). An estimate of KL(π || π_ref) when the samples are
+    π's own (temperature 1, unfiltered)."""
+    # Capped by the model's context, not train.seq_len: eval replies may run longer than rollouts'.
+    rows = build_rows(prompts, outs, int(self.cfg.model.max_len), int(self.cfg.rl.length_bucket))
+    logp = self.forward_logprobs(params, rows)
+    ref = self.forward_logprobs(self.ref_params(params), rows)
+    return sequence_kl(logp, ref, rows["weights"])
 
   def ref_params(self, like: Any) -> Any:
     """The frozen reference's params (the reference run's), sharded like ``like``; loaded once."""
@@ -300,25 +311,31 @@ class RolloutData:
 
 
 def evaluate(shared: Shared, params: Any) -> dict[str, float]:
-  """pass@1 (= eval_accuracy) and pass@k on the held-out problems, k samples each, fixed sampler and seed."""
+  """pass@1 (= eval_accuracy) and pass@k on the held-out problems, k samples each, fixed sampler and seed.
+
+  With the policy's own sampler (temperature 1, no top-k / top-p) also eval_kl: the mean sequence KL of those
+  samples against the reference (Shared.sample_kl; KL(π || π_init) in nats, exactly 0 at the start), the x axis of
+  the overoptimisation report; another sampler's samples are not π's, so it is left out then."""
   e = shared.cfg.eval
   problems = shared.task.eval_problems(int(e.num_problems))
   sampling = engine_lib.SamplingParams(
       temperature=e.temperature, top_k=e.top_k, top_p=e.top_p, max_new_tokens=e.max_new_tokens
   )
+  own_samples = e.temperature == 1.0 and not e.top_k and e.top_p >= 1.0
   eng = shared.engine(params)
   k, chunk = int(e.samples), max(1, int(e.chunk_prompts))
-  correct, lengths, truncated = [], [], []
+  correct, lengths, truncated, kl = [], [], [], []
   for start in range(0, len(problems), chunk):
     part = problems[start : start + chunk]
-    outs = eng.generate(
-        [shared.prompt(p) for p in part], sampling, n=k, seed=int(e.seed) + start, stop_tokens=shared.stop_tokens
-    )
+    prompts = [shared.prompt(p) for p in part]
+    outs = eng.generate(prompts, sampling, n=k, seed=int(e.seed) + start, stop_tokens=shared.stop_tokens)
     for i, p in enumerate(part):
       comps = outs[i * k : (i + 1) * k]
       correct.append([tasks_lib.correctness_reward(c.text, p) for c in comps])
       lengths += [len(c.tokens) for c in comps]
       truncated += [c.truncated for c in comps]
+    if own_samples:  # a chunk at a time: a forward over every eval row at once would hold all their logits
+      kl += list(shared.sample_kl(params, [ids for ids in prompts for _ in range(k)], outs))
   c_P = np.sum(correct, axis=1).astype(int)
   pass1 = float(np.mean([tasks_lib.pass_at_k(k, c, 1) for c in c_P]))
   return {
@@ -327,6 +344,7 @@ def evaluate(shared: Shared, params: Any) -> dict[str, float]:
       f"eval_pass@{k}": float(np.mean([tasks_lib.pass_at_k(k, c, k) for c in c_P])),
       "eval_response_len": float(np.mean(lengths)),
       "eval_truncated_frac": float(np.mean(truncated)),
+      **({"eval_kl": float(np.mean(kl))} if own_samples else {}),
   }
 
 

@@ -8,8 +8,8 @@ score (posttrain.rlhf.RewardModelTask on the gold judge's prompts); the loss, th
 are GRPO's (posttrain.grpo, posttrain.rollouts) on the shared trainer.
 
 Every eval step (and step 0) writes proxy_reward, gold_reward and kl to metrics.jsonl and sample texts to
-rlhf_samples.jsonl; the end adds best-of-n against the same proxy from the starting policy (bon_n rows) and
-rlhf_curves.png.
+rlhf_samples.jsonl; the end adds best-of-n against the same proxy from the starting policy (bon_n rows),
+rlhf_curves.png and rlhf_fits.json (posttrain.rlhf_report: gold and proxy vs sqrt(KL) with Gao et al.'s fits).
 
 rlhf.method="dpo" swaps the loss and the data for DPO's (posttrain.dpo) on the gold-labelled pairs the proxy was
 trained on (dpo.train_file; "" = the reward-model run's rm.train_file), batches of 2 x dpo.pairs_per_step rows with
@@ -38,6 +38,7 @@ from nanolm_jax.posttrain import gold_judge
 from nanolm_jax.posttrain import preferences
 from nanolm_jax.posttrain import reward_model as rm_lib
 from nanolm_jax.posttrain import rlhf
+from nanolm_jax.posttrain import rlhf_report
 from nanolm_jax.posttrain import rollouts
 from nanolm_jax.stages import base
 from nanolm_jax.stages import grpo as grpo_stage
@@ -162,8 +163,9 @@ def _on_end(ctx: trainer.RunContext, params: Any, shared: rollouts.Shared) -> di
       step = max((r["step"] for r in rows), default=0)
       lines = "".join(json.dumps({"step": step, **r}) + "\n" for r in table)
       fs.append_text(fs.join(ctx.workdir, "metrics.jsonl"), lines)
-  path = metrics_lib.plot_panels(ctx.workdir, rlhf.CURVES, "rlhf_curves.png") if shd.is_main_process() else None
-  logging.info("RLHF curves: %s", path)
+  if shd.is_main_process():  # gold and proxy vs sqrt(KL) with Gao et al.'s fits (+ rlhf_fits.json)
+    for entry in rlhf_report.write_report([ctx.workdir])["fits"]:
+      logging.info("fit: %s", rlhf_report.describe(entry))
   return {}  # nothing new for metrics.jsonl: the summary reads the eval rows (a rerun at the end adds no row)
 
 
