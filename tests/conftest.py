@@ -138,3 +138,29 @@ def one_step_run(small_corpus, small_tokenizer, tmp_path_factory) -> str:
   workdir = str(tmp_path_factory.mktemp("one_step_run"))
   trainer.train(cfg, workdir, pretraining.build(None))
   return workdir
+
+
+@pytest.fixture(scope="session")
+def one_step_reward_model(one_step_run, tmp_path_factory) -> dict[str, str]:
+  """A one-block reward-model run of 2 steps from one_step_run on padded gold-task pairs ("I don't know." over a
+  garbled reply): the starting run of the RLHF and DPO stage tests. {'run', 'train_file'}; read-only for its users."""
+  from configs import reward_model as rm_configs  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.posttrain import gold_judge  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.posttrain import preferences  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.stages import base  # pylint: disable=g-import-not-at-top
+  from nanolm_jax.stages import reward_model as rm_stage  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp("one_step_reward_model")
+  files = {}
+  for split, n in (("train", 16), ("validation", 8)):
+    convs = gold_judge.prompts(gold_judge.default_gold_config(), n, split)
+    files[split] = str(root / f"{split}.jsonl")
+    preferences.write_jsonl(
+        files[split], [preferences.PreferencePair(c, "I don't know.", "Zorla Zorla.") for c in convs]
+    )
+  rm = rm_configs.get_config("layers1")  # a proxy of fewer blocks than the policy
+  rm.train.update(steps=2, seq_len=48, eval_every=0, checkpoint_every=2, async_checkpointing=False)
+  # padded pairs (the reward-model stage test trains packed ones)
+  rm.rm.update(pairs_per_step=4, packed_rows=0, train_file=files["train"], val_file=files["validation"])
+  base.run(rm_stage.STAGE, rm, str(root / "rm"), init_from=one_step_run)
+  return {"run": str(root / "rm"), "train_file": files["train"]}

@@ -9,15 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from configs import reward_model as rm_configs
 from configs import rlhf as rlhf_configs
 from nanolm_jax import model as model_lib
 from nanolm_jax import runs
 from nanolm_jax.posttrain import dpo
-from nanolm_jax.posttrain import gold_judge
-from nanolm_jax.posttrain import preferences
 from nanolm_jax.stages import base
-from nanolm_jax.stages import reward_model as rm_stage
 from nanolm_jax.stages import rlhf as rlhf_stage
 
 VOCAB, SEQ_LEN, PAD = 64, 24, 0
@@ -155,21 +151,9 @@ def test_bad_knobs_are_refused_before_any_run_is_read(tmp_path):
 # --- on the shared trainer -------------------------------------------------------------------------------------------
 
 
-def _gold_pairs(path, n, split):
-  convs = gold_judge.prompts(gold_judge.default_gold_config(), n, split)
-  pairs = [preferences.PreferencePair(c, "I don't know.", "Zorla Zorla Zorla.") for c in convs]
-  preferences.write_jsonl(str(path), pairs)
-  return str(path)
-
-
 @pytest.mark.slow
-def test_stage_runs_dpo_on_the_reward_models_pairs(one_step_run, tmp_path):
-  rm = rm_configs.get_config("layers1")
-  rm.train.update(steps=1, seq_len=48, eval_every=0, checkpoint_every=1, async_checkpointing=False)
-  train_file = _gold_pairs(tmp_path / "train.jsonl", 16, "train")
-  rm.rm.update(pairs_per_step=4, train_file=train_file, val_file=_gold_pairs(tmp_path / "val.jsonl", 8, "validation"))
-  rm_dir = str(tmp_path / "rm")
-  base.run(rm_stage.STAGE, rm, rm_dir, init_from=one_step_run)
+def test_stage_runs_dpo_on_the_reward_models_pairs(one_step_run, one_step_reward_model, tmp_path):
+  rm_dir, train_file = one_step_reward_model["run"], one_step_reward_model["train_file"]
   c = rlhf_configs.get_config("dpo")
   c.train.update(steps=2, seq_len=64, eval_every=1, checkpoint_every=2, async_checkpointing=False, log_every=1)
   c.optim.update(lr=1e-3, warmup_steps=0)

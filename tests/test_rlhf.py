@@ -9,7 +9,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import reward_model as rm_configs
 from configs import rlhf as rlhf_configs
 from configs import sft as sft_configs
 from nanolm_jax import engine as engine_lib
@@ -23,9 +22,7 @@ from nanolm_jax.posttrain import grpo
 from nanolm_jax.posttrain import reward_model as rm_lib
 from nanolm_jax.posttrain import rlhf
 from nanolm_jax.posttrain import rollouts
-from nanolm_jax.posttrain import preferences
 from nanolm_jax.stages import base
-from nanolm_jax.stages import reward_model as rm_stage
 from nanolm_jax.stages import rlhf as rlhf_stage
 from tests.conftest import make_config, tiny_overrides
 
@@ -177,26 +174,9 @@ def test_stage_refuses_a_missing_or_wrong_reward_model_run(tmp_path):
 # --- on the shared trainer -------------------------------------------------------------------------------------------
 
 
-def _gold_pairs(path, n, split):
-  convs = gold_judge.prompts(gold_judge.default_gold_config(), n, split)
-  pairs = [preferences.PreferencePair(c, "I don't know.", "Zorla Zorla Zorla.") for c in convs]
-  preferences.write_jsonl(str(path), pairs)
-  return str(path)
-
-
 @pytest.mark.slow
-def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(one_step_run, tmp_path):
-  base_dir = one_step_run
-  rm = rm_configs.get_config("layers1")  # a proxy of fewer blocks than the policy
-  rm.train.update(steps=2, seq_len=48, eval_every=0, checkpoint_every=2, async_checkpointing=False)
-  rm.rm.update(
-      pairs_per_step=4,
-      packed_rows=0,  # padded pairs (the reward-model test trains packed ones)
-      train_file=_gold_pairs(tmp_path / "train.jsonl", 16, "train"),
-      val_file=_gold_pairs(tmp_path / "val.jsonl", 8, "validation"),
-  )
-  rm_dir = str(tmp_path / "rm")
-  base.run(rm_stage.STAGE, rm, rm_dir, init_from=base_dir)
+def test_stage_runs_from_a_reward_model_run_and_logs_the_curves(one_step_run, one_step_reward_model, tmp_path):
+  base_dir, rm_dir = one_step_run, one_step_reward_model["run"]  # a one-block proxy of the two-block policy
   c = rlhf_configs.get_config("kl")
   c.train.update(steps=2, seq_len=64, eval_every=1, checkpoint_every=2, async_checkpointing=False)
   c.rl.update(group_size=4, prompts_per_step=2, max_new_tokens=8, length_bucket=8)
