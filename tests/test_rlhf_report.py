@@ -2,6 +2,7 @@
 plot and the JSON are written, curves too short to fit are drawn without one, a missing run is named."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -69,7 +70,7 @@ def test_a_curve_too_short_to_fit_is_drawn_without_one(tmp_path):
   assert (tmp_path / "rl" / rlhf_report.PLOT_FILE).exists()
 
 
-def test_cli_names_a_missing_run(tmp_path):
+def test_cli_names_a_missing_run_and_with_no_flags_reads_the_default_runs_there_are(tmp_path):
   missing = str(tmp_path / "nowhere")
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.rlhf_report", f"--rl_runs={missing}"],
@@ -79,3 +80,18 @@ def test_cli_names_a_missing_run(tmp_path):
       timeout=120,
   )
   assert proc.returncode != 0 and f"no run folder at {missing}" in proc.stderr
+  # No flags, from a folder holding the default RL and DPO runs (no GRPO run): both drawn, panel (c) left out.
+  _write(tmp_path / "runs" / "rlhf_tiny", _rl_rows() + _bon_rows())
+  _write(tmp_path / "runs" / "rlhf_dpo", _rl_rows(alpha=0.1, beta=0.05)[:3])
+  env = {**os.environ, "PYTHONPATH": REPO}
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.rlhf_report"],
+      cwd=tmp_path,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert proc.returncode == 0, proc.stderr
+  saved = json.loads((tmp_path / "runs" / "rlhf_tiny" / rlhf_report.FITS_FILE).read_text())
+  assert saved["dpo_runs"] == [os.path.join("runs", "rlhf_dpo")] and saved["grpo_run"] is None
