@@ -13,6 +13,7 @@ from configs import rlhf as rlhf_configs
 from nanolm_jax import model as model_lib
 from nanolm_jax import runs
 from nanolm_jax.posttrain import dpo
+from nanolm_jax.posttrain import preferences
 from nanolm_jax.stages import base
 from nanolm_jax.stages import rlhf as rlhf_stage
 
@@ -68,7 +69,7 @@ def test_loss_and_ref_logp_equal_a_hand_computation(tiny):
   model, policy, reference, rendered = tiny
   data = _data(model, reference, rendered)
   batch = next(data)
-  order = [i for i in data._order()]  # the first epoch's permutation: the batch's pairs, in order
+  order = preferences.PairCursor(len(rendered), 0).upcoming(len(rendered))  # the first epoch: the batch's pairs
   sides = [(rendered[i]["prompt"], rendered[i]["chosen"]) for i in order]
   sides += [(rendered[i]["prompt"], rendered[i]["rejected"]) for i in order]
   ref_B = np.array([logp_by_hand(model, reference, p, r) for p, r in sides])

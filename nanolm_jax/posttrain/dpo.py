@@ -9,9 +9,8 @@ precompute_ref_log_probs does: the loss (``make_loss``) stays a pure function of
 differentiates one forward, the policy's. A reply's log-probability is Σ log π(token) over its tokens (its text and
 the closing <|end|>; ``weights`` is 1 there), each read from the logits one position earlier.
 
-Resume: the iterator's state is (epoch, index), the pattern of stages.reward_model.PairBatches (the same shuffle:
-epoch e visits the pairs in a permutation seeded by (seed, e)), so a resumed run sees the same pairs in the same
-order. Not that class itself: posttrain sits below stages, and its batches drop the reply weights DPO sums over.
+Resume: the iterator's position is a preferences.PairCursor (epoch e visits the pairs in a permutation seeded by
+(seed, e)), as the reward model's PairBatches, so a resumed run sees the same pairs in the same order.
 """
 
 from __future__ import annotations
@@ -22,10 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from nanolm_jax import sharding as shd
-from nanolm_jax import tokenizer as tokenizer_lib
 from nanolm_jax.posttrain import preference_losses
 from nanolm_jax.posttrain import preferences
 
@@ -68,20 +65,6 @@ def make_loss(apply: Callable[..., jax.Array], beta: float, label_smoothing: flo
   return loss_fn
 
 
-def load_rendered(path: str, tok: tokenizer_lib.Tokenizer, seq_len: int) -> list[dict[str, Any]]:
-  """The pairs of ``path`` (any format preferences.load_jsonl reads) rendered at seq_len; pairs that cannot fit
-  are dropped and counted, none fitting is a ValueError."""
-  pairs, _ = preferences.load_jsonl(path)
-  rendered = [r for r in (preferences.render_pair(p, tok, seq_len) for p in pairs) if r is not None]
-  if not rendered:
-    raise ValueError(f"no DPO pair of {path} fits train.seq_len={seq_len} ({len(pairs)} read)")
-  if len(rendered) < len(pairs):
-    logging.warning(
-        "%s: dropped %d of %d pairs longer than train.seq_len", path, len(pairs) - len(rendered), len(pairs)
-    )
-  return rendered
-
-
 def batch_of(
     rendered: Sequence[dict[str, Any]], seq_len: int, pad_id: int, groups: int, length_bucket: int = 0
 ) -> dict[str, np.ndarray]:
@@ -119,7 +102,7 @@ class DpoBatches:
   """Endless shuffled batches of P pairs (BATCH_KEYS and ref_logp B x 1); see the module docstring.
 
   rendered: preferences.render_pair outputs; ref_logprobs: batch -> logp_B of the frozen reference; groups: pair
-  batches per batch (train.microbatches); length_bucket: see batch_of."""
+  batches per batch (train.microbatches); length_bucket: see batch_of. Resumable (preferences.PairCursor)."""
 
   def __init__(
       self,
@@ -133,35 +116,15 @@ class DpoBatches:
       length_bucket: int = 0,
   ):
     self.rendered, self.ref_logprobs, self.p = rendered, ref_logprobs, pairs_per_step
-    self.seq_len, self.pad_id, self.seed, self.groups, self.bucket = seq_len, pad_id, seed, groups, length_bucket
-    self.epoch, self.index = 0, 0
+    self.seq_len, self.pad_id, self.groups, self.bucket = seq_len, pad_id, groups, length_bucket
+    self.cursor = preferences.PairCursor(len(rendered), seed)
+    self.get_state, self.set_state = self.cursor.get_state, self.cursor.set_state
 
   def __iter__(self):
     return self
 
-  def _order(self) -> np.ndarray:
-    return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.rendered))
-
-  def _next_indices(self) -> list[int]:
-    picked: list[int] = []
-    order = self._order()
-    while len(picked) < self.p:
-      if self.index >= len(order):
-        self.epoch, self.index = self.epoch + 1, 0
-        order = self._order()
-      take = order[self.index : self.index + self.p - len(picked)]
-      picked.extend(int(i) for i in take)
-      self.index += len(take)
-    return picked
-
   def __next__(self) -> dict[str, np.ndarray]:
-    picked = [self.rendered[i] for i in self._next_indices()]
+    picked = [self.rendered[i] for i in self.cursor.take(self.p)]
     batch = batch_of(picked, self.seq_len, self.pad_id, self.groups, self.bucket)
     batch["ref_logp"] = self.ref_logprobs(batch).reshape(-1, 1)  # B x 1: every batch array shares B x L's sharding
     return batch
-
-  def get_state(self) -> dict[str, int]:
-    return {"epoch": self.epoch, "index": self.index}
-
-  def set_state(self, state: dict[str, int]) -> None:
-    self.epoch, self.index = int(state["epoch"]), int(state["index"])

@@ -273,6 +273,60 @@ def render_pair(pair: PreferencePair, tok: tokenizer_lib.Tokenizer, max_len: int
   return {"prompt": prompt, **replies, "truncated": truncated}
 
 
+def render_pairs(
+    pairs: Sequence[PreferencePair], tok: tokenizer_lib.Tokenizer, max_len: int, what: str
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+  """render_pair each pair at max_len -> (the rendered pairs that fit, their margins float32); the ones that cannot
+  fit are dropped with a warning naming ``what`` (e.g. the file), and a ValueError when none fits."""
+  rendered, margins = [], []
+  for p in pairs:
+    r = render_pair(p, tok, max_len)
+    if r is not None:
+      rendered.append(r)
+      margins.append(p.margin)
+  if not rendered:
+    raise ValueError(f"no pair of {what} fits {max_len} tokens a side ({len(pairs)} read)")
+  if len(rendered) < len(pairs):
+    logging.warning("%s: dropped %d of %d pairs longer than %d tokens a side", what, len(pairs) - len(rendered),
+                    len(pairs), max_len)  # fmt: skip
+  return rendered, np.asarray(margins, np.float32)
+
+
+class PairCursor:
+  """A resumable position in endless shuffled epochs over n pairs: epoch e visits them in the permutation seeded by
+  (seed, e). upcoming(k) peeks at the next k indices (into later epochs as needed), advance(k) moves past them;
+  get_state / set_state ({"epoch", "index"}) let a trainer resume at the same pair."""
+
+  def __init__(self, n: int, seed: int):
+    self.n, self.seed, self.epoch, self.index = n, seed, 0, 0
+
+  def _order(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+  def upcoming(self, k: int) -> list[int]:
+    out, epoch, index = [], self.epoch, self.index
+    while len(out) < k:
+      out.extend(int(i) for i in self._order(epoch)[index : index + k - len(out)])
+      epoch, index = epoch + 1, 0
+    return out
+
+  def advance(self, k: int) -> None:
+    self.index += k
+    while self.index >= self.n:
+      self.epoch, self.index = self.epoch + 1, self.index - self.n
+
+  def take(self, k: int) -> list[int]:
+    out = self.upcoming(k)
+    self.advance(k)
+    return out
+
+  def get_state(self) -> dict[str, int]:
+    return {"epoch": self.epoch, "index": self.index}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
 def row_batch(
     rows: Sequence[tuple[Sequence[int], Sequence[int]]], seq_len: int, pad_id: int, *, padding: str = "right"
 ) -> dict[str, np.ndarray]:

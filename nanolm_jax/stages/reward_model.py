@@ -165,23 +165,7 @@ def load_pairs(cfg: ml_collections.ConfigDict, tok, split: str) -> tuple[list[di
     pairs, _ = preferences.load_jsonl(rm.val_file)
   else:
     raise ValueError("rm.val_file is unset: give a validation file beside rm.train_file")
-  rendered, margins = [], []
-  for p in pairs:
-    r = preferences.render_pair(p, tok, side_len(cfg))
-    if r is not None:
-      rendered.append(r)
-      margins.append(p.margin)
-  if not rendered:
-    raise ValueError(f"no {split} pair fits {side_len(cfg)} tokens a side (train.seq_len) ({len(pairs)} read)")
-  if len(rendered) < len(pairs):
-    logging.warning(
-        "%s: dropped %d of %d pairs longer than %d tokens a side",
-        split,
-        len(pairs) - len(rendered),
-        len(pairs),
-        side_len(cfg),
-    )
-  return rendered, np.asarray(margins, np.float32)
+  return preferences.render_pairs(pairs, tok, side_len(cfg), f"the {split} pairs")
 
 
 def batch_of(rendered, margins, seq_len: int, pad_id: int, groups: int) -> dict[str, np.ndarray]:
@@ -201,56 +185,32 @@ def batch_of(rendered, margins, seq_len: int, pad_id: int, groups: int) -> dict[
 
 
 class PairBatches:
-  """Endless shuffled batches of pairs: epoch e visits the pairs in a permutation seeded by (seed, e).
+  """Endless shuffled batches of pairs (preferences.PairCursor: resumable through get_state / set_state).
 
   Padded (packed_rows 0): P pairs a step, 2P rows (batch_of). Packed (packed_rows R > 0): R rows of seq_len holding
-  as many whole pairs, in order, as fit (preferences.pack_pairs), so a step's pair count follows the pairs' lengths.
-  get_state / set_state ({"epoch", "index"}) let the trainer resume at the same batch."""
+  as many whole pairs, in order, as fit (preferences.pack_pairs), so a step's pair count follows the pairs' lengths."""
 
   def __init__(
       self, rendered, margins, pairs_per_step: int, seq_len: int, pad_id: int, seed: int, groups=1, packed_rows=0
   ):
     self.rendered, self.margins, self.p = rendered, margins, pairs_per_step
-    self.seq_len, self.pad_id, self.seed, self.groups, self.rows = seq_len, pad_id, seed, groups, packed_rows
-    self.epoch, self.index = 0, 0
+    self.seq_len, self.pad_id, self.groups, self.rows = seq_len, pad_id, groups, packed_rows
+    self.cursor = preferences.PairCursor(len(rendered), seed)
+    self.get_state, self.set_state = self.cursor.get_state, self.cursor.set_state
 
   def __iter__(self):
     return self
 
-  def _order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(len(self.rendered))
-
-  def _upcoming(self, n: int) -> list[int]:
-    """The next n pair indices from the current position, into later epochs as needed (state unchanged)."""
-    out, epoch, index = [], self.epoch, self.index
-    while len(out) < n:
-      order = self._order(epoch)
-      out.extend(int(i) for i in order[index : index + n - len(out)])
-      epoch, index = epoch + 1, 0
-    return out
-
-  def _advance(self, n: int) -> None:
-    self.index += n
-    while self.index >= len(self.rendered):
-      self.epoch, self.index = self.epoch + 1, self.index - len(self.rendered)
-
   def __next__(self) -> dict[str, np.ndarray]:
     if self.rows:
-      picked = self._upcoming(self.rows * self.seq_len // 4 + 1)  # a pair is >= 4 tokens: more than can fit
+      picked = self.cursor.upcoming(self.rows * self.seq_len // 4 + 1)  # a pair is >= 4 tokens: more than can fit
       batch, used = preferences.pack_pairs(
           [self.rendered[i] for i in picked], self.seq_len, self.pad_id, self.rows, margins=self.margins[picked]
       )
-      self._advance(used)
+      self.cursor.advance(used)
       return batch
-    picked = self._upcoming(self.p)
-    self._advance(self.p)
+    picked = self.cursor.take(self.p)
     return batch_of([self.rendered[i] for i in picked], self.margins[picked], self.seq_len, self.pad_id, self.groups)
-
-  def get_state(self) -> dict[str, int]:
-    return {"epoch": self.epoch, "index": self.index}
-
-  def set_state(self, state: dict[str, int]) -> None:
-    self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
 
 # --- the trainer plug-in ---------------------------------------------------------------------------------------------

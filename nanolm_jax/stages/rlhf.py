@@ -176,7 +176,8 @@ def _dpo_loss(ctx: trainer.RunContext, apply):
 def _dpo_data(ctx: trainer.RunContext, shared: rollouts.Shared) -> dpo.DpoBatches:
   """The pairs with the reference's log-probs: the reference is the one the evaluation's KL reads (loaded once)."""
   c = ctx.cfg
-  rendered = dpo.load_rendered(c.dpo.train_file, ctx.tokenizer, c.train.seq_len)
+  pairs, _ = preferences.load_jsonl(c.dpo.train_file)
+  rendered, _ = preferences.render_pairs(pairs, ctx.tokenizer, c.train.seq_len, c.dpo.train_file)
   logging.info("DPO on %d pairs of %s (beta %g)", len(rendered), c.dpo.train_file, c.dpo.beta)
   ref = dpo.reference_logprobs_fn(ctx.model, lambda: shared.ref_params(ctx.current_params()), shared.batch_sharding)
   p, seq_len, pad = c.dpo.pairs_per_step, c.train.seq_len, ctx.tokenizer.pad_id
