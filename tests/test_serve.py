@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import http.client
 import json
 import socket
 import threading
@@ -17,6 +18,7 @@ from nanolm_jax import runs
 from nanolm_jax import trainer
 from nanolm_jax.serve import app as app_lib
 from nanolm_jax.serve import batcher as batcher_lib
+from nanolm_jax.serve import protocol
 from tests.conftest import make_config
 from tests.conftest import tiny_overrides
 
@@ -238,6 +240,39 @@ def test_malformed_bodies(server, body, status, fragment):
   )
   assert r.status_code == status
   assert fragment in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "raw, depth",
+    [
+        (b"", 0),
+        (b"{}", 1),
+        (b'{"a": [1, [2, {"b": 3}]], "c": {}}', 4),
+        (b'{"a": "[[[{{{"}', 1),  # brackets inside a string are text
+        (b'{"a": "x\\"[[[", "b": [[]]}', 3),  # an escaped quote does not end the string
+        (b"[" * 5000, 5000),
+    ],
+)
+def test_json_depth_counts_nesting_outside_strings(raw, depth):
+  assert protocol.json_depth(raw) == depth
+
+
+def test_deeply_nested_body_is_a_400_and_the_connection_stays_usable(server):
+  deep = b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+  conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+  try:
+    conn.request("POST", "/v1/chat/completions", body=deep, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    assert r.status == 400 and "5001 deep" in body["error"]["message"], body
+    sock = conn.sock
+    assert sock is not None, "the server closed the keep-alive connection after the bad request"
+    conn.request("GET", "/v1/models")
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["data"]
+    assert conn.sock is sock  # same connection, not a silent reconnect
+  finally:
+    conn.close()
 
 
 def test_unknown_path_is_an_openai_style_404(server):

@@ -117,7 +117,7 @@ class _Server:
     return generation_lib.start(self.batcher, self.tokenizer, job, self.limits.request_timeout_s)
 
   async def completions(self, request: fastapi.Request):
-    body = await protocol.read_json(request, self.limits.max_body_bytes)
+    body = await protocol.read_json(request, self.limits.max_body_bytes, self.limits.max_json_depth)
     options = protocol.parse_request_options(body, self.model_id, self.limits, ("max_tokens",))
     want_logprobs = protocol.parse_completion_logprobs(body, options.n)
     prompts = protocol.completion_prompts(body, self.tokenizer)
@@ -131,7 +131,7 @@ class _Server:
     return reply.body(generation.choices)
 
   async def chat_completions(self, request: fastapi.Request):
-    body = await protocol.read_json(request, self.limits.max_body_bytes)
+    body = await protocol.read_json(request, self.limits.max_body_bytes, self.limits.max_json_depth)
     options = protocol.parse_request_options(body, self.model_id, self.limits, ("max_completion_tokens", "max_tokens"))
     want_logprobs = protocol.parse_chat_logprobs(body, options.n, self.limits.max_batch)
     prompts = [protocol.chat_prompt(body, self.tokenizer)]

@@ -8,8 +8,10 @@ body with several problems always reports the same one.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import re
 from typing import Any, Mapping, Sequence
 
 import fastapi
@@ -30,6 +32,7 @@ class Limits:
   max_batch: int = 16  # completions per engine call (and per request: n x prompts)
   max_queue: int = 256  # completions waiting; beyond it requests get 429
   max_body_bytes: int = 1 << 20
+  max_json_depth: int = 32  # nesting of arrays / objects in a body (the API needs 5); deeper is a 400
   request_timeout_s: float = 300.0
   batch_wait_s: float = 0.01  # how long the batcher waits for concurrent requests to join a call
   chunk_steps: int = 4  # decode steps between streamed updates (engine chunk)
@@ -62,8 +65,26 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 # --- body and fields ----------------------------------------------------------------------------------------------
 
 
-async def read_json(request: fastapi.Request, limit: int) -> dict[str, Any]:
-  """The body as a JSON object; 413 past `limit` bytes (checked while reading, whatever Content-Length says)."""
+# A JSON string (escapes included): its brackets are text, not nesting.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(raw: bytes) -> int:
+  """The deepest nesting of arrays / objects in a JSON text, found without parsing it (so without recursion).
+
+  Malformed text gets some number; json.loads reports what is wrong with it afterwards.
+  """
+  steps = (1 if b in (b"[", b"{") else -1 for b in _BRACKETS.findall(_JSON_STRING.sub(b'""', raw)))
+  return max(itertools.accumulate(steps, initial=0))
+
+
+async def read_json(request: fastapi.Request, limit: int, max_depth: int = 32) -> dict[str, Any]:
+  """The body as a JSON object; 413 past `limit` bytes (checked while reading, whatever Content-Length says).
+
+  Nesting deeper than `max_depth` is a 400 before parsing: Python's json recursion would otherwise raise
+  RecursionError (a 500 that also broke the client's keep-alive connection).
+  """
   declared = request.headers.get("content-length")
   if declared is not None and declared.isdigit() and int(declared) > limit:
     raise ApiError(
@@ -78,8 +99,12 @@ async def read_json(request: fastapi.Request, limit: int) -> dict[str, Any]:
     if size > limit:
       raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
     chunks.append(chunk)
+  raw = b"".join(chunks)
+  depth = json_depth(raw)
+  if depth > max_depth:
+    raise ApiError(400, f"the request body nests arrays / objects {depth} deep; the limit is {max_depth}")
   try:
-    body = json.loads(b"".join(chunks))
+    body = json.loads(raw)
   except (ValueError, UnicodeDecodeError) as e:
     raise ApiError(400, f"could not parse the request body as JSON: {e}") from None
   if not isinstance(body, dict):
