@@ -117,6 +117,37 @@ class MetricsWriter:
       shutil.rmtree(self._tb_local, ignore_errors=True)
 
 
+class ProfileWindow:
+  """Traces steps [start, start + steps) of a run with jax.profiler into `<workdir>/profile` (0 steps = off).
+
+  The trace is XProf's (view it with `xprof --logdir=<workdir>/profile`, or TensorBoard's profile plugin): per-op
+  device time on TPU / GPU, and on CPU the XLA thunks (dots, fusions, copies) by name. Start after the first steps so
+  compilation is not in it; each process writes its own host's trace.
+  """
+
+  def __init__(self, workdir: str, start: int, steps: int):
+    self.dir, self.start, self.stop = os.path.join(workdir, "profile"), start, start + steps
+    self.active = False
+
+  def before_step(self, step: int) -> None:
+    """Call with the number of steps done so far, before the next one."""
+    if step == self.start and self.stop > self.start and not self.active:
+      jax.profiler.start_trace(self.dir)
+      self.active = True
+
+  def after_step(self, step: int, result: Any) -> None:
+    """Call with the steps done and the step's output: blocks on it at the window's end, so the trace holds it."""
+    if self.active and step >= self.stop:
+      jax.block_until_ready(result)
+      self.close()
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+      absl_logging.info("profile of steps %d-%d written to %s", self.start + 1, self.stop, self.dir)
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   path = fs.join(workdir, "metrics.jsonl")
   if not fs.exists(path):

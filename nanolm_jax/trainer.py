@@ -96,6 +96,10 @@ def default_train_config() -> ml_collections.ConfigDict:
           async_checkpointing=True,
           z_loss=0.0,
           peak_flops_per_device=0.0,  # 0 = look the device up; used for MFU
+          # jax.profiler trace of steps [profile_start, profile_start + profile_steps) into <workdir>/profile
+          # (0 = off), e.g. --config.train.profile_steps=3; see metrics.ProfileWindow.
+          profile_steps=0,
+          profile_start=5,
       )
   )
 
@@ -110,8 +114,8 @@ def validate_config(
   for k in ("steps", "batch_size", "seq_len", "microbatches", "eval_batches", "log_every"):
     if t[k] < 1:
       raise ValueError(f"train.{k} must be >= 1, got {t[k]}")
-  for k in ("eval_every", "checkpoint_every"):
-    if t[k] < 0:
+  for k in ("eval_every", "checkpoint_every", "profile_steps", "profile_start"):
+    if t.get(k, 0) < 0:
       raise ValueError(f"train.{k} must be >= 0 (0 = never), got {t[k]}")
   if t.seq_len > mc.max_len:
     raise ValueError(f"train.seq_len={t.seq_len} exceeds model.max_len={mc.max_len}")
@@ -225,7 +229,11 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, stage: Stage, preemptio
 
   # 3. The loop.
   loop = _Loop(cfg, setup, ckpt, train_data, evaluate, writer, cfg_dict, _Throughput(cfg, ctx.model.cfg), holder)
+  loop.profile = metrics_lib.ProfileWindow(
+      workdir, cfg.train.get("profile_start", 0), cfg.train.get("profile_steps", 0)
+  )
   step, last, preempted = loop.run(start_step, last, is_main, preemption)
+  loop.profile.close()
   ckpt.wait()
 
   # 4. The end: curves (process 0) and the stage's hook (evaluations, samples), which every process runs on its own
@@ -300,6 +308,7 @@ class _Loop:
     self.evaluate, self.writer, self.cfg_dict, self.meter, self.holder = evaluate, writer, cfg_dict, meter, holder
     self.pending: list[tuple[int, Any]] = []
     self.t_last, self.steps_since = time.perf_counter(), 0
+    self.profile = metrics_lib.ProfileWindow("", 0, 0)
 
   def run(
       self, start_step: int, last: dict[str, Any], is_main: bool, preemption: _Preemption
@@ -311,8 +320,10 @@ class _Loop:
     while step < t.steps:
       batch = shd.global_batch(next(data), self.setup.batch_sharding)
       host_m = data.step_metrics() if hasattr(data, "step_metrics") else {}
+      self.profile.before_step(step)
       self.holder["state"], m = self.setup.step(self.holder["state"], batch)
       step += 1
+      self.profile.after_step(step, m)
       self.steps_since += 1
       self.pending.append((step, {**m, **host_m}))
       progress.update(1)

@@ -24,6 +24,7 @@ def cfg(small_corpus, small_tokenizer):
 
 def test_run_writes_everything_and_learns(cfg, tmp_path):
   cfg.train.steps, cfg.train.eval_every = 12, 6
+  cfg.train.profile_start, cfg.train.profile_steps = 2, 2
   out = trainer.train(cfg, str(tmp_path), pretraining.build(None))
   rows = metrics_lib.read_metrics(str(tmp_path))
   evals = [r for r in rows if "val_bpb" in r]
@@ -36,6 +37,8 @@ def test_run_writes_everything_and_learns(cfg, tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 12
   assert ckpt_lib.Checkpointer(str(tmp_path)).steps() == [6, 9, 12]  # every 3, keep 3
   assert out["step"] == 12 and np.isfinite(out["val_bpb"])
+  traces = list((tmp_path / "profile").rglob("*.xplane.pb"))  # XProf's layout: plugins/profile/<time>/<host>
+  assert len(traces) == 1 and b"train_step" in traces[0].read_bytes()
 
 
 def _corrupt(step_dir):
