@@ -1,0 +1,53 @@
+"""The speedrun chain at toy size: every stage end to end in one process, then a rerun that skips them all."""
+
+import json
+import os
+
+import pytest
+
+from configs import speedrun as speedrun_configs
+from experiments import speedrun
+from nanolm_jax import runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_toy_chain_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys):
+  cfg = speedrun_configs.get_config("toy")
+  workdir = str(tmp_path / "sr")
+  state = speedrun.Speedrun(cfg, workdir, None).run()
+  assert [s for s, v in state["stages"].items() if v["status"] == "done"] == list(speedrun_configs.STAGES)
+  assert state["stages"]["crawl"]["kept"] > 0
+  # The crawl's corpus is in the pretraining mix (and so in the tokenizer's training text).
+  assert "files:" + os.path.join(workdir, "crawl") in runs.read_config(os.path.join(workdir, "pretrain")).data.sources
+  for name in ("pretrain", "sft", "grpo", "reward_model", "rlhf"):
+    assert runs.is_finished(os.path.join(workdir, name)), name
+  # Each policy was evaluated on the same suite; the chat runs after SFT also on the SFT run's chat evaluation.
+  for stage, run in speedrun.EVALUATES.items():
+    results = json.load(open(os.path.join(workdir, state["stages"][stage]["eval"])))["results"]
+    assert "blimp" in results and "arithmetic" in results, stage
+    assert ("chat" in results) == (run != "pretrain"), stage
+  # The chain is recorded where each stage starts from.
+  assert runs.read_config(os.path.join(workdir, "grpo")).init_from == os.path.join(workdir, "sft")
+  assert runs.read_config(os.path.join(workdir, "rlhf")).rlhf.policy_from == os.path.join(workdir, "sft")
+
+  capsys.readouterr()
+  again = speedrun.Speedrun(cfg, workdir, None).run()
+  out = capsys.readouterr().out
+  assert out.count("skipped") == len(speedrun_configs.STAGES)
+  assert again["stages"] == state["stages"]  # nothing re-ran: the same finish times and wall times
+
+
+def test_bad_override_names_the_key(tmp_path):
+  cfg = speedrun_configs.get_config("toy")
+  cfg.sft.train.stepz = 3
+  with pytest.raises(ValueError, match=r"sft\.train\.stepz"):
+    speedrun.stage_config(cfg, "sft", str(tmp_path))
+
+
+def test_unknown_stage_is_an_error_before_any_work(tmp_path):
+  cfg = speedrun_configs.get_config("toy")
+  cfg.stages = "crawl,pretrian"
+  with pytest.raises(ValueError, match="pretrian"):
+    speedrun.Speedrun(cfg, str(tmp_path / "sr"), None)
+  assert not (tmp_path / "sr").exists()
