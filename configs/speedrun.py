@@ -17,19 +17,7 @@ EPYC, 2 cores) that the progress line's ETA is made of.
 
 import ml_collections
 
-STAGES = (
-    "crawl",
-    "pretrain",
-    "eval_base",
-    "sft",
-    "eval_sft",
-    "grpo",
-    "eval_grpo",
-    "reward_model",
-    "rlhf",
-    "eval_rlhf",
-    "report",
-)
+from nanolm_jax.speedrun import STAGES  # the chain's stage names, in order (part of this module's API)
 
 
 def _stage(preset: str, **overrides) -> ml_collections.ConfigDict:

@@ -19,8 +19,8 @@ from absl import app
 from absl import flags
 
 import configs
-from experiments import evaluation
 from nanolm_jax import metrics
+from nanolm_jax import run_eval as evaluation
 from nanolm_jax.evals import harness
 from nanolm_jax.stages import base
 from nanolm_jax.stages import pretrain
@@ -66,7 +66,7 @@ def main(argv):
     tasks = evaluation.load_tasks(opts)
     evaluation.make_mesh(opts.mesh)
     workdir = _WORKDIR.value or base.ensure_default_run(pretrain.STAGE, configs.default_config)
-    results, path = evaluation.evaluate_workdir(workdir, opts, tasks)
+    results, path = evaluation.evaluate_workdir(workdir, opts, lambda: configs.default_config("sft"), tasks)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   print(harness.format_table(results, per_phenomenon=_PER_PHENOMENON.value))

@@ -1,21 +1,30 @@
 """The speedrun chain at toy size: every stage end to end in one process, then a rerun that skips them all."""
 
+import importlib
 import json
 import os
 
 import pytest
 
+import configs
+from configs import crawl as crawl_configs
 from configs import speedrun as speedrun_configs
-from experiments import speedrun
 from nanolm_jax import runs
+from nanolm_jax import speedrun
 
 pytestmark = pytest.mark.slow
+
+CONFIGS = speedrun.StageConfigs(
+    stage=lambda name, preset: importlib.import_module(f"configs.{name}").get_config(preset),
+    default=configs.default_config,
+    crawl=crawl_configs.get_config,
+)
 
 
 def test_toy_chain_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys):
   cfg = speedrun_configs.get_config("toy")
   workdir = str(tmp_path / "sr")
-  state = speedrun.Speedrun(cfg, workdir, None).run()
+  state = speedrun.Chain(cfg, workdir, CONFIGS).run()
   assert [s for s, v in state["stages"].items() if v["status"] == "done"] == list(speedrun_configs.STAGES)
   assert state["stages"]["crawl"]["kept"] > 0
   # The crawl's corpus is in the pretraining mix (and so in the tokenizer's training text).
@@ -32,7 +41,7 @@ def test_toy_chain_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys):
   assert runs.read_config(os.path.join(workdir, "rlhf")).rlhf.policy_from == os.path.join(workdir, "sft")
 
   capsys.readouterr()
-  again = speedrun.Speedrun(cfg, workdir, None).run()
+  again = speedrun.Chain(cfg, workdir, CONFIGS).run()
   out = capsys.readouterr().out
   assert out.count("skipped") == len(speedrun_configs.STAGES)
   assert again["stages"] == state["stages"]  # nothing re-ran: the same finish times and wall times
@@ -42,12 +51,12 @@ def test_bad_override_names_the_key(tmp_path):
   cfg = speedrun_configs.get_config("toy")
   cfg.sft.train.stepz = 3
   with pytest.raises(ValueError, match=r"sft\.train\.stepz"):
-    speedrun.stage_config(cfg, "sft", str(tmp_path))
+    speedrun.stage_config(cfg, "sft", str(tmp_path), CONFIGS)
 
 
 def test_unknown_stage_is_an_error_before_any_work(tmp_path):
   cfg = speedrun_configs.get_config("toy")
   cfg.stages = "crawl,pretrian"
   with pytest.raises(ValueError, match="pretrian"):
-    speedrun.Speedrun(cfg, str(tmp_path / "sr"), None)
+    speedrun.Chain(cfg, str(tmp_path / "sr"), CONFIGS)
   assert not (tmp_path / "sr").exists()

@@ -1,19 +1,19 @@
-"""The evaluation of one run, without flags: what `experiments.evaluate` and `experiments.speedrun` both run.
+"""The evaluation of one run folder: what `experiments.evaluate` and the speedrun both run.
 
 `evaluate_workdir` scores a run folder on the task suite (public benchmarks, the project's arithmetic) plus the run's
 own measures (validation bpb for base runs, the eval_chat metrics for chat runs) and writes eval/<step>.json and
-eval/* rows of metrics.jsonl in the run folder.
+eval/* rows of metrics.jsonl in the run folder. The chat evaluation's settings come from the SFT run a chat run
+descends from, over `sft_defaults` (the SFT stage's default config, injected: the core does not import configs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
-from configs import sft as sft_configs
 from nanolm_jax import engine as engine_lib
 from nanolm_jax import fs
 from nanolm_jax import metrics
@@ -72,7 +72,12 @@ def load_tasks(opts: Options) -> list[tasks_lib.Task]:
   return out
 
 
-def evaluate_workdir(workdir: str, opts: Options, tasks: list[tasks_lib.Task] | None = None) -> tuple[dict, str]:
+def evaluate_workdir(
+    workdir: str,
+    opts: Options,
+    sft_defaults: Callable[[], ml_collections.ConfigDict],
+    tasks: list[tasks_lib.Task] | None = None,
+) -> tuple[dict, str]:
   """(results, path of the eval/<step>.json written): the suite and the run's own measures on `workdir`'s run."""
   tasks = load_tasks(opts) if tasks is None else tasks  # read and checked before the model is loaded
   mesh = make_mesh(opts.mesh)
@@ -95,7 +100,7 @@ def evaluate_workdir(workdir: str, opts: Options, tasks: list[tasks_lib.Task] | 
       seed=opts.seed,
   )
   if not opts.tasks:
-    results.update(own_measures(run, chat_run))
+    results.update(own_measures(run, chat_run, sft_defaults))
   step = run.step or 0
   path = fs.join(run.workdir, "eval", f"{step}.json")
   fs.write_text(path, json.dumps({"step": step, "results": results}, indent=2, default=str))
@@ -103,7 +108,9 @@ def evaluate_workdir(workdir: str, opts: Options, tasks: list[tasks_lib.Task] | 
   return results, path
 
 
-def own_measures(run: runs.Run, chat_run: bool) -> dict[str, Any]:
+def own_measures(
+    run: runs.Run, chat_run: bool, sft_defaults: Callable[[], ml_collections.ConfigDict]
+) -> dict[str, Any]:
   """Validation bpb of the run's own corpus (pretraining runs); the eval_chat metrics (chat runs). On one device:
   they are small, and the chat eval builds its own engine."""
   out = {}
@@ -122,7 +129,7 @@ def own_measures(run: runs.Run, chat_run: bool) -> dict[str, Any]:
     )
   origin = sft_origin(cfg) if chat_run else None
   if origin is not None:  # the SFT run's world, index and eval settings, also for the GRPO / RLHF runs after it
-    scfg = sft_configs.get_config()
+    scfg = sft_defaults()
     for key in ("sft", "eval"):
       if key in origin:
         scfg[key] = ml_collections.ConfigDict(origin[key].to_dict())
