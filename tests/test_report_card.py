@@ -200,6 +200,8 @@ def test_runs_folder_layout_and_the_base_run_found_through_init_from(tmp_path):
   assert table["reward_model"]["rm_accuracy"]["n"] == 8
   md = render.markdown(report)
   assert "| metric | BASE | SFT | GRPO | RLHF | RM | DPO |" in md
+  # a single run folder as the workdir is that one stage
+  assert list(collect.find_runs(str(chain / "runs" / "rlhf_tiny"), None)) == ["rlhf"]
   assert _table_row(md, "gold reward") == ["—", "—", "—", "0.125", "—", "—"]
 
 

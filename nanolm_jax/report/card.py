@@ -67,7 +67,7 @@ def build(workdir: str, samples: bool = True) -> dict[str, Any]:
   speedrun = speedrun if isinstance(speedrun, dict) else None
   stage_paths = collect.find_runs(workdir, speedrun)
   runs = {stage: collect.read_run(path) for stage, path in stage_paths.items()}
-  crawl = collect.find_crawl(workdir)
+  crawl = collect.find_crawl(workdir, speedrun)
   report = {
       "workdir": os.path.abspath(workdir),
       "header": env.header(),

@@ -239,8 +239,13 @@ def _is_run(path: str) -> bool:
 
 def find_runs(workdir: str, speedrun: dict[str, Any] | None) -> dict[str, str]:
   """{stage: run folder} for the stages that have one (speedrun.json first, then folder names under workdir and
-  workdir/runs, then the SFT run's init_from for a base model trained elsewhere)."""
+  workdir/runs, then the SFT run's init_from for a base model trained elsewhere). A workdir that is itself a run
+  folder is that one stage."""
   found: dict[str, str] = {}
+  if _is_run(workdir) and (
+      stage := _classify(os.path.basename(os.path.abspath(workdir)), read_json(os.path.join(workdir, "config.json")))
+  ):
+    found[stage] = workdir
   for name, entry in ((speedrun or {}).get("stages") or {}).items():
     rel = entry.get("run") if isinstance(entry, dict) else None
     path = os.path.join(workdir, rel) if rel else None
@@ -274,9 +279,12 @@ def _resolve_init_from(run_dir: str | None, workdir: str) -> str | None:
   return None
 
 
-def find_crawl(workdir: str) -> dict[str, Any] | None:
-  """The crawl's report.json (the funnel) and its shard files, from <workdir>/crawl (searched a few levels down)."""
-  root = os.path.join(workdir, CRAWL)
+def find_crawl(workdir: str, speedrun: dict[str, Any] | None = None) -> dict[str, Any] | None:
+  """The crawl's report.json (the funnel) and its shard files, from the speedrun's crawl folder or <workdir>/crawl
+  (searched a few levels down)."""
+  entry = ((speedrun or {}).get("stages") or {}).get(CRAWL)
+  rel = entry.get("run") if isinstance(entry, dict) else None
+  root = os.path.join(workdir, rel or CRAWL)
   if not os.path.isdir(root):
     return None
   reports = sorted(
