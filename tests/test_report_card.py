@@ -50,6 +50,7 @@ def speedrun_dir(tmp_path, small_tokenizer):
               "crawl": {"status": "done", "wall_s": 12.5, "run": "crawl"},
               "pretrain": {"status": "done", "wall_s": 600.0, "run": "pretrain"},
               "sft": {"status": "done", "wall_s": 300.0, "run": "sft"},
+              "eval_sft": {"status": "done", "wall_s": 7.0, "run": "sft"},
               "grpo": {"status": "failed", "wall_s": 5.0, "run": None},
           },
       },
@@ -62,7 +63,8 @@ def speedrun_dir(tmp_path, small_tokenizer):
       [
           {"step": 0, "val_bpb": 3.5},
           {"step": 50, "loss": 4.0},
-          {"step": 100, "loss": 3.0, "val_bpb": 2.25},
+          {"step": 100, "loss": 3.0, "val_bpb": 2.5},
+          {"step": 100, "val_bpb": 2.25},  # experiments.evaluate logs the step again
       ],
       torn_tail=True,
   )
@@ -126,6 +128,9 @@ def speedrun_dir(tmp_path, small_tokenizer):
   _write(str(crawl / "funnel.png"), PNG)
   with gzip.open(crawl / "crawl-00000-of-00001.jsonl.gz", "wt") as f:
     f.write(json.dumps({"id": "a", "text": "hello world " * 20, "url": "", "metadata": {}}) + "\n")
+  os.makedirs(crawl / "_work")  # the runner's intermediate files are not the corpus
+  with gzip.open(crawl / "_work" / "crawl-00000-of-00001.jsonl.gz", "wt") as f:
+    f.write(json.dumps({"id": "b", "text": "intermediate"}) + "\n")
   return str(root)
 
 
@@ -153,7 +158,8 @@ def test_cells_hold_the_files_numbers(speedrun_dir, tmp_path):
   assert all(c == "—" for c in _table_row(md, "proxy reward"))
   assert report["stages"]["pretrain"]["val_curve"] == [[0, 3.5], [100, 2.25]]  # the torn last line is skipped
   # the speedrun's own wall times and statuses, the crawl funnel, the tokenizer on the crawl's text
-  assert "| grpo | failed | 5 s |" in md and "| pretrain | done | 10.0 min |" in md
+  assert "| grpo | failed | 5 s | `—` |" in md and "| pretrain | done | 10.0 min |" in md
+  assert "| eval_sft | done | 7 s | `sft` |" in md
   assert "| quality | 9 | 6 | 3 | 0 | 66.7 | 600 |" in md
   assert report["tokenizer"]["text"] == "1 crawl documents"
   assert report["tokenizer"]["bytes_per_token"] > 1.0

@@ -31,7 +31,12 @@ def _wall_times(speedrun: dict[str, Any] | None, runs: dict[str, dict[str, Any]]
   out = {}
   for name, entry in ((speedrun or {}).get("stages") or {}).items():
     if isinstance(entry, dict):
-      out[name] = {"wall_s": entry.get("wall_s"), "status": entry.get("status"), "source": collect.SPEEDRUN_FILE}
+      out[name] = {
+          "wall_s": entry.get("wall_s"),
+          "status": entry.get("status"),
+          "run": entry.get("run"),
+          "source": collect.SPEEDRUN_FILE,
+      }
   for stage, run in runs.items():
     if stage not in out and run.get("wall_s_estimate") is not None:
       out[stage] = {"wall_s": run["wall_s_estimate"], "status": "found", "source": "file times (estimate)"}

@@ -168,7 +168,7 @@ def read_run(run_dir: str) -> dict[str, Any]:
       "data": (cfg.get("data") or {}).get("sources"),
       "last_step": max((r["step"] for r in rows if isinstance(r.get("step"), int)), default=None),
       "metrics": metrics,
-      "val_curve": [[r["step"], r["val_bpb"]] for r in rows if isinstance(r.get("val_bpb"), (int, float))],
+      "val_curve": _curve(rows, "val_bpb"),
       "loss_curve": [[r["step"], r["loss"]] for r in rows if isinstance(r.get("loss"), (int, float))],
       "probe_stats": read_json(os.path.join(run_dir, "probe_stats.json")),
       "fact_check": fact_check,
@@ -178,6 +178,12 @@ def read_run(run_dir: str) -> dict[str, Any]:
       ],
       "wall_s_estimate": _wall_estimate(run_dir),
   }
+
+
+def _curve(rows: list[dict[str, Any]], key: str) -> list[list[float]]:
+  """[[step, value]] in step order, one point per step (the last row wins: an evaluate rerun logs the step again)."""
+  points = {r["step"]: r[key] for r in rows if isinstance(r.get(key), (int, float)) and isinstance(r.get("step"), int)}
+  return [[step, points[step]] for step in sorted(points)]
 
 
 def _start_values(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
@@ -295,7 +301,10 @@ def find_crawl(workdir: str, speedrun: dict[str, Any] | None = None) -> dict[str
   report = next((r for p in reports if isinstance(r := read_json(p), dict) and "stages" in r), None)
   path = next((p for p in reports if isinstance(read_json(p), dict)), None)
   funnel = os.path.join(os.path.dirname(path), "funnel.png") if path else None
-  shards = sorted(glob.glob(os.path.join(root, "**", "*.jsonl.gz"), recursive=True))
+  # the published shards (writer.shard_glob), not the runner's intermediate files in subfolders
+  shards = sorted(glob.glob(os.path.join(root, "crawl-*-of-*.jsonl.gz"))) or sorted(
+      glob.glob(os.path.join(root, "*", "crawl-*-of-*.jsonl.gz"))
+  )
   return {
       "report": report,
       "report_path": path,

@@ -105,7 +105,7 @@ def _stages(report: dict[str, Any]) -> list[str]:
     shape = f"{t.get('steps')} x {t.get('batch_size')} x {t.get('seq_len')}" if t.get("steps") else MISSING
     wall = _duration(w.get("wall_s")) + (" (est.)" if "estimate" in str(w.get("source")) else "")
     lines.append(
-        f"| {name} | {w.get('status', MISSING)} | {wall} | `{run.get('path', MISSING)}` | {model} | {shape} | "
+        f"| {name} | {w.get('status', MISSING)} | {wall} | `{run.get('path') or w.get('run') or MISSING}` | {model} | {shape} | "
         f"{run.get('data') or MISSING} |"
     )
   return lines
