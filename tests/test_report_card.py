@@ -160,6 +160,7 @@ def test_cells_hold_the_files_numbers(speedrun_dir, tmp_path):
   # the speedrun's own wall times and statuses, the crawl funnel, the tokenizer on the crawl's text
   assert "| grpo | failed | 5 s | `—` |" in md and "| pretrain | done | 10.0 min |" in md
   assert "| eval_sft | done | 7 s | `sft` |" in md
+  assert "| **total** | | 15.4 min |" in md  # 12.5 + 600 + 300 + 7 + 5 s
   assert "| quality | 9 | 6 | 3 | 0 | 66.7 | 600 |" in md
   assert report["tokenizer"]["text"] == "1 crawl documents"
   assert report["tokenizer"]["bytes_per_token"] > 1.0

@@ -108,6 +108,9 @@ def _stages(report: dict[str, Any]) -> list[str]:
         f"| {name} | {w.get('status', MISSING)} | {wall} | `{run.get('path') or w.get('run') or MISSING}` | {model} | {shape} | "
         f"{run.get('data') or MISSING} |"
     )
+  total = sum(w["wall_s"] for w in walls.values() if isinstance(w.get("wall_s"), (int, float)))
+  if total:
+    lines.append(f"| **total** | | {_duration(total)} | | | | |")
   return lines
 
 
