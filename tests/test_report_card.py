@@ -172,9 +172,9 @@ def test_cells_hold_the_files_numbers(speedrun_dir, tmp_path):
 
 
 def test_empty_folder_still_gets_a_report(tmp_path):
-  report = card.build(str(tmp_path), samples=False)
-  md_path, _ = card.write(report, str(tmp_path / "out" / "report.md"))
+  md_path = card.report(str(tmp_path), samples=False, out=str(tmp_path / "out" / "report.md"))
   md = open(md_path, encoding="utf-8").read()
+  report = json.load(open(tmp_path / "out" / card.REPORT_JSON, encoding="utf-8"))
   assert report["stages"] == {} and report["tokenizer"] is None
   assert all(c == "—" for c in _table_row(md, "identity"))
   assert "no crawl report" in md

@@ -3,6 +3,7 @@ the plots next to it.
 
     from nanolm_jax.report import card
     card.write(card.build("speedrun_out"), "speedrun_out/report.md")
+    card.report("speedrun_out", samples=False)   # the same in one call (the speedrun's report hook); returns the .md
 """
 
 from __future__ import annotations
@@ -122,3 +123,8 @@ def write(report: dict[str, Any], out: str) -> tuple[str, str]:
   with open(out, "w", encoding="utf-8") as f:
     f.write(render.markdown(report))
   return out, json_path
+
+
+def report(workdir: str, samples: bool = True, out: str | None = None) -> str:
+  """build + write: the report.md path (default <workdir>/report.md)."""
+  return write(build(workdir, samples=samples), out or os.path.join(workdir, "report.md"))[0]
