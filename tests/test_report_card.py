@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from nanolm_jax import report_card
 from nanolm_jax.report import card
 from nanolm_jax.report import collect
 from nanolm_jax.report import render
@@ -172,7 +173,7 @@ def test_cells_hold_the_files_numbers(speedrun_dir, tmp_path):
 
 
 def test_empty_folder_still_gets_a_report(tmp_path):
-  md_path = card.report(str(tmp_path), samples=False, out=str(tmp_path / "out" / "report.md"))
+  md_path = report_card.write_report(str(tmp_path), samples=False, out=str(tmp_path / "out" / "report.md"))
   md = open(md_path, encoding="utf-8").read()
   report = json.load(open(tmp_path / "out" / card.REPORT_JSON, encoding="utf-8"))
   assert report["stages"] == {} and report["tokenizer"] is None
