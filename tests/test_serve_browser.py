@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 
+import httpx
 import pytest
 
 from nanolm_jax import runs
@@ -118,3 +119,29 @@ def test_web_chat_streams_a_reply(browser, server):
   time.sleep(0.2)  # let the meta line render before the screenshot
   browser.save_screenshot(SCREENSHOT)
   assert os.path.getsize(SCREENSHOT) > 1000
+
+
+def test_tokenizer_page_colours_the_tokens(browser, server):
+  from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
+
+  text = "The function returns a list of values"
+  want = httpx.post(server.url + "/v1/tokenize", json={"text": text}, timeout=30).json()  # the endpoint's answer
+  browser.get(server.url + "/tokenizer")
+  box = browser.find_element(By.ID, "text")
+  box.clear()
+  box.send_keys(text)  # typed: the page re-tokenizes on input
+  wait = WebDriverWait(browser, 30)
+  ids = ", ".join(str(t["id"]) for t in want["tokens"])
+  wait.until(lambda d: d.find_element(By.ID, "ids").text == ids)  # the typed text's tokens, not the default text's
+  wait.until(lambda d: d.find_element(By.ID, "model").text == "tiny_chat")
+  spans = browser.find_elements(By.CSS_SELECTOR, "#tokens .tok")
+  assert [int(s.get_attribute("data-id")) for s in spans] == [t["id"] for t in want["tokens"]]
+  assert [browser.execute_script("return arguments[0].textContent;", s) for s in spans] == [
+      t["text"] for t in want["tokens"]
+  ]
+  colours = [s.value_of_css_property("background-color") for s in spans]
+  assert all(a != b for a, b in zip(colours, colours[1:])), colours  # neighbours are told apart
+  assert browser.find_element(By.ID, "count").text == str(want["count"])
+  assert browser.find_element(By.ID, "bytes").text == str(len(text))
+  browser.save_screenshot(os.path.join(os.environ.get("TMPDIR", "/tmp"), "nanolm_serve_tokenizer.png"))

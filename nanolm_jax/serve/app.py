@@ -2,7 +2,7 @@
 
 Endpoints: GET /v1/models, GET /v1/models/{id}, POST /v1/completions, POST /v1/chat/completions (both with
 `stream: true` as server-sent events: `data: {chunk}\\n\\n` ... `data: [DONE]\\n\\n`), GET / (the web chat page),
-GET /health (queue, batch-size counters, limits).
+GET /health (queue, batch-size counters, limits), GET /tokenizer (the tokenizer page) and POST /v1/tokenize (tokenize).
 
 Bodies are parsed by hand rather than with pydantic models so that every bad input gets OpenAI's error shape
 `{"error": {"message", "type", "param", "code"}}` with a message naming the field. Extensions and limits:
@@ -36,6 +36,7 @@ from nanolm_jax.serve import generation as generation_lib
 from nanolm_jax.serve import protocol
 from nanolm_jax.serve import replies
 from nanolm_jax.serve import streaming
+from nanolm_jax.serve import tokenize as tokenize_lib
 
 # The public surface predates the split into modules; callers import these from here.
 Limits = protocol.Limits
@@ -110,6 +111,14 @@ class _Server:
     with open(os.path.join(_STATIC, "index.html"), encoding="utf-8") as f:
       return f.read()
 
+  async def tokenizer_page(self):
+    with open(os.path.join(_STATIC, "tokenizer.html"), encoding="utf-8") as f:
+      return f.read()
+
+  async def tokenize(self, request: fastapi.Request):
+    body = await protocol.read_json(request, self.limits.max_body_bytes, self.limits.max_json_depth)
+    return tokenize_lib.tokenize(self.tokenizer, body, self.model_id)
+
   def _fit_max_tokens(self, prompts: Sequence[Sequence[int]], requested: int | None, default: int, param: str) -> int:
     return protocol.fit_max_tokens(prompts, requested, default, param, context=self.context, max_prompt=self.max_prompt)
 
@@ -178,6 +187,8 @@ def create_app(
   app.get("/v1/models/{name:path}")(server.get_model)
   app.get("/health")(server.health)
   app.get("/", response_class=responses.HTMLResponse)(server.index)
+  app.get("/tokenizer", response_class=responses.HTMLResponse)(server.tokenizer_page)
+  app.post("/v1/tokenize")(server.tokenize)
   app.post("/v1/completions")(server.completions)
   app.post("/v1/chat/completions")(server.chat_completions)
   return app
