@@ -87,7 +87,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.grpo = _stage(
         "tiny",
         train=dict(steps=2, eval_every=2, checkpoint_every=2, seq_len=96),
-        rl=dict(group_size=2, prompts_per_step=2, max_new_tokens=8, length_bucket=8),
+        # rows = 8 (the test's 8 host devices); no dynamic sampling: a near-random model's groups are all flat
+        rl=dict(group_size=2, prompts_per_step=4, max_new_tokens=8, length_bucket=8, dynamic_sampling=False),
         eval=dict(num_problems=4, samples=1, max_new_tokens=8, chunk_prompts=4),
     )
     c.reward_model = _stage(
@@ -98,7 +99,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.rlhf = _stage(
         "tiny",
         train=dict(steps=2, seq_len=96, eval_every=2, checkpoint_every=2),
-        rl=dict(group_size=2, prompts_per_step=2, max_new_tokens=8, length_bucket=8),
+        rl=dict(group_size=2, prompts_per_step=4, max_new_tokens=8, length_bucket=8),
         eval=dict(num_problems=4, samples=1, max_new_tokens=8, chunk_prompts=4),
         rlhf=dict(train_prompts=16, bon_samples=2, log_samples=0),
     )

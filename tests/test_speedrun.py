@@ -9,6 +9,7 @@ import pytest
 import configs
 from configs import crawl as crawl_configs
 from configs import speedrun as speedrun_configs
+from nanolm_jax import report_card
 from nanolm_jax import runs
 from nanolm_jax import speedrun
 
@@ -18,6 +19,7 @@ CONFIGS = speedrun.StageConfigs(
     stage=lambda name, preset: importlib.import_module(f"configs.{name}").get_config(preset),
     default=configs.default_config,
     crawl=crawl_configs.get_config,
+    report=report_card.write_report,
 )
 
 
@@ -39,6 +41,12 @@ def test_toy_chain_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys):
   # The chain is recorded where each stage starts from.
   assert runs.read_config(os.path.join(workdir, "grpo")).init_from == os.path.join(workdir, "sft")
   assert runs.read_config(os.path.join(workdir, "rlhf")).rlhf.policy_from == os.path.join(workdir, "sft")
+
+  # The report card: every stage's column in report.json, report.md beside it.
+  assert state["stages"]["report"]["report"] == "report.md"
+  card = json.load(open(os.path.join(workdir, "report.json")))
+  assert set(card["table"]) == {"pretrain", "sft", "grpo", "reward_model", "rlhf"}
+  assert card["crawl"]["shards"] > 0 and (tmp_path / "sr" / "report.md").exists()
 
   capsys.readouterr()
   again = speedrun.Chain(cfg, workdir, CONFIGS).run()
