@@ -137,10 +137,19 @@ class Shared:
     return chat.render_for_completion(self.task.messages(problem), self.tok)
 
   def forward_logprobs(self, params: Any, rows: dict[str, np.ndarray]) -> np.ndarray:
-    b = shd.global_batch({k: rows[k] for k in ("inputs", "targets", "segment_ids", "positions")}, self.batch_sharding)
-    return np.asarray(
-        jax.device_get(self.logprobs_fn(params, b["inputs"], b["targets"], b["segment_ids"], b["positions"]))
+    """logp_BxL of rows' targets; rows are padded (segment 0, dropped after) to a multiple of the batch sharding, so
+    an evaluation of fewer rows than data-parallel devices runs too."""
+    keys = ("inputs", "targets", "segment_ids", "positions")
+    n = rows["inputs"].shape[0]
+    spec = self.batch_sharding.spec[0] if self.batch_sharding.spec else None
+    axes = () if spec is None else ((spec,) if isinstance(spec, str) else tuple(spec))
+    width = max(1, int(np.prod([self.batch_sharding.mesh.shape[a] for a in axes])) // jax.process_count())
+    pad = -n % width
+    b = shd.global_batch(
+        {k: np.pad(rows[k], [(0, pad)] + [(0, 0)] * (rows[k].ndim - 1)) for k in keys}, self.batch_sharding
     )
+    logp = jax.device_get(self.logprobs_fn(params, b["inputs"], b["targets"], b["segment_ids"], b["positions"]))
+    return np.asarray(logp)[:n]
 
   def sample_kl(self, params: Any, prompts: Sequence[Sequence[int]], outs: Sequence[Any]) -> np.ndarray:
     """kl_B: sequence_kl of each prompt + sample under ``params`` against the reference (one forward each, the same
