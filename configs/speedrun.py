@@ -42,6 +42,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   c.reward_model = _stage("tiny", train=dict(steps=100), rm=dict(data=dict(num_train=800, num_val=200)))
   c.rlhf = _stage("tiny", train=dict(steps=50, eval_every=10), rlhf=dict(bon_samples=8))
   c.samples = True  # the report's samples of every stage's model for the same prompts
+  c.claims_n = 0  # questions per sampled claim (identity, few-shot); 0 = their defaults (50, 100)
   c.expected_s = ml_collections.ConfigDict(
       dict(
           crawl=60,
@@ -105,4 +106,5 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     )
     c.eval.update(max_examples=4, arithmetic=4, batch_size=8, max_new_tokens=8)
     c.samples = False
+    c.claims_n = 4
   return c

@@ -15,7 +15,9 @@ from absl import flags
 from nanolm_jax import claims
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/speedrun", "The chain folder.")
-_ONLY = flags.DEFINE_list("only", [], f"Claims to measure (default all): {', '.join(claims.READ_FROM_RUNS)}.")
+_ONLY = flags.DEFINE_list(
+    "only", [], f"Claims to measure (default all): {', '.join([*claims.COMPUTED, *claims.READ_FROM_RUNS])}."
+)
 _OUT = flags.DEFINE_string("out", None, "Folder for claims.json and the plots (default: --workdir).")
 
 

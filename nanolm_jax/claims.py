@@ -6,8 +6,9 @@ plot, whether the small model shows it, and one computed sentence saying so — 
 say why. "Shows" is decided by the intervals (the two 95 % intervals do not overlap in the claimed direction), never
 by a point estimate alone, so a small sample is reported as "not shown (yet)" rather than as a finding.
 
-Claims that need their own training (vocabulary size vs sequence length at equal FLOPs) or their own sampling
-(identity before SFT, zero- vs few-shot) are computed by `experiments.claims` and passed in as `extra` results.
+Two claims sample the chain's models (`COMPUTED`: identity before and after SFT, with and without a system prompt;
+the base model zero- vs few-shot); the rest read the runs' own evaluations (`READ_FROM_RUNS`). A claim that needs
+its own training (vocabulary size vs sequence length at equal FLOPs) comes in as `extra`.
 """
 
 from __future__ import annotations
@@ -234,6 +235,85 @@ def rlhf_overoptimisation(runs: dict[str, str], out: str) -> Claim:
   return Claim("rlhf_overoptimisation", claim, shows, s, numbers, plot)
 
 
+def _loaded(run_dir: str):
+  from nanolm_jax import runs as runs_lib  # pylint: disable=g-import-not-at-top  # loads jax models: computed claims only
+
+  return runs_lib.load_run(run_dir)
+
+
+def identity_claim(runs: dict[str, str], out: str, n: int = 50) -> Claim:
+  """'Who are you?' asked of the base model and of the SFT model, without and with a (held-out persona) system prompt."""
+  claim = "The model has no self: its identity is what SFT data (or a system prompt) says it is."
+  if "pretrain" not in runs or "sft" not in runs:
+    return Claim("identity", claim, None, "needs the chain's pretraining and SFT runs", {})
+  from nanolm_jax.posttrain import chat_eval  # pylint: disable=g-import-not-at-top
+
+  numbers = {}
+  for stage in ("pretrain", "sft"):
+    run = _loaded(runs[stage])
+    path = (run.cfg.get("sft", {}).get("identity", {}) or {}).get("path", "") if stage == "sft" else ""
+    r = chat_eval.identity_rates(run.model, run.params, run.tokenizer, n, identity_path=path)
+    numbers[stage] = {k: rate(r, k) for k in ("identity_accuracy", "persona_accuracy")}
+  plot = _bars(
+      os.path.join(out, "claim_identity.png"),
+      "'Who are you?' before and after SFT",
+      {
+          "no system prompt": {
+              "base": numbers["pretrain"]["identity_accuracy"],
+              "SFT": numbers["sft"]["identity_accuracy"],
+          },
+          "persona system prompt": {
+              "base": numbers["pretrain"]["persona_accuracy"],
+              "SFT": numbers["sft"]["persona_accuracy"],
+          },
+      },
+      "answers as told",
+  )
+  learned = above(numbers["sft"]["identity_accuracy"], numbers["pretrain"]["identity_accuracy"])
+  follows = above(numbers["sft"]["persona_accuracy"], numbers["pretrain"]["persona_accuracy"])
+  s = (
+      f"{'shown' if learned else 'not shown'}: names its identity {_fmt(numbers['pretrain']['identity_accuracy'])} "
+      f"before SFT and {_fmt(numbers['sft']['identity_accuracy'])} after; takes a system prompt's persona "
+      f"{_fmt(numbers['pretrain']['persona_accuracy'])} before and {_fmt(numbers['sft']['persona_accuracy'])} after"
+      + ("." if follows else " (not beyond the intervals).")
+  )
+  return Claim("identity", claim, bool(learned), s, numbers, plot)
+
+
+def few_shot(runs: dict[str, str], out: str, n: int = 100, shots: int = 4) -> Claim:
+  """The base model on the same arithmetic questions, zero-shot and with worked examples in its prompt."""
+  claim = "A base model simulates documents; a few-shot prompt turns it into something that answers."
+  if "pretrain" not in runs:
+    return Claim("few_shot", claim, None, "needs the chain's pretraining run", {})
+  from nanolm_jax.evals import harness  # pylint: disable=g-import-not-at-top
+
+  run = _loaded(runs["pretrain"])
+  numbers = {}
+  for k in (0, shots):
+    r = harness.evaluate(
+        run.model, run.params, run.tokenizer, [harness.arithmetic_task(n, num_fewshot=k)], max_new_tokens=96
+    )["arithmetic"]
+    acc = float(r["accuracy"])
+    numbers[f"{k}_shot"] = {"value": acc, "n": n, "ci": list(wilson(acc, n))}
+  better = above(numbers[f"{shots}_shot"], numbers["0_shot"])
+  plot = _bars(
+      os.path.join(out, "claim_few_shot.png"),
+      "Base model, arithmetic: zero-shot vs few-shot",
+      {"": {"0-shot": numbers["0_shot"], f"{shots}-shot": numbers[f"{shots}_shot"]}},
+      "accuracy",
+  )
+  s = (
+      f"{'shown' if better else 'not shown'}: {_fmt(numbers['0_shot'])} zero-shot vs "
+      f"{_fmt(numbers[f'{shots}_shot'])} with {shots} worked examples"
+  )
+  if not better and max(numbers["0_shot"]["ci"][1], numbers[f"{shots}_shot"]["ci"][1]) < 0.2:
+    s += "; the base model does not solve these problems in either form (both intervals below 0.2)"
+  s += "."
+  return Claim("few_shot", claim, bool(better), s, numbers, plot)
+
+
+COMPUTED: dict[str, Callable[[dict[str, str], str], Claim]] = {"few_shot": few_shot, "identity": identity_claim}
+
 READ_FROM_RUNS: dict[str, Callable[[dict[str, str], str], Claim]] = {
     "hallucination": hallucination,
     "tools": tools,
@@ -243,16 +323,28 @@ READ_FROM_RUNS: dict[str, Callable[[dict[str, str], str], Claim]] = {
 }
 
 
-def measure(workdir: str, out: str | None = None, only: Sequence[str] = (), extra: Sequence[Claim] = ()) -> list[Claim]:
-  """Every claim readable from `workdir`'s runs (plus `extra`, computed elsewhere); writes claims.json and plots."""
+def measure(
+    workdir: str,
+    out: str | None = None,
+    only: Sequence[str] = (),
+    compute: bool = True,
+    extra: Sequence[Claim] = (),
+    compute_n: int | None = None,
+) -> list[Claim]:
+  """Every claim of `workdir`'s runs: read off them, and with `compute` also those that sample the models (a minute
+  or two for the tiny chain; `compute_n` questions each instead of their defaults); plus `extra`, measured
+  elsewhere. Writes claims.json and the plots into `out`."""
   out = out or workdir
+  known = {**COMPUTED, **READ_FROM_RUNS}
+  unknown = [n for n in only if n not in known and n not in {c.name for c in extra}]
+  if unknown:
+    raise ValueError(f"unknown claim(s) {unknown}; known: {sorted(known)}")
   os.makedirs(out, exist_ok=True)
   speedrun = collect.read_json(os.path.join(workdir, collect.SPEEDRUN_FILE))
   runs = collect.find_runs(workdir, speedrun if isinstance(speedrun, dict) else None)
-  unknown = [n for n in only if n not in READ_FROM_RUNS and n not in {c.name for c in extra}]
-  if unknown:
-    raise ValueError(f"unknown claim(s) {unknown}; known: {sorted(READ_FROM_RUNS)}")
-  claims = [f(runs, out) for name, f in READ_FROM_RUNS.items() if not only or name in only]
+  chosen = {n: f for n, f in known.items() if (not only or n in only) and (compute or n not in COMPUTED)}
+  sized = {"n": compute_n} if compute_n else {}
+  claims = [f(runs, out, **sized) if n in COMPUTED else f(runs, out) for n, f in chosen.items()]
   claims += [c for c in extra if not only or c.name in only]
   with open(os.path.join(out, CLAIMS_FILE), "w") as f:
     json.dump([dataclasses.asdict(c) for c in claims], f, indent=2)

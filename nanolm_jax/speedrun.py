@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from nanolm_jax import claims
 from nanolm_jax import fs
 from nanolm_jax import run_eval
 from nanolm_jax.crawl import demo
@@ -170,10 +171,17 @@ class Chain:
     return {"run": name, "eval": os.path.relpath(path, self.workdir)}
 
   def report(self) -> dict[str, Any]:
+    """The report card, then the seed's claims measured on this chain as its last section (and claims.json)."""
+    measured = claims.measure(self.workdir, compute_n=self.sr.get("claims_n") or None)
     if self.configs.report is None:
-      return {"report": None}
+      return {"report": None, "claims": {c.name: c.shows for c in measured}}
     path = self.configs.report(self.workdir, bool(self.sr.samples))
-    return {"report": os.path.relpath(path, self.workdir) if path else None}
+    if path:
+      fs.write_text(path, fs.read_text(path).rstrip() + "\n\n" + claims.markdown(measured) + "\n")
+    return {
+        "report": os.path.relpath(path, self.workdir) if path else None,
+        "claims": {c.name: c.shows for c in measured},
+    }
 
 
 def _now() -> str:

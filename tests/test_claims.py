@@ -47,7 +47,7 @@ def _chain(tmp_path, hall_probe=0.02, hall_ctl=0.6, n=100, grpo_acc=(0.2, 0.3, 0
 
 
 def test_verdicts_follow_the_intervals(tmp_path):
-  by = {c.name: c for c in claims.measure(_chain(tmp_path), str(tmp_path / "out"))}
+  by = {c.name: c for c in claims.measure(_chain(tmp_path), str(tmp_path / "out"), compute=False)}
   assert by["hallucination"].shows is True
   assert by["hallucination"].numbers["no_probe"]["unknown_fact_hallucination_rate"]["value"] == 0.6
   lo, hi = claims.wilson(0.02, 100)
@@ -73,6 +73,7 @@ def test_a_turn_down_and_a_monotone_gold_are_not_shown(tmp_path):
 
 def test_missing_runs_are_not_measured_and_bad_names_are_errors(tmp_path):
   by = {c.name: c for c in claims.measure(str(tmp_path), str(tmp_path / "out"))}
+  assert set(by) == set(claims.READ_FROM_RUNS) | set(claims.COMPUTED)
   assert all(c.shows is None and c.plot is None for c in by.values())
   with pytest.raises(ValueError, match="halucination"):
     claims.measure(str(tmp_path), only=["halucination"])

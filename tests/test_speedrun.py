@@ -9,6 +9,7 @@ import pytest
 import configs
 from configs import crawl as crawl_configs
 from configs import speedrun as speedrun_configs
+from nanolm_jax import claims
 from nanolm_jax import report_card
 from nanolm_jax import runs
 from nanolm_jax import speedrun
@@ -47,6 +48,8 @@ def test_toy_chain_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys):
   card = json.load(open(os.path.join(workdir, "report.json")))
   assert set(card["table"]) == {"pretrain", "sft", "grpo", "reward_model", "rlhf"}
   assert card["crawl"]["shards"] > 0 and (tmp_path / "sr" / "report.md").exists()
+  assert "## The seed's claims, measured" in (tmp_path / "sr" / "report.md").read_text()
+  assert set(state["stages"]["report"]["claims"]) == set(claims.READ_FROM_RUNS)
 
   capsys.readouterr()
   again = speedrun.Chain(cfg, workdir, CONFIGS).run()

@@ -139,6 +139,29 @@ def evaluate(
   return result
 
 
+def identity_rates(
+    model: Any,
+    params: Any,
+    tok: tokenizer_lib.Tokenizer,
+    n: int,
+    seed: int = 1234,
+    identity_path: str = "",
+    max_new_tokens: int = 64,
+) -> dict[str, Any]:
+  """identity / identity_paraphrase / persona accuracy alone (with n and intervals): the identity claim asks them of
+  the base model too, where the rest of the chat evaluation has nothing to say."""
+  sampling = engine_lib.SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+  eng = engine_lib.Engine(model, params, tok)
+  ask = lambda convs: _ask(eng, tok, convs, sampling, 64, seed)
+  result: dict[str, Any] = {}
+  examples: dict[str, Any] = {}
+  ident = identity.load_identity(identity_path)
+  _identity(ask, ident, n, seed, result, examples)
+  _persona(ask, ident, n, seed, result, examples)
+  result["examples"] = examples
+  return result
+
+
 def identity_questions(
     n: int, seed: int, base: Sequence[tuple[str, str]] = IDENTITY_QUESTIONS, tag: str = "identity"
 ) -> list[tuple[str, str]]:
