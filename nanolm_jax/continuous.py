@@ -129,6 +129,32 @@ def _admit(state, new_cache, logits_NxV, slots_N, lengths_N):
   return new
 
 
+_KNOB_FILL = {"key": 0, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "max_new": 1, "stop_ids": -1}
+
+
+def _blank_knobs(b: int) -> dict[str, np.ndarray]:
+  """Host copies of the decode knobs for b free rows (greedy, one token, no stop ids)."""
+  return {
+      "key": np.zeros((b, 2), np.uint32),
+      "temperature": np.zeros((b,), np.float32),
+      "top_k": np.zeros((b,), np.int32),
+      "top_p": np.ones((b,), np.float32),
+      "max_new": np.ones((b,), np.int32),
+      "stop_ids": np.full((b, STOP_WIDTH), -1, np.int32),
+  }
+
+
+@jax.jit
+def _reslot(state, src_B, keep_B):
+  """state with its rows gathered by src_B (a new batch size); rows where keep_B is False are free (done, empty)."""
+  cache = state["cache"]
+  kv = jax.tree.map(lambda a: jnp.take(a, src_B, axis=a.ndim - 4), {"k": cache["k"], "v": cache["v"]})
+  new = {k: jnp.take(v, src_B, axis=0) for k, v in state.items() if k != "cache"}
+  new["done"] = new["done"] | ~keep_B
+  new["cache"] = {**kv, "valid": jnp.take(cache["valid"], src_B, axis=0) & keep_B[:, None], "index": cache["index"]}
+  return new
+
+
 def _row_keys(reqs: Sequence[Request]) -> np.ndarray:
   """keys_Nx2 (raw uint32) of the rows, one batched fold_in per distinct seed."""
   out = np.zeros((len(reqs), 2), np.uint32)
@@ -149,28 +175,18 @@ class SlotDecoder:
   def __init__(self, eng: engine_lib.Engine, slots: int, max_new_tokens: int = 0, chunk_steps: int | None = None):
     if eng.tools:
       raise ValueError("the continuous decoder does not run tools; use Engine.generate for an engine with tools")
-    if eng.mesh is not None:
-      raise ValueError("the continuous decoder runs unsharded engines only (mesh=None)")
     self.engine = eng
     self.cfg = eng.cfg
-    self.slots = sampling_lib.pow2(max(1, int(slots)))
+    self.slots = eng._batch_bucket(max(1, int(slots)))  # pylint: disable=protected-access
     self.steps = int(chunk_steps or eng.chunk_steps)
     self.waiting: collections.deque[Request] = collections.deque()
-    self.rows: list[_Slot | None] = [None] * self.slots
-    self.stats = {"joins": 0, "finished": 0, "cancelled": 0, "chunks": 0, "relayouts": 0, "prefills": 0}
+    self.rows: list[_Slot | None] = []  # one per row of the decode batch: a power of two up to `slots`, see _fit
+    self.stats = {"joins": 0, "finished": 0, "cancelled": 0, "chunks": 0, "relayouts": 0, "prefills": 0, "resizes": 0}
     self._out_len = sampling_lib.pow2(max(1, max_new_tokens or self.steps))
     self._state: dict[str, Any] | None = None
     self._index = 0
     self._cache_len = 0
-    b = self.slots
-    self._knobs = {
-        "key": np.zeros((b, 2), np.uint32),
-        "temperature": np.zeros((b,), np.float32),
-        "top_k": np.zeros((b,), np.int32),
-        "top_p": np.ones((b,), np.float32),
-        "max_new": np.ones((b,), np.int32),
-        "stop_ids": np.full((b, STOP_WIDTH), -1, np.int32),
-    }
+    self._knobs = _blank_knobs(1)
     self._device_knobs: dict[str, jax.Array] | None = None
 
   # --- queue ---
@@ -201,6 +217,7 @@ class SlotDecoder:
   def step(self) -> None:
     """Retires cancelled rows, admits waiting rows into free slots, runs one decode chunk and hands out its tokens."""
     self._retire_cancelled()
+    self._fit()
     self._admit_waiting()
     if not self.active:
       return
@@ -234,7 +251,28 @@ class SlotDecoder:
 
   # --- joining ---
 
+  def _fit(self) -> None:
+    """Sizes the decode batch to the rows that want a slot (a power of two, at most `slots`): a lone row decodes at
+    batch 1, not at the server's full width. Grows at once; shrinks only to a quarter or less (no flapping)."""
+    need = sampling_lib.pow2(max(1, min(self.slots, self.active + len(self.waiting))))
+    b = len(self.rows)
+    if self._state is None or not (need > b or need <= b // 4):
+      return
+    live = [i for i, s in enumerate(self.rows) if s is not None]
+    src = np.array(live + [0] * (need - len(live)), np.int32)
+    keep = np.arange(need) < len(live)
+    self._state = _reslot(self._state, jnp.asarray(src), jnp.asarray(keep))
+    knobs = _blank_knobs(need)
+    for k, v in self._knobs.items():
+      knobs[k][: len(live)] = v[live]
+    self._knobs, self._device_knobs = knobs, None
+    self.rows = [self.rows[i] for i in live] + [None] * (need - len(live))
+    self.stats["resizes"] += 1
+
   def _admit_waiting(self) -> None:
+    if self._state is None and self.waiting:
+      need_out = sampling_lib.pow2(max(r.sampling.max_new_tokens for r in self.waiting))
+      self._start(max(need_out, self._out_len), sampling_lib.pow2(min(self.slots, len(self.waiting))))
     free = [i for i, s in enumerate(self.rows) if s is None]
     take = [self.waiting.popleft() for _ in range(min(len(free), len(self.waiting)))]
     if not take:
@@ -242,9 +280,7 @@ class SlotDecoder:
     slots = free[: len(take)]
     eng = self.engine
     need_out = sampling_lib.pow2(max(r.sampling.max_new_tokens for r in take))
-    if self._state is None:
-      self._start(max(need_out, self._out_len))
-    elif need_out > self._out_len:
+    if need_out > self._out_len:
       self._grow_out(need_out)
     # One prefill for the joining rows: unique prompts once, rows gathered (like Engine._prefill).
     uniq: dict[tuple[int, ...], int] = {}
@@ -267,7 +303,7 @@ class SlotDecoder:
         cache_dtype=eng.cache_dtype,
     )
     self._make_room(t_b)
-    slots_N = np.full((n_b,), self.slots, np.int32)  # padding rows scatter out of bounds: dropped
+    slots_N = np.full((n_b,), len(self.rows), np.int32)  # padding rows scatter out of bounds: dropped
     slots_N[: len(take)] = slots
     lengths_N = np.ones((n_b,), np.int32)
     lengths_N[: len(take)] = [len(r.prompt) for r in take]
@@ -290,15 +326,16 @@ class SlotDecoder:
     eng.stats["prefill_calls"] += 1
     eng.stats["prefill_rows"] += len(uniq)
 
-  def _start(self, out_len: int) -> None:
-    """The first state: every slot free (done), an empty cache of a prompt bucket plus the output length."""
+  def _start(self, out_len: int, b: int) -> None:
+    """The first state: b free (done) rows, an empty cache of a prompt bucket plus the output length."""
     self._out_len = out_len
     self._cache_len = sampling_lib.pow2(min(self.cfg.max_len, 64) + out_len)
-    cache = engine_lib.model_lib.init_cache(self.cfg, self.slots, self._cache_len, jnp.dtype(self.engine.cache_dtype))
-    logits = jnp.zeros((self.slots, self.cfg.vocab_size), jnp.float32)
-    lengths = np.ones((self.slots,), np.int32)
-    self._state = sampling_lib.initial_state(cache, logits, lengths, 0, out_len, 1)
+    cache = engine_lib.model_lib.init_cache(self.cfg, b, self._cache_len, jnp.dtype(self.engine.cache_dtype))
+    logits = jnp.zeros((b, self.cfg.vocab_size), jnp.float32)
+    self._state = sampling_lib.initial_state(cache, logits, np.ones((b,), np.int32), 0, out_len, 1)
     self._index = 0
+    self.rows = [None] * b
+    self._knobs, self._device_knobs = _blank_knobs(b), None
 
   def _grow_out(self, out_len: int) -> None:
     extra = out_len - self._out_len
@@ -318,7 +355,7 @@ class SlotDecoder:
     cache_len = self._cache_len
     if index + self.steps > cache_len:
       cache_len = sampling_lib.pow2(index + 4 * self.steps)
-    src_BxC = np.full((self.slots, cache_len), -1, np.int32)
+    src_BxC = np.full((len(self.rows), cache_len), -1, np.int32)
     for b in np.nonzero(counts)[0]:
       slots = np.nonzero(valid_BxC[b])[0]
       src_BxC[b, index - len(slots) : index] = slots
