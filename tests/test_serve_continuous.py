@@ -50,8 +50,8 @@ class _Rows:
     self.tokens[key], self.ended[key] = [], threading.Event()
 
     def emit(ev):
-      if isinstance(ev, batcher_lib.TokenEvent):
-        self.tokens[key].append(ev.token)
+      if isinstance(ev, batcher_lib.TokensEvent):
+        self.tokens[key].extend(ev.tokens)
       else:
         self.done[key] = ev
         self.ended[key].set()

@@ -54,6 +54,13 @@ class TokenEvent:
 
 
 @dataclasses.dataclass(frozen=True)
+class TokensEvent:
+  """Several new tokens of a row, in order (a decode chunk's worth: one wake-up of the request, not one per token)."""
+
+  tokens: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class DoneEvent:
   """End of a row: the engine's Completion, or an error message when the call failed."""
 
@@ -61,7 +68,7 @@ class DoneEvent:
   error: str | None = None
 
 
-Event = TokenEvent | DoneEvent
+Event = TokenEvent | TokensEvent | DoneEvent
 
 
 @dataclasses.dataclass(eq=False)
@@ -292,6 +299,7 @@ class ContinuousBatcher(_RowQueue):
     self._new_decoder = lambda: continuous.SlotDecoder(eng, slots, max_new_tokens)
     self.decoder = self._new_decoder()
     self._live: dict[Row, continuous.Request] = {}  # rows in the decoder, for cancellation
+    self._flush: dict[Row, Callable[[], None]] = {}  # emits a live row's tokens of the last chunk
     self._done_before: dict[str, int] = {}  # counters of decoders replaced after a failure
     self._init_queue(max_batch, max_queue, batch_wait_s, BatcherStats(slots=self.decoder.slots), "nanolm-continuous")
 
@@ -300,18 +308,28 @@ class ContinuousBatcher(_RowQueue):
     return self.engine.cfg.max_len
 
   def _request(self, row: Row, seed: int) -> continuous.Request:
+    pending: list[int] = []  # the chunk's tokens, emitted together when the row's turn in the chunk ends
+
     def on_token(token: int, text_delta: str, generated: bool) -> None:
       del text_delta, generated  # the server detokenizes itself
-      row.emit(TokenEvent(int(token)))
+      pending.append(int(token))
+
+    def flush() -> None:
+      if pending:
+        row.emit(TokensEvent(tuple(pending)))
+        pending.clear()
 
     def on_done(c: engine_lib.Completion) -> None:
+      flush()
       self._live.pop(row, None)
+      self._flush.pop(row, None)
       if c.finish_reason == "cancelled":
         self.stats.cancelled += 1
         row.emit(DoneEvent(error="cancelled"))
       else:
         row.emit(DoneEvent(completion=c))
 
+    self._flush[row] = flush
     return continuous.Request(
         row.prompt,
         row.sampling,
@@ -365,11 +383,13 @@ class ContinuousBatcher(_RowQueue):
         # A failed chunk must not kill the server: its rows end with an error, a fresh decoder goes on.
         self.stats.failed_batches += 1
         log.exception("decoding failed with %d rows", len(self._live))
-        live, self._live = self._live, {}
+        live, self._live, self._flush = self._live, {}, {}
         for row in live:
           row.emit(DoneEvent(error=f"generation failed: {type(e).__name__}: {e}"))
         self._done_before = {k: self._done_before.get(k, 0) + v for k, v in self.decoder.stats.items()}
         self.decoder = self._new_decoder()
+      for flush in list(self._flush.values()):
+        flush()
       self.stats.slots_in_use = self.decoder.active
       self.stats.joins = self._done_before.get("joins", 0) + self.decoder.stats["joins"]
       self.stats.chunks = self._done_before.get("chunks", 0) + self.decoder.stats["chunks"]

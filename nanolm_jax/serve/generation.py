@@ -93,6 +93,9 @@ class Generation:
         continue
       if isinstance(event, batcher_lib.TokenEvent):
         choice.add_token(event.token)
+      elif isinstance(event, batcher_lib.TokensEvent):
+        for token in event.tokens:
+          choice.add_token(token)
       else:
         choice.finish(event)
         if choice.error is not None:
