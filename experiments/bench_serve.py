@@ -206,8 +206,10 @@ def main(argv):
   modes = {"continuous": True} | ({"call-at-a-time": False} if _COMPARE.value else {})
   servers = {name: _Server(_app(run, cont)).__enter__() for name, cont in modes.items()}
   try:
-    for name, s in servers.items():  # compiles: every level twice (the shapes a level meets vary a little)
-      for c in clients + clients:
+    # Compiles: every batch size (powers of two up to the most clients), then the levels once more.
+    warm = [1 << i for i in range(max(clients).bit_length())] + clients
+    for name, s in servers.items():
+      for c in warm:
         asyncio.run(_level(s.url, c, -1 - c))
       print(f"warmed up {name}")
     tables = {name: {c: [] for c in clients} for name in modes}

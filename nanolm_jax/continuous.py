@@ -180,7 +180,7 @@ class SlotDecoder:
     self.slots = eng._batch_bucket(max(1, int(slots)))  # pylint: disable=protected-access
     self.steps = int(chunk_steps or eng.chunk_steps)
     self.waiting: collections.deque[Request] = collections.deque()
-    self.rows: list[_Slot | None] = []  # one per row of the decode batch: a power of two up to `slots`, see _fit
+    self.rows: list[_Slot | None] = []  # one per row of the decode batch: a power of 4 or `slots`, see _fit
     self.stats = {"joins": 0, "finished": 0, "cancelled": 0, "chunks": 0, "relayouts": 0, "prefills": 0, "resizes": 0}
     self._out_len = sampling_lib.pow2(max(1, max_new_tokens or self.steps))
     self._state: dict[str, Any] | None = None
@@ -251,10 +251,19 @@ class SlotDecoder:
 
   # --- joining ---
 
+  def _size(self, n: int, factor: int = 2) -> int:
+    """The bucket of n rows: a power of `factor` (at most `slots`). Few sizes: each compiles the decode chunk, the
+    prefill and the joining / resizing programs, and a server must not compile while it serves. The decode batch
+    uses powers of 2 (padding rows cost decode steps); a prefill's prompts use powers of 4 (it runs once per join)."""
+    size = 1
+    while size < min(n, self.slots):
+      size *= factor
+    return min(size, self.slots)
+
   def _fit(self) -> None:
     """Sizes the decode batch to the rows that want a slot (a power of two, at most `slots`): a lone row decodes at
     batch 1, not at the server's full width. Grows at once; shrinks only to a quarter or less (no flapping)."""
-    need = sampling_lib.pow2(max(1, min(self.slots, self.active + len(self.waiting))))
+    need = self._size(self.active + len(self.waiting))
     b = len(self.rows)
     if self._state is None or not (need > b or need <= b // 4):
       return
@@ -272,7 +281,7 @@ class SlotDecoder:
   def _admit_waiting(self) -> None:
     if self._state is None and self.waiting:
       need_out = sampling_lib.pow2(max(r.sampling.max_new_tokens for r in self.waiting))
-      self._start(max(need_out, self._out_len), sampling_lib.pow2(min(self.slots, len(self.waiting))))
+      self._start(max(need_out, self._out_len), self._size(len(self.waiting)))
     free = [i for i, s in enumerate(self.rows) if s is None]
     take = [self.waiting.popleft() for _ in range(min(len(free), len(self.waiting)))]
     if not take:
@@ -286,7 +295,9 @@ class SlotDecoder:
     uniq: dict[tuple[int, ...], int] = {}
     src = [uniq.setdefault(tuple(r.prompt), len(uniq)) for r in take]
     t_b = sampling_lib.pow2(max(len(p) for p in uniq))
-    p_b, n_b = sampling_lib.pow2(len(uniq)), sampling_lib.pow2(len(take))
+    p_b, n_b = min(self._size(len(uniq), 4), len(self.rows)), len(
+        self.rows
+    )  # joining rows padded to the batch: one program per size
     prompt_PxT = np.zeros((p_b, t_b), np.int32)
     pad_P = np.full((p_b,), t_b - 1, np.int32)
     for i, p in enumerate(uniq):
