@@ -14,8 +14,11 @@ How it works (the engine's jitted decode chunk, sampling.Programs.decode, does t
     are explicit, so where a row's slots sit changes nothing it attends to.
   * Before each chunk the host makes room: when I < T (a prompt longer than the cache's past) or I + chunk overruns
     the cache, every row's valid slots are gathered right-aligned to a new index (finished rows' and padding slots
-    dropped), growing the cache only when that does not free enough. So a long-running server never grows past
-    about the context plus a few chunks.
+    dropped), into a cache sized to the new index plus at least 4 chunks (a power of two: it grows and shrinks with
+    the rows, as every step reads every row's whole cache). So a long-running server never holds more than about
+    the longest row plus a few chunks per row.
+  * The decode batch is sized to the rows that want a slot (powers of two up to `slots`; rows are gathered when it
+    changes), so a lone request decodes at batch 1 however wide the server is.
   * Row keys: a row draws token t from fold_in(fold_in(seed, row), t) (sampling.row_keys), as Engine.generate does
     for row `row` of a call, so a row gets its solo completion whatever slot it lands in and whoever else is there
     (same tokens; logprobs equal up to float rounding of the differently shaped attention).
@@ -338,9 +341,9 @@ class SlotDecoder:
     eng.stats["prefill_rows"] += len(uniq)
 
   def _start(self, out_len: int, b: int) -> None:
-    """The first state: b free (done) rows, an empty cache of a prompt bucket plus the output length."""
+    """The first state: b free (done) rows and a small empty cache."""
     self._out_len = out_len
-    self._cache_len = sampling_lib.pow2(min(self.cfg.max_len, 64) + out_len)
+    self._cache_len = sampling_lib.pow2(4 * self.steps)  # _make_room sizes it to the rows as they come
     cache = engine_lib.model_lib.init_cache(self.cfg, b, self._cache_len, jnp.dtype(self.engine.cache_dtype))
     logits = jnp.zeros((b, self.cfg.vocab_size), jnp.float32)
     self._state = sampling_lib.initial_state(cache, logits, np.ones((b,), np.int32), 0, out_len, 1)
@@ -363,9 +366,9 @@ class SlotDecoder:
     valid_BxC &= live_B[:, None]
     counts = valid_BxC.sum(axis=1)
     index = int(max(counts.max(initial=0), front))
-    cache_len = self._cache_len
-    if index + self.steps > cache_len:
-      cache_len = sampling_lib.pow2(index + 4 * self.steps)
+    # Room for at least 4 more chunks, and no more than a power of two above that: every step reads the whole cache
+    # of every row (at 32 rows of the tiny model, more bytes than the weights), so it shrinks back after a burst.
+    cache_len = sampling_lib.pow2(index + 4 * self.steps)
     src_BxC = np.full((len(self.rows), cache_len), -1, np.int32)
     for b in np.nonzero(counts)[0]:
       slots = np.nonzero(valid_BxC[b])[0]
