@@ -32,6 +32,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "SFT run folder to sample from."
 _SLOTS = flags.DEFINE_list("slots", ["32", "64"], "Continuous-batching slot counts to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Rollouts per setting (medians are reported).")
 _PROMPTS = flags.DEFINE_integer("prompts", 0, "Prompts per rollout (0: the GRPO config's prompts_per_step).")
+_CHUNK = flags.DEFINE_integer("chunk_steps", 8, "Decode steps between joins of the continuous runs.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed rollouts first (compiles: the shapes a rollout meets vary).")
 
 
 def main(argv):
@@ -53,13 +55,18 @@ def main(argv):
   settings = {"engine call": 0} | {f"{s} slots": int(s) for s in _SLOTS.value}
   times = {k: [] for k in settings}
   differ, lengths = {k: [] for k in settings}, []
-  for rep in range(-1, _REPEATS.value):  # rep -1 compiles
-    prompts = [chat.render_for_completion(task.messages(task.train_problem(rep * p + i + p)), tok) for i in range(p)]
+  for rep in range(-_WARMUP.value, _REPEATS.value):  # negative reps compile
+    prompts = [
+        chat.render_for_completion(task.messages(task.train_problem((rep + _WARMUP.value) * p + i)), tok)
+        for i in range(p)
+    ]
     ref = None
     for name, slots in settings.items():
       t0 = time.perf_counter()
       if slots:
-        outs = continuous.generate(eng, prompts, sampling, n=g, seed=rep, stop_tokens=stops, slots=slots)
+        outs = continuous.generate(
+            eng, prompts, sampling, n=g, seed=rep, stop_tokens=stops, slots=slots, chunk_steps=_CHUNK.value
+        )
       else:
         outs = eng.generate(prompts, sampling, n=g, seed=rep, stop_tokens=stops)
       dt = time.perf_counter() - t0

@@ -175,7 +175,16 @@ def _row_keys(reqs: Sequence[Request]) -> np.ndarray:
 class SlotDecoder:
   """Rows in `slots` decode slots over one KV cache, refilled from a waiting queue between chunks. See module doc."""
 
-  def __init__(self, eng: engine_lib.Engine, slots: int, max_new_tokens: int = 0, chunk_steps: int | None = None):
+  def __init__(
+      self,
+      eng: engine_lib.Engine,
+      slots: int,
+      max_new_tokens: int = 0,
+      chunk_steps: int | None = None,
+      min_cache_len: int = 0,
+  ):
+    """slots: the most rows decoding at once; max_new_tokens: the output buffer per row (grown when a row needs
+    more); min_cache_len: the cache never shrinks below this (each length is a compile; 0: 4 chunks)."""
     if eng.tools:
       raise ValueError("the continuous decoder does not run tools; use Engine.generate for an engine with tools")
     self.engine = eng
@@ -189,6 +198,7 @@ class SlotDecoder:
     self._state: dict[str, Any] | None = None
     self._index = 0
     self._cache_len = 0
+    self._min_cache_len = sampling_lib.pow2(max(min_cache_len, 4 * self.steps))
     self._knobs = _blank_knobs(1)
     self._device_knobs: dict[str, jax.Array] | None = None
 
@@ -343,7 +353,7 @@ class SlotDecoder:
   def _start(self, out_len: int, b: int) -> None:
     """The first state: b free (done) rows and a small empty cache."""
     self._out_len = out_len
-    self._cache_len = sampling_lib.pow2(4 * self.steps)  # _make_room sizes it to the rows as they come
+    self._cache_len = self._min_cache_len  # _make_room sizes it to the rows as they come
     cache = engine_lib.model_lib.init_cache(self.cfg, b, self._cache_len, jnp.dtype(self.engine.cache_dtype))
     logits = jnp.zeros((b, self.cfg.vocab_size), jnp.float32)
     self._state = sampling_lib.initial_state(cache, logits, np.ones((b,), np.int32), 0, out_len, 1)
@@ -366,9 +376,12 @@ class SlotDecoder:
     valid_BxC &= live_B[:, None]
     counts = valid_BxC.sum(axis=1)
     index = int(max(counts.max(initial=0), front))
-    # Room for at least 4 more chunks, and no more than a power of two above that: every step reads the whole cache
-    # of every row (at 32 rows of the tiny model, more bytes than the weights), so it shrinks back after a burst.
-    cache_len = sampling_lib.pow2(index + 4 * self.steps)
+    # Room for at least 4 more chunks. Every step reads the whole cache of every row (at 32 rows of the tiny model
+    # more bytes than the weights), so it shrinks back after a burst, but only to a quarter or less: each length
+    # compiles the decode chunk again.
+    cache_len = max(sampling_lib.pow2(index + 4 * self.steps), self._min_cache_len)
+    if self._cache_len // 4 < cache_len < self._cache_len:
+      cache_len = self._cache_len
     src_BxC = np.full((len(self.rows), cache_len), -1, np.int32)
     for b in np.nonzero(counts)[0]:
       slots = np.nonzero(valid_BxC[b])[0]
@@ -436,12 +449,18 @@ def generate(
     stop_tokens: Sequence[int] = (),
     stop_strings: Sequence[str] = (),
     slots: int = 0,
+    chunk_steps: int | None = None,
 ) -> list[engine_lib.Completion]:
   """Engine.generate's completions (prompt-major, row i * n + j draws as that engine row) decoded in `slots` slots
-  (0: all rows at once): rows wait for a free slot and join as others finish, so short rows stop costing steps."""
+  (0: all rows at once): rows wait for a free slot and join as others finish, so short rows stop costing steps.
+  chunk_steps: decode steps between joins (default: the engine's)."""
   prompts, sampling = eng._validate(prompts, sampling, n, stop_strings, False)  # pylint: disable=protected-access
   rows = len(prompts) * n
-  dec = SlotDecoder(eng, min(slots or rows, rows), max(sp.max_new_tokens for sp in sampling))
+  max_new = max(sp.max_new_tokens for sp in sampling)
+  # The cache starts as long as Engine.generate's (the longest prompt's bucket + the output), so a rollout compiles
+  # once rather than once per length it grows through.
+  first_cache = sampling_lib.pow2(max(len(p) for p in prompts)) + sampling_lib.pow2(max_new)
+  dec = SlotDecoder(eng, min(slots or rows, rows), max_new, chunk_steps, min_cache_len=first_cache)
   outs: list[engine_lib.Completion | None] = [None] * rows
 
   def done(r: int) -> Callable[[engine_lib.Completion], None]:
