@@ -53,6 +53,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
           overlong_cache=0,  # > 0: DAPO soft overlong penalty over the last this-many tokens
           length_bucket=32,  # rows padded to a multiple of this (<= train.seq_len): few shapes, little padding
           recompute_old_logprobs=False,  # π_old from a training-graph forward instead of the engine's logprobs
+          rollout_slots=0,  # > 0: decode rollouts in this many continuous-batching slots (rows join as others end)
       )
   )
 

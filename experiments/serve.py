@@ -1,7 +1,7 @@
 r"""Serve a run folder over an OpenAI-compatible API, with a web chat at /.
 
   python -m experiments.serve --workdir=runs/pretrain_tiny                  # http://127.0.0.1:8000/
-  python -m experiments.serve --workdir=runs/sft --port=8080 --max_batch=32 --max_tokens_limit=1024
+  python -m experiments.serve --workdir=runs/sft --port=8080 --slots=64 --max_tokens_limit=1024
 
   curl -s 127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32}'
@@ -27,14 +27,16 @@ _MODEL_ID = flags.DEFINE_string("model_id", None, "Model id in the API (default:
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens_limit", 512, "Largest max_tokens a request may ask for.")
 _MAX_PROMPT = flags.DEFINE_integer("max_prompt_tokens", None, "Longest prompt in tokens (default: context - 1).")
 _MAX_QUEUE = flags.DEFINE_integer("max_queue", 256, "Completions waiting before requests get 429.")
-_MAX_BATCH = flags.DEFINE_integer("max_batch", 16, "Completions per engine call (and per request).")
+_MAX_BATCH = flags.DEFINE_integer("max_batch", 16, "Completions per request.")
+_SLOTS = flags.DEFINE_integer("slots", 32, "Rows decoding at once (continuous batching; more wait in the queue).")
+_KEEPALIVE = flags.DEFINE_float("keepalive_s", 10.0, "Idle seconds before an SSE stream gets a keep-alive comment.")
 _MAX_BODY = flags.DEFINE_integer("max_body_bytes", 1 << 20, "Largest request body.")
 _TIMEOUT = flags.DEFINE_float("request_timeout_s", 300.0, "Time limit for one request, queueing included.")
 _CHUNK = flags.DEFINE_integer("chunk_steps", 4, "Decode steps between streamed updates.")
 _PAD = flags.DEFINE_bool(
     "pad_to_batch",
     False,
-    "Pad every engine call to --max_batch rows (one compiled batch " "shape; good when compiles are slow).",
+    "Unused by the continuous batcher (kept for scripts): padded engine calls of the call-at-a-time batcher.",
 )
 _WARMUP = flags.DEFINE_bool("warmup", True, "Compile the common shapes before accepting requests.")
 
@@ -51,6 +53,7 @@ def main(argv):
       (_MAX_BATCH, _MAX_BATCH.value, 1),
       (_MAX_BODY, _MAX_BODY.value, 1024),
       (_CHUNK, _CHUNK.value, 1),
+      (_SLOTS, _SLOTS.value, 1),
       (_PORT, _PORT.value, 0),
   ):
     if value < lo:
@@ -68,6 +71,8 @@ def main(argv):
       request_timeout_s=_TIMEOUT.value,
       chunk_steps=_CHUNK.value,
       pad_to_batch=_PAD.value,
+      slots=_SLOTS.value,
+      keepalive_s=_KEEPALIVE.value,
   )
   app_ = app_lib.create_app(run, limits, model_id=_MODEL_ID.value)
   if _WARMUP.value:

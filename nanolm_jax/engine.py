@@ -43,6 +43,7 @@ by name). A stop string that spans two chunks may be partly streamed before it i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -369,14 +370,26 @@ class Engine:
 
   def _stream(self, call: _DecodeCall, r: int, toks, end: int, forced_mask, finished: bool, on_token: OnToken):
     """Calls on_token for row r's tokens from call.seen[r] to end, with the text each one adds."""
-    for t in range(call.seen[r], end):
+    emit = functools.partial(on_token, r)
+    call.streamed_text[r] = self.stream_tokens(
+        toks, call.seen[r], end, call.streamed_text[r], forced_mask, finished, emit
+    )
+
+  def stream_tokens(self, toks, start: int, end: int, streamed: str, forced_mask, finished: bool, emit) -> str:
+    """Calls emit(token, text_delta, generated) for toks[start:end]; returns the text streamed so far.
+
+    streamed: the text streamed before toks[start]. A row's text is decoded whole each token, so that a multi-token
+    character appears once complete (held back while the text ends in U+FFFD, unless the row just finished).
+    """
+    for t in range(start, end):
       text = self._decode_text(toks[: t + 1])
       delta = ""
       # Hold back an incomplete UTF-8 character (it decodes as U+FFFD until its last byte arrives).
       if not text.endswith("\ufffd") or (finished and t + 1 == end):
-        common = len(os.path.commonprefix([text, call.streamed_text[r]]))
-        delta, call.streamed_text[r] = text[common:], text
-      on_token(r, toks[t], delta, not bool(forced_mask[t]))
+        common = len(os.path.commonprefix([text, streamed]))
+        delta, streamed = text[common:], text
+      emit(toks[t], delta, not bool(forced_mask[t]))
+    return streamed
 
   def _finish(self, call: _DecodeCall, prompts: list[list[int]], n: int) -> list[Completion]:
     """One Completion per real row, cut where the host saw a stop string."""
@@ -385,32 +398,38 @@ class Engine:
     results = []
     for r in range(call.rows):
       length = call.final_len[r] if call.final_len[r] is not None else int(out["n_out"][r])
-      toks = out["out_tok"][r, :length].tolist()
-      reason = "stop" if (call.stop_what[r] is not None or out["reason"][r] == 1) else "length"
-      stop = call.stop_what[r]
-      text_toks = toks
-      if stop is None and reason == "stop":
-        stop = toks[-1]
-        text_toks = toks[:-1]
-      text = self._decode_text(text_toks)
-      if isinstance(stop, str):
-        text = text[: text.find(stop)] if stop in text else text
       results.append(
-          Completion(
-              prompt_index=r // n,
-              sample_index=r % n,
-              tokens=toks,
-              logprobs=out["out_logp"][r, :length].tolist(),
-              sampling_logprobs=out["out_slogp"][r, :length].tolist(),
-              generated_mask=(~out["out_forced"][r, :length]).tolist(),
-              text=text,
-              finish_reason=reason,
-              stop=stop,
-              tool_calls=call.calls[r],
-              prompt_tokens=len(prompts[r // n]),
-          )
+          self.completion(out, r, length, call.stop_what[r], r // n, r % n, call.calls[r], len(prompts[r // n]))
       )
     return results
+
+  def completion(self, out, r: int, length: int, stop_what, prompt_index: int, sample_index: int, calls, prompt_tokens):
+    """Row r's Completion from the decode state's host copy `out` (n_out, reason, out_* arrays), cut at `length`.
+
+    stop_what: the stop string the host cut the row at (else None: a stop token ends it when reason is 1)."""
+    toks = out["out_tok"][r, :length].tolist()
+    reason = "stop" if (stop_what is not None or out["reason"][r] == 1) else "length"
+    stop = stop_what
+    text_toks = toks
+    if stop is None and reason == "stop":
+      stop = toks[-1]
+      text_toks = toks[:-1]
+    text = self._decode_text(text_toks)
+    if isinstance(stop, str):
+      text = text[: text.find(stop)] if stop in text else text
+    return Completion(
+        prompt_index=prompt_index,
+        sample_index=sample_index,
+        tokens=toks,
+        logprobs=out["out_logp"][r, :length].tolist(),
+        sampling_logprobs=out["out_slogp"][r, :length].tolist(),
+        generated_mask=(~out["out_forced"][r, :length]).tolist(),
+        text=text,
+        finish_reason=reason,
+        stop=stop,
+        tool_calls=calls,
+        prompt_tokens=prompt_tokens,
+    )
 
   def _find_stop_string(self, toks, forced_mask, start, stop_strings):
     """(tokens to keep, stop string) for the first stop string completed by a sampled token at index >= start."""

@@ -119,6 +119,19 @@ def sample_token(
 # --- jitted programs --------------------------------------------------------------------------------------------------
 
 
+def row_keys(seed: Any, rows: Any) -> jax.Array:
+  """keys_Bx2: fold_in(seed, row) per row. A row's draws depend only on its own (seed, row), not on its batch slot:
+  token t of the row uses fold_in(key, t), so a row joining a running batch samples what it would alone."""
+  key = jax.random.PRNGKey(seed) if isinstance(seed, (int, np.integer)) else seed
+  return jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.asarray(rows, jnp.int32))
+
+
+def stop_id_row(stop_tokens: Sequence[int], width: int = 0) -> np.ndarray:
+  """The stop token ids padded with -1 to a power of two (at least `width`): one row of the stop_ids knob."""
+  ids = np.array(sorted(set(int(t) for t in stop_tokens)) or [-1], np.int32)
+  return np.pad(ids, (0, max(width, pow2(len(ids))) - len(ids)), constant_values=-1)
+
+
 def decode_knobs(
     sampling: Sequence[SamplingParams], n: int, b: int, seed: Any, stop_tokens: Sequence[int], call_end_id: int
 ) -> dict[str, jax.Array]:
@@ -130,17 +143,13 @@ def decode_knobs(
     out[:rows] = np.repeat([f(sp) for sp in sampling], n)
     return jnp.asarray(out)
 
-  key = jax.random.PRNGKey(seed) if isinstance(seed, (int, np.integer)) else seed
-  stop_ids = np.array(sorted(set(int(t) for t in stop_tokens)) or [-1], np.int32)
-  stop_ids = np.pad(stop_ids, (0, pow2(len(stop_ids)) - len(stop_ids)), constant_values=-1)
   return {
-      "key": key,
-      "row_id": jnp.arange(b, dtype=jnp.int32),
+      "key": row_keys(seed, np.arange(b)),
       "temperature": rowwise(lambda s: s.temperature, np.float32, 0.0),
       "top_k": rowwise(lambda s: s.top_k, np.int32, 0),
       "top_p": rowwise(lambda s: s.top_p, np.float32, 1.0),
       "max_new": rowwise(lambda s: s.max_new_tokens, np.int32, 1),
-      "stop_ids": jnp.asarray(stop_ids),
+      "stop_ids": jnp.asarray(stop_id_row(stop_tokens)),
       "call_end_id": jnp.int32(call_end_id),
   }
 
@@ -216,9 +225,7 @@ class Programs:
     def body(carry):
       i, s = carry
       active_B = ~s["done"] & ~s["paused"]
-      keys_B = jax.vmap(lambda r, t: jax.random.fold_in(jax.random.fold_in(knobs["key"], r), t))(
-          knobs["row_id"], s["n_out"]
-      )
+      keys_B = jax.vmap(jax.random.fold_in)(knobs["key"], s["n_out"])
       tok_B, logp_B, slogp_B = sample_rows(s["logits"], keys_B, knobs["temperature"], knobs["top_k"], knobs["top_p"])
       forced_at_B = jnp.minimum(s["forced_i"], s["forced"].shape[1] - 1)
       has_forced_B = s["forced_i"] < s["forced_n"]
@@ -247,7 +254,8 @@ class Programs:
       new["n_out"] = s["n_out"] + step_B
       new["forced_i"] = s["forced_i"] + (active_B & has_forced_B).astype(jnp.int32)
       sampled_B = active_B & ~has_forced_B
-      stopped_B = sampled_B & jnp.any(tok_B[:, None] == knobs["stop_ids"][None, :], axis=-1)
+      # stop_ids: (S,) shared by every row (engine calls) or (B, S) per row (the continuous batcher's mixed rows).
+      stopped_B = sampled_B & jnp.any(tok_B[:, None] == jnp.atleast_2d(knobs["stop_ids"]), axis=-1)
       full_B = active_B & ((new["n_out"] >= knobs["max_new"]) | (new["pos"] >= ctx))
       call_B = sampled_B & (tok_B == knobs["call_end_id"]) & ~stopped_B & ~full_B
       new["done"] = s["done"] | stopped_B | full_B

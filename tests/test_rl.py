@@ -285,3 +285,12 @@ def test_run_on_the_shared_trainer_logs_evals_and_resumes(base_run, gsm8k_file, 
   assert state == {"rollouts": 3, "cursor": 6, "inner": 0}  # continued the prompt stream after step 2
   rows = metrics_lib.read_metrics(str(tmp_path))
   assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+
+
+def test_rollouts_in_fewer_slots_are_the_engine_call_rows(base_run, gsm8k_file):
+  # rl.rollout_slots: continuous batching, rows joining as others end; the same rows (same keys) as one engine call.
+  want = next(_data(_rl_config(base_run, gsm8k_file, dynamic_sampling=False))[2])
+  got = next(_data(_rl_config(base_run, gsm8k_file, dynamic_sampling=False, rollout_slots=2))[2])
+  for k in ("inputs", "targets", "weights", "advantages"):
+    np.testing.assert_array_equal(got[k], want[k])
+  np.testing.assert_allclose(got["old_logprobs"], want["old_logprobs"], atol=1e-4)

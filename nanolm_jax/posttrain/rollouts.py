@@ -35,6 +35,7 @@ from absl import logging
 
 from nanolm_jax import chat
 from nanolm_jax import checkpoint as ckpt_lib
+from nanolm_jax import continuous
 from nanolm_jax import engine as engine_lib
 from nanolm_jax import metrics as metrics_lib
 from nanolm_jax import sharding as shd
@@ -132,6 +133,15 @@ class Shared:
       self._engine = engine_lib.Engine(self.ctx.model, params, self.tok, mesh=self.ctx.mesh)
     self._engine.params = params
     return self._engine
+
+  def generate(self, eng: engine_lib.Engine, prompts, sampling, n: int, seed: int) -> list[engine_lib.Completion]:
+    """n completions per prompt, prompt-major: one engine call, or with rl.rollout_slots > 0 continuous batching in
+    that many slots (the same rows, drawn with the same keys; a finished row's slot goes to a waiting one, so a group
+    no longer pays decode steps for its longest completion on every row)."""
+    slots = int(self.cfg.rl.get("rollout_slots", 0) or 0)
+    if slots > 0:
+      return continuous.generate(eng, prompts, sampling, n=n, seed=seed, stop_tokens=self.stop_tokens, slots=slots)
+    return eng.generate(prompts, sampling, n=n, seed=seed, stop_tokens=self.stop_tokens)
 
   def prompt(self, problem: tasks_lib.Problem) -> list[int]:
     return chat.render_for_completion(self.task.messages(problem), self.tok)
@@ -252,7 +262,7 @@ class RolloutData:
       todo = self._problems(self.prompts_per_step - len(kept))
       seed = (int(self.shared.cfg.seed) * 1_000_003 + self.rollouts * 64 + rounds) % (2**31 - 1)
       t0 = time.perf_counter()
-      outs = eng.generate([ids for _, ids in todo], self.sampling, n=g, seed=seed, stop_tokens=self.shared.stop_tokens)
+      outs = self.shared.generate(eng, [ids for _, ids in todo], self.sampling, n=g, seed=seed)
       gen_time += time.perf_counter() - t0
       gen_tokens += sum(len(o.tokens) for o in outs)
       # One call for the whole round: a reward model scores every completion in a few batched forwards.

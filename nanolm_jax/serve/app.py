@@ -2,7 +2,8 @@
 
 Endpoints: GET /v1/models, GET /v1/models/{id}, POST /v1/completions, POST /v1/chat/completions (both with
 `stream: true` as server-sent events: `data: {chunk}\\n\\n` ... `data: [DONE]\\n\\n`), GET / (the web chat page),
-GET /health (queue, batch-size counters, limits), GET /tokenizer (the tokenizer page) and POST /v1/tokenize (tokenize).
+GET /health (queue, slots in use, joins, cancellations, batch-size counters, limits), GET /tokenizer (the tokenizer
+page) and POST /v1/tokenize (tokenize).
 
 Bodies are parsed by hand rather than with pydantic models so that every bad input gets OpenAI's error shape
 `{"error": {"message", "type", "param", "code"}}` with a message naming the field. Extensions and limits:
@@ -56,19 +57,27 @@ class _Server:
     self.limits = limits
     self.tokenizer = tokenizer = run.tokenizer
     self.model_id = model_id or os.path.basename(os.path.normpath(run.workdir)) or "nanolm"
-    if backend is None:
+    if backend is None:  # continuous batching over one engine
       engine = engine_lib.Engine(run.model, run.params, tokenizer, chunk_steps=limits.chunk_steps)
-      backend = batcher_lib.EngineBackend(engine)
+      backend = self.batcher = batcher_lib.ContinuousBatcher(
+          engine,
+          slots=limits.slots,
+          max_batch=limits.max_batch,
+          max_queue=limits.max_queue,
+          batch_wait_s=limits.batch_wait_s,
+          max_new_tokens=limits.max_tokens_limit,
+      )
+    else:  # a backend that runs whole calls
+      self.batcher = batcher_lib.Batcher(
+          backend,
+          max_batch=limits.max_batch,
+          max_queue=limits.max_queue,
+          batch_wait_s=limits.batch_wait_s,
+          pad_to_batch=limits.pad_to_batch,
+      )
     self.backend = backend
     self.context = backend.max_len
     self.max_prompt = min(limits.max_prompt_tokens or self.context - 1, self.context - 1)
-    self.batcher = batcher_lib.Batcher(
-        backend,
-        max_batch=limits.max_batch,
-        max_queue=limits.max_queue,
-        batch_wait_s=limits.batch_wait_s,
-        pad_to_batch=limits.pad_to_batch,
-    )
     self.created = int(time.time())
     # A chat turn also ends at the end of a tool call: the client runs the tool and sends its result.
     self.chat_stops = tuple(dict.fromkeys(chat_lib.stop_tokens(tokenizer) + (tokenizer.special_id("tool_call_end"),)))
@@ -135,7 +144,7 @@ class _Server:
     generation = self._start(generation_lib.Job(prompts, options, max_tokens, self.completion_stops, is_chat=False))
     reply = replies.CompletionReply(f"cmpl-{uuid.uuid4().hex}", int(time.time()), self.model_id, want_logprobs, prompts)
     if options.stream:
-      return streaming.event_stream(reply.events(generation, options.include_usage))
+      return streaming.event_stream(reply.events(generation, options.include_usage), self.limits.keepalive_s)
     await generation.wait(want_logprobs)
     return reply.body(generation.choices)
 
@@ -148,7 +157,7 @@ class _Server:
     generation = self._start(generation_lib.Job(prompts, options, max_tokens, self.chat_stops, is_chat=True))
     reply = replies.ChatReply(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.model_id, want_logprobs, prompts)
     if options.stream:
-      return streaming.event_stream(reply.events(generation, options.include_usage))
+      return streaming.event_stream(reply.events(generation, options.include_usage), self.limits.keepalive_s)
     await generation.wait(want_logprobs)
     return reply.body(generation.choices)
 

@@ -40,6 +40,8 @@ class Generation:
     self._loop = asyncio.get_running_loop()
     self._events: asyncio.Queue = asyncio.Queue()
     self._deadline = math.inf
+    self._batcher: batcher_lib.Batcher | None = None
+    self._rows: Sequence[batcher_lib.Row] = ()
 
   def emitter(self, index: int) -> Callable[[batcher_lib.Event], None]:
     """The `emit` for row `index`: called on the worker thread, so it only schedules the event on the loop."""
@@ -54,6 +56,7 @@ class Generation:
 
   def start(self, batcher: batcher_lib.Batcher, rows: Sequence[batcher_lib.Row]) -> None:
     """Queues all rows (or none); the request's time limit runs from here."""
+    self._batcher, self._rows = batcher, rows
     try:
       batcher.submit(rows)
     except batcher_lib.QueueFull as e:
@@ -65,6 +68,15 @@ class Generation:
   async def updates(self, wait_for_engine: bool) -> AsyncIterator[streaming.Choice]:
     """Yields each choice as it changes, until all are settled (see `Choice.settled`)."""
     pending = set(range(len(self.choices)))
+    try:
+      async for choice in self._settle(pending, wait_for_engine):
+        yield choice
+    finally:
+      # A client that went away (closed stream), a timeout or an error: free the rows' decode slots.
+      if pending and self._rows:
+        self._batcher.cancel(self._rows)
+
+  async def _settle(self, pending: set[int], wait_for_engine: bool) -> AsyncIterator[streaming.Choice]:
     while pending:
       left = self._deadline - time.monotonic()
       try:
@@ -81,6 +93,9 @@ class Generation:
         continue
       if isinstance(event, batcher_lib.TokenEvent):
         choice.add_token(event.token)
+      elif isinstance(event, batcher_lib.TokensEvent):
+        for token in event.tokens:
+          choice.add_token(token)
       else:
         choice.finish(event)
         if choice.error is not None:
@@ -102,7 +117,8 @@ def start(batcher: batcher_lib.Batcher, tokenizer: tokenizer_lib.Tokenizer, job:
   sampling = engine_lib.SamplingParams(
       temperature=options.temperature, top_k=options.top_k, top_p=options.top_p, max_new_tokens=job.max_tokens
   )
-  # A seeded request runs as one engine call of its own, so its rows get the same positions (and tokens) each time.
+  # A seeded request's row i draws as row i of a solo engine call (continuous batcher), or runs as one engine call of
+  # its own (call-at-a-time batcher): either way the same seed gives the same tokens.
   group = uuid.uuid4().hex if options.seed is not None else None
   rows = []
   for prompt in job.prompts:
@@ -122,6 +138,7 @@ def start(batcher: batcher_lib.Batcher, tokenizer: tokenizer_lib.Tokenizer, job:
               stop_strings=options.stop,
               seed=options.seed,
               group=group,
+              index=len(rows),
           )
       )
   generation.start(batcher, rows)

@@ -38,6 +38,8 @@ class Limits:
   chunk_steps: int = 4  # decode steps between streamed updates (engine chunk)
   pad_to_batch: bool = False  # every engine call max_batch rows wide: fewer compiled shapes
   default_completion_tokens: int = 16  # /v1/completions max_tokens default, as OpenAI's
+  slots: int = 32  # rows decoding at once in the continuous batcher (a power of two); more wait in the queue
+  keepalive_s: float = 10.0  # an SSE stream idle this long (queued, compiling) gets a `: keep-alive` comment
 
 
 class ApiError(Exception):

@@ -6,6 +6,7 @@ frames into the response, ending every stream with `data: [DONE]` even after an 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any, AsyncIterator, Sequence
@@ -190,6 +191,32 @@ def sse(obj: Any) -> str:
   return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
+KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients ignore it, proxies and idle timeouts see traffic
+
+
+async def with_keepalive(frames: AsyncIterator[str], every_s: float) -> AsyncIterator[str]:
+  """frames, with KEEPALIVE whenever none came for every_s seconds (waiting in the queue, a compile)."""
+  it = aiter(frames)
+  nxt = None
+  try:
+    while True:
+      nxt = asyncio.ensure_future(anext(it))
+      while not (await asyncio.wait({nxt}, timeout=every_s))[0]:
+        yield KEEPALIVE
+      try:
+        frame = nxt.result()
+      except StopAsyncIteration:
+        return
+      yield frame
+  finally:
+    # The client went away: stop the pending frame (its cancellation unwinds the request, which cancels its rows),
+    # or close the idle frame generator so that it unwinds now rather than when collected.
+    if nxt is not None and not nxt.done():
+      nxt.cancel()
+    else:
+      await it.aclose()
+
+
 async def _guarded(frames: AsyncIterator[str]) -> AsyncIterator[str]:
   """Errors after the stream started become an error event (the status line is already sent)."""
   try:
@@ -200,10 +227,26 @@ async def _guarded(frames: AsyncIterator[str]) -> AsyncIterator[str]:
   yield "data: [DONE]\n\n"
 
 
-def event_stream(frames: AsyncIterator[str]) -> responses.StreamingResponse:
+class _EventResponse(responses.StreamingResponse):
+  """Closes its frames when the response ends, also when Starlette abandons them (client disconnect): the request
+  unwinds now, cancelling its rows, rather than whenever the generator is collected."""
+
+  async def __call__(self, scope, receive, send) -> None:
+    try:
+      await super().__call__(scope, receive, send)
+    finally:
+      try:
+        await self.body_iterator.aclose()
+      except RuntimeError:  # still running: its cancellation is unwinding it
+        pass
+
+
+def event_stream(frames: AsyncIterator[str], keepalive_s: float = 0.0) -> responses.StreamingResponse:
+  """The SSE response for frames (keep-alive comments every keepalive_s idle seconds when > 0)."""
   # No-cache and no proxy buffering: each chunk must reach the client as soon as it is generated.
-  return responses.StreamingResponse(
-      _guarded(frames),
+  frames = _guarded(frames)
+  return _EventResponse(
+      with_keepalive(frames, keepalive_s) if keepalive_s > 0 else frames,
       media_type="text/event-stream",
       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
   )
