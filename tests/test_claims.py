@@ -1,10 +1,12 @@
 """Claims read off hand-made run folders: the verdicts follow the 95 % intervals, the numbers are the files'."""
 
+import dataclasses
 import json
 
 import pytest
 
 from nanolm_jax import claims
+from nanolm_jax import claims_vocab
 
 
 def _run(root, name, stage, cfg=None, eval_json=None, rows=()):
@@ -77,3 +79,32 @@ def test_missing_runs_are_not_measured_and_bad_names_are_errors(tmp_path):
   assert all(c.shows is None and c.plot is None for c in by.values())
   with pytest.raises(ValueError, match="halucination"):
     claims.measure(str(tmp_path), only=["halucination"])
+
+
+def test_equal_flop_steps_spend_the_reference_budget():
+  from configs import pretrain as pretrain_configs  # pylint: disable=g-import-not-at-top
+
+  from nanolm_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+
+  cfg = pretrain_configs.get_config("tiny")
+  steps = claims_vocab.equal_flop_steps(cfg, (1024, 4096, 16384), 100)
+  assert steps[4096] == 100  # the config's own vocabulary: the reference itself
+  mc = model_lib.ModelConfig.from_config(cfg.model)
+  per_token = {v: model_lib.flops_per_token(dataclasses.replace(mc, vocab_size=v), cfg.train.seq_len) for v in steps}
+  for v, n in steps.items():  # each within one step of the reference's FLOPs
+    assert abs(n * per_token[v] - 100 * per_token[4096]) <= per_token[v]
+  assert steps[1024] > steps[4096] > steps[16384]
+
+
+@pytest.mark.slow
+def test_vocab_claim_trains_one_run_per_size_and_reads_bytes_per_token(small_corpus, small_tokenizer, tmp_path):
+  from tests.conftest import make_config, tiny_overrides  # pylint: disable=g-import-not-at-top
+
+  cfg = make_config("tiny", **tiny_overrides(small_corpus, small_tokenizer))
+  claim = claims_vocab.measure(
+      cfg, str(tmp_path / "runs"), str(tmp_path), sizes=(claims_vocab.BYTES_VOCAB, 512), ref_steps=2
+  )
+  small, big = claim.numbers[str(claims_vocab.BYTES_VOCAB)], claim.numbers["512"]
+  assert big["bytes_per_token"] > small["bytes_per_token"] > 1.0 and claim.shows is True
+  assert small["steps"] >= big["steps"] == 2 and small["val_bpb"] > 0
+  assert (tmp_path / claim.plot).exists()
