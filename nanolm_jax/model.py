@@ -187,7 +187,10 @@ def cached_attention(
 
 
 class Attention(nn.Module):
-  """Causal self-attention with GQA; segment ids keep packed documents apart; optional KV cache."""
+  """Causal self-attention with GQA; segment ids keep packed documents apart; optional KV cache.
+
+  With a cache, mask_BxLxS is cached_mask's pair (old_BxS, new_BxLxL) (see cached_attention).
+  """
 
   cfg: ModelConfig
   constrain: Any
