@@ -97,19 +97,32 @@ def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Arra
   return jnp.where(key_BxV < cut_Bx1, -jnp.inf, logits)
 
 
-def _inverse_cdf_sample(logp_BxV: jax.Array, u_B: jax.Array) -> jax.Array:
+def _inverse_cdf_sample(logp_BxV: jax.Array, u_B: jax.Array, block: int = 256) -> jax.Array:
   """One token per row from normalized log-probs by inverting the CDF at u in [0, 1).
 
   One uniform per row instead of jax.random.categorical's Gumbel noise over the whole vocabulary: 1.6 ms instead of
-  9.3 ms for 128 x 4096 on 2 CPU cores, a quarter of a small model's decode step. Tokens of zero probability (-inf
-  logits) are never drawn: the first token whose cumulative mass exceeds u * total has positive mass.
+  9.3 ms for 128 x 4096 on 2 CPU cores, a quarter of a small model's decode step. The CDF is two-level (block sums,
+  then one block's running sum) because XLA:CPU's cumsum over the whole vocabulary cost more than the rest of the
+  sampler. Tokens of zero probability (-inf logits) are never drawn: the token is the first whose cumulative mass
+  exceeds u * total, clamped to the last token of positive mass (in its block, or overall).
   """
   probs_BxV = jnp.exp(logp_BxV)
-  cdf_BxV = jnp.cumsum(probs_BxV, axis=-1)
-  tok_B = jnp.sum(cdf_BxV <= (u_B * cdf_BxV[:, -1])[:, None], axis=-1)
-  v = logp_BxV.shape[-1]
-  last_B = v - 1 - jnp.argmax((probs_BxV > 0)[:, ::-1], axis=-1)  # u * total rounding up to total
-  return jnp.minimum(tok_B, last_B).astype(jnp.int32)
+  b, v = probs_BxV.shape
+  nb = -(-v // block)
+  blocks_BxNxC = jnp.pad(probs_BxV, ((0, 0), (0, nb * block - v))).reshape(b, nb, block)
+  mass_BxN = jnp.sum(blocks_BxNxC, axis=-1)
+  cdf_BxN = jnp.cumsum(mass_BxN, axis=-1)
+  target_Bx1 = u_B[:, None] * cdf_BxN[:, -1:]
+  blk_B = jnp.minimum(jnp.sum(cdf_BxN <= target_Bx1, axis=-1), nb - 1)
+  before_B = jnp.where(blk_B > 0, jnp.take_along_axis(cdf_BxN, jnp.maximum(blk_B - 1, 0)[:, None], -1)[:, 0], 0.0)
+  inner_BxC = jnp.take_along_axis(blocks_BxNxC, blk_B[:, None, None], axis=1)[:, 0]
+  inner_cdf_BxC = before_B[:, None] + jnp.cumsum(inner_BxC, axis=-1)
+  last_in = lambda blk_BxC: block - 1 - jnp.argmax((blk_BxC > 0)[:, ::-1], axis=-1)  # its last token of mass > 0
+  tok_B = blk_B * block + jnp.minimum(jnp.sum(inner_cdf_BxC <= target_Bx1, axis=-1), last_in(inner_BxC))
+  # An empty block (u * total rounding up to total): the last token of positive mass overall.
+  last_blk_B = nb - 1 - jnp.argmax((mass_BxN > 0)[:, ::-1], axis=-1)
+  last_B = last_blk_B * block + last_in(jnp.take_along_axis(blocks_BxNxC, last_blk_B[:, None, None], axis=1)[:, 0])
+  return jnp.where(jnp.any(inner_BxC > 0, axis=-1), tok_B, last_B).astype(jnp.int32)
 
 
 def _greedy_rows(logits_BxV: jax.Array):

@@ -60,3 +60,20 @@ def test_all_greedy_fast_path_matches_the_general_sampler():
   ref = jax.nn.log_softmax(logits, -1)[jnp.arange(5), fast[0]]
   np.testing.assert_allclose(fast[1], ref, atol=1e-6)
   np.testing.assert_array_equal(fast[2], 0.0)
+
+
+def test_two_level_inverse_cdf_equals_the_flat_one():
+  """Block sums then one block's running sum pick the token a flat cumsum picks (and never a zero-mass one)."""
+  rng = np.random.default_rng(2)
+  b, v = 64, 1000  # not a multiple of the block
+  logits = rng.normal(size=(b, v)) * 3
+  logits[::3, rng.random(v) < 0.7] = -np.inf  # many zero-probability tokens, whole empty blocks among them
+  logits[1, :-1] = -np.inf  # all mass on the last token
+  logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), -1)
+  u = jnp.asarray(np.r_[rng.random(b - 2), 0.0, np.nextafter(np.float32(1), np.float32(0))], jnp.float32)
+  got = np.asarray(jax.jit(S._inverse_cdf_sample)(logp, u))  # pylint: disable=protected-access
+  probs = np.exp(np.asarray(logp, np.float64))
+  cdf = np.cumsum(probs, -1)
+  want = np.minimum((cdf <= (np.asarray(u, np.float64) * cdf[:, -1])[:, None]).sum(-1), v - 1)
+  assert (probs[np.arange(b), got] > 0).all()
+  np.testing.assert_array_equal(got, want)
