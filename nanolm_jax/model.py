@@ -145,32 +145,52 @@ def attention(q_BxLxNxH: Array, k_BxSxKxH: Array, v_BxSxKxH: Array, mask_BxLxS: 
   return out_BxLxKxGxH.reshape(b, l, n, h)
 
 
-def cached_attention(q_BxLxNxH: Array, k_BxKxSxH: Array, v_BxKxSxH: Array, mask_BxLxS: Array) -> Array:
-  """Attention of new queries over a KV cache laid out BxKxSxH: both products are matmuls batched over (b, k).
+def cached_attention(
+    q_BxLxNxH: Array,
+    k_BxKxSxH: Array,
+    v_BxKxSxH: Array,
+    k_BxLxKxH: Array,
+    v_BxLxKxH: Array,
+    masks: tuple[Array, Array],
+) -> Array:
+  """Attention of L new queries over the cache as it was before this call (BxKxSxH) plus the L new keys / values.
 
-  Inputs in the cache's dtype, float32 accumulation and softmax. On CPU the engine keeps a float32 cache: converting
-  a bfloat16 cache every decode step cost 5x the attention itself (experiments/bench_sample.py times decode).
+  masks: (old_BxS: which cache slots every new query sees, new_BxLxL: which new keys each new query sees), from
+  `cached_mask`. Reading the old cache rather than the one with the new keys written into it keeps that write the
+  cache's only use, so XLA updates it in place (reading the written cache made XLA copy every layer's k and v
+  several times per decode step, more traffic than the weights at long caches). Inputs in the cache's dtype,
+  float32 accumulation and one float32 softmax over old and new keys together. On CPU the engine keeps a float32
+  cache: converting a bfloat16 cache every decode step cost 5x the attention itself.
   """
   b, l, n, h = q_BxLxNxH.shape
   k = k_BxKxSxH.shape[1]
-  g = n // k
+  g, s = n // k, k_BxKxSxH.shape[2]
   dt = k_BxKxSxH.dtype
+  old_BxS, new_BxLxL = masks
   # M = G * L query rows per kv head, g-major: query head n reads kv head n // G, as in `attention`.
   q_BxKxMxH = (q_BxLxNxH * (1.0 / np.sqrt(h))).reshape(b, l, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b, k, g * l, h)
-  s_BxKxMxS = jax.lax.dot_general(
-      q_BxKxMxH.astype(dt), k_BxKxSxH, (((3,), (3,)), ((0, 1), (0, 1))), preferred_element_type=jnp.float32
-  )
-  s = mask_BxLxS.shape[-1]
-  mask_Bx1xMxS = jnp.broadcast_to(mask_BxLxS[:, None, None], (b, 1, g, l, s)).reshape(b, 1, g * l, s)
-  p_BxKxMxS = jax.nn.softmax(jnp.where(mask_Bx1xMxS, s_BxKxMxS, jnp.finfo(jnp.float32).min), axis=-1)
+  q_BxKxMxH = q_BxKxMxH.astype(dt)
+  kn_BxKxLxH, vn_BxKxLxH = (jnp.swapaxes(a, 1, 2).astype(dt) for a in (k_BxLxKxH, v_BxLxKxH))
+  batched = ((0, 1), (0, 1))
+  f32 = jnp.float32
+  s_old = jax.lax.dot_general(q_BxKxMxH, k_BxKxSxH, (((3,), (3,)), batched), preferred_element_type=f32)
+  s_new = jax.lax.dot_general(q_BxKxMxH, kn_BxKxLxH, (((3,), (3,)), batched), preferred_element_type=f32)
+  mask_Bx1xMxS = jnp.broadcast_to(old_BxS[:, None, None, :], (b, 1, g * l, s))
+  mask_Bx1xMxL = jnp.broadcast_to(new_BxLxL[:, None, None], (b, 1, g, l, l)).reshape(b, 1, g * l, l)
+  s_BxKxMx_SL = jnp.concatenate([s_old, s_new], axis=-1)
+  mask = jnp.concatenate([mask_Bx1xMxS, mask_Bx1xMxL], axis=-1)
+  p_BxKxMx_SL = jax.nn.softmax(jnp.where(mask, s_BxKxMx_SL, jnp.finfo(f32).min), axis=-1).astype(dt)
   out_BxKxMxH = jax.lax.dot_general(
-      p_BxKxMxS.astype(dt), v_BxKxSxH, (((3,), (2,)), ((0, 1), (0, 1))), preferred_element_type=jnp.float32
-  )
+      p_BxKxMx_SL[..., :s], v_BxKxSxH, (((3,), (2,)), batched), preferred_element_type=f32
+  ) + jax.lax.dot_general(p_BxKxMx_SL[..., s:], vn_BxKxLxH, (((3,), (2,)), batched), preferred_element_type=f32)
   return out_BxKxMxH.reshape(b, k, g, l, h).transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
 
 
 class Attention(nn.Module):
-  """Causal self-attention with GQA; segment ids keep packed documents apart; optional KV cache."""
+  """Causal self-attention with GQA; segment ids keep packed documents apart; optional KV cache.
+
+  With a cache, mask_BxLxS is cached_mask's pair (old_BxS, new_BxLxL) (see cached_attention).
+  """
 
   cfg: ModelConfig
   constrain: Any
@@ -214,8 +234,13 @@ class Attention(nn.Module):
         new_BxKxLxH = jnp.swapaxes(new_BxLxKxH, 1, 2).astype(buf_BxKxSxH.dtype)
         return jax.lax.dynamic_update_slice(buf_BxKxSxH, new_BxKxLxH, (0, 0, cache_index, 0))
 
+      out_BxLxNxH = cached_attention(q_BxLxNxH, cache["k"], cache["v"], k_BxLxKxH, v_BxLxKxH, mask_BxLxS)
+      # The writes must visibly follow every read of the old buffers, or XLA copies each buffer (twice) per step to
+      # write in place; an optimization barrier does not order them. Hence a data dependency on the attention output
+      # (per row, + 0 * a finite value: the keys and values written are unchanged).
+      after_Bx1x1x1 = 0.0 * out_BxLxNxH[:, :1, :1, :1]
+      k_BxLxKxH, v_BxLxKxH = k_BxLxKxH + after_Bx1x1x1, v_BxLxKxH + after_Bx1x1x1
       cache = {"k": write(cache["k"], k_BxLxKxH), "v": write(cache["v"], v_BxLxKxH)}
-      out_BxLxNxH = cached_attention(q_BxLxNxH, cache["k"], cache["v"], mask_BxLxS)
     elif cfg.attention == "xla":
       out_BxLxNxH = attention(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, mask_BxLxS, cfg)
     else:
@@ -223,7 +248,12 @@ class Attention(nn.Module):
       qkv = (q_BxLxNxH.astype(dt), k_BxLxKxH.astype(dt), v_BxLxKxH.astype(dt))
       out_BxLxNxH = jax.nn.dot_product_attention(*qkv, mask=mask_BxLxS[:, None], implementation=cfg.attention)
     out_BxLxNxH = c(out_BxLxNxH, ("act_batch", "act_length", "act_heads", "act_head_dim"))
-    y_BxLxD = _einsum("blnh,nhd->bld", out_BxLxNxH, wo, cfg)
+    if cache is not None:
+      # (N*H) x D in its stored order: with the 4-d einsum XLA transposed wo (a copy of the weight) every decode step.
+      b, l = x_BxLxD.shape[:2]
+      y_BxLxD = _einsum("blf,fd->bld", out_BxLxNxH.reshape(b, l, n * h), wo.reshape(n * h, d), cfg)
+    else:
+      y_BxLxD = _einsum("blnh,nhd->bld", out_BxLxNxH, wo, cfg)
     if not cfg.llama:
       y_BxLxD = y_BxLxD + _param(self, "bo", (d,), ("embed",), nn.initializers.zeros, cfg)
     return y_BxLxD, cache
@@ -326,9 +356,9 @@ class Transformer(nn.Module):
     if cache is None:
       x_BxLxD, _ = self._layers(x_BxLxD, None, packed_causal_mask(segment_ids_BxL), positions_BxL, None, c)
     else:
-      mask_BxLxS, valid_BxS = cached_mask(segment_ids_BxL, cache)
+      masks, valid_BxS = cached_mask(segment_ids_BxL, cache)  # (old_BxS, new_BxLxL), see cached_attention
       kv = {"k": cache["k"], "v": cache["v"]}
-      x_BxLxD, kv = self._layers(x_BxLxD, kv, mask_BxLxS, positions_BxL, cache["index"], c)
+      x_BxLxD, kv = self._layers(x_BxLxD, kv, masks, positions_BxL, cache["index"], c)
       cache = {**kv, "valid": valid_BxS, "index": cache["index"] + tokens_BxL.shape[1]}
     x_BxLxD = Norm(cfg, name="ln_f")(x_BxLxD)
     if return_hidden:  # a head of the caller's own reads these (a reward model): no LM head is made or applied
@@ -379,12 +409,17 @@ def packed_causal_mask(segment_ids_BxL: Array) -> Array:
   return (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]) & causal_LxL
 
 
-def cached_mask(segment_ids_BxL: Array, cache: Cache) -> tuple[Array, Array]:
-  """(mask_BxLxS, valid_BxS) for L new tokens at slots [index, index + L): a query sees valid slots up to its own."""
-  index, l = cache["index"], segment_ids_BxL.shape[1]
-  valid_BxS = jax.lax.dynamic_update_slice(cache["valid"], segment_ids_BxL > 0, (0, index))
-  slots_S = jnp.arange(valid_BxS.shape[1])
-  return valid_BxS[:, None, :] & (slots_S[None, None, :] <= index + jnp.arange(l)[None, :, None]), valid_BxS
+def cached_mask(segment_ids_BxL: Array, cache: Cache) -> tuple[tuple[Array, Array], Array]:
+  """((old_BxS, new_BxLxL), valid_BxS) for L new tokens at slots [index, index + L).
+
+  A new query sees the cache's valid slots before index (old_BxS, the same for all L queries) and the real new
+  tokens up to its own (new_BxLxL); valid_BxS is the cache's valid mask with the new tokens written in.
+  """
+  index, real_BxL = cache["index"], segment_ids_BxL > 0
+  l = real_BxL.shape[1]
+  old_BxS = cache["valid"] & (jnp.arange(cache["valid"].shape[1]) < index)[None, :]
+  new_BxLxL = real_BxL[:, None, :] & jnp.tril(jnp.ones((l, l), bool))[None]
+  return (old_BxS, new_BxLxL), jax.lax.dynamic_update_slice(cache["valid"], real_BxL, (0, index))
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> Cache:

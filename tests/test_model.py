@@ -36,6 +36,27 @@ def test_kv_cache_matches_recompute_at_every_step(preset, scan):
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
 
 
+def test_cached_attention_over_old_cache_and_new_keys_equals_attention_over_the_written_cache():
+  """cached_attention reads the cache before the write plus the new keys; the reference writes first, then attends."""
+  b, l, n, k, h, s, index = 3, 4, 4, 2, 8, 12, 5
+  cfg = M.ModelConfig.from_config(make_config("tiny", **{"model.dtype": "float32"}).model)
+  r = jax.random.split(jax.random.PRNGKey(0), 6)
+  q = jax.random.normal(r[0], (b, l, n, h))
+  k_old, v_old = jax.random.normal(r[1], (b, k, s, h)), jax.random.normal(r[2], (b, k, s, h))
+  k_new, v_new = jax.random.normal(r[3], (b, l, k, h)), jax.random.normal(r[4], (b, l, k, h))
+  valid = (jax.random.uniform(r[5], (b, s)) < 0.7) & (jnp.arange(s) < index)
+  valid = valid.at[:, 0].set(True)  # every query sees at least one key
+  seg = jnp.array([[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 1, 1]])  # some new tokens are padding (never seen)
+  masks, valid_after = M.cached_mask(seg, {"valid": valid, "index": jnp.int32(index)})
+  got = M.cached_attention(q, k_old, v_old, k_new, v_new, masks)
+  write = lambda buf, new: buf.at[:, :, index : index + l].set(jnp.swapaxes(new, 1, 2))
+  k_all, v_all = write(k_old, k_new), write(v_old, v_new)
+  mask = valid_after[:, None, :] & (jnp.arange(s)[None, None, :] <= index + jnp.arange(l)[None, :, None])
+  want = M.attention(q, jnp.swapaxes(k_all, 1, 2), jnp.swapaxes(v_all, 1, 2), mask, cfg)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  np.testing.assert_array_equal(valid_after, valid.at[:, index : index + l].set(seg > 0))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "llama_tiny"])
 def test_packed_documents_do_not_attend_to_each_other(preset):
