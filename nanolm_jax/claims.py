@@ -91,6 +91,10 @@ def _bars(path: str, title: str, groups: dict[str, dict[str, dict[str, Any] | No
   ax.set_xticks([i + width * (len(bars) - 1) / 2 for i in range(len(groups))], list(groups))
   ax.set_ylim(0, 1.05)
   ax.set_ylabel(ylabel)
+  return _save(fig, ax, path, title)
+
+
+def _save(fig: figure.Figure, ax: Any, path: str, title: str) -> str:
   ax.set_title(title, fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -178,11 +182,7 @@ def _curve_plot(path: str, title: str, xs, series: dict[str, list[float]], xlabe
   for label, ys in series.items():
     ax.plot(xs, ys, marker="o", label=label)
   ax.set_xlabel(xlabel)
-  ax.set_title(title, fontsize=10)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  return os.path.basename(path)
+  return _save(fig, ax, path, title)
 
 
 def verifiable_rl(runs: dict[str, str], out: str) -> Claim:

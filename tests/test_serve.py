@@ -19,6 +19,7 @@ from nanolm_jax import trainer
 from nanolm_jax.serve import app as app_lib
 from nanolm_jax.serve import batcher as batcher_lib
 from nanolm_jax.serve import protocol
+from tests import sse
 from tests.conftest import make_config
 from tests.conftest import tiny_overrides
 
@@ -289,19 +290,7 @@ async def _stream_chat(http: httpx.AsyncClient, url: str, i: int) -> tuple[str, 
       "temperature": 0.0 if i % 2 else 0.9,
       "top_k": 20 if i % 3 == 0 else 0,
   }
-  text, reason, done = "", None, False
-  async with http.stream("POST", url + "/v1/chat/completions", json=body) as r:
-    assert r.status_code == 200, await r.aread()
-    async for line in r.aiter_lines():
-      if not line.startswith("data: "):
-        continue
-      if line == "data: [DONE]":
-        done = True
-        continue
-      choice = json.loads(line[6:])["choices"][0]
-      text += choice["delta"].get("content") or ""
-      reason = choice["finish_reason"] or reason
-  return text, reason, done
+  return await sse.stream_chat(http, url, body)
 
 
 def test_fifty_concurrent_streams_complete_and_share_batches(server):

@@ -5,12 +5,13 @@ A random-weight tiny model (tests/test_engine.py's) with the small test tokenize
 
 import asyncio
 import dataclasses
-import json
 import threading
 import time
 
 import httpx
 import pytest
+
+from tests import sse
 
 from nanolm_jax import chat as chat_lib
 from nanolm_jax import engine as E
@@ -89,21 +90,7 @@ def test_joining_row_gets_its_solo_completion_and_cancelling_frees_the_slot(run)
 
 async def _stream(http, url, i, hang_up):
   body = {"model": "random_tiny", "messages": HELLO, "max_tokens": 40, "stream": True, "temperature": 0.0}
-  text, reason, done = "", None, False
-  async with http.stream("POST", url + "/v1/chat/completions", json=body) as r:
-    assert r.status_code == 200, await r.aread()
-    async for line in r.aiter_lines():
-      if not line.startswith("data: "):
-        continue
-      if line == "data: [DONE]":
-        done = True
-        continue
-      choice = json.loads(line[6:])["choices"][0]
-      text += choice["delta"].get("content") or ""
-      reason = choice["finish_reason"] or reason
-      if hang_up:
-        return i, None, None, False  # the client goes away after the first event: the connection closes
-  return i, text, reason, done
+  return (i, *await sse.stream_chat(http, url, body, hang_up))
 
 
 def test_64_concurrent_streams_with_disconnects(server):
