@@ -131,8 +131,10 @@ def hallucination(runs: dict[str, str], out: str) -> Claim:
 
 
 def _contrast(
-    name: str, claim: str, ev: dict[str, Any], better: str, worse: str, labels: tuple[str, str], title: str, out: str
+    name: str, claim: str, runs: dict[str, str], better: str, worse: str, labels: tuple[str, str], title: str, out: str
 ) -> Claim:
+  """Two rates of the SFT run's eval.json: is `better` above `worse` beyond both intervals?"""
+  ev = collect.read_json(os.path.join(runs.get("sft", ""), "eval.json")) or {}
   a, b = rate(ev, better), rate(ev, worse)
   numbers = {better: a, worse: b}
   shown = above(a, b)
@@ -144,11 +146,10 @@ def _contrast(
 
 
 def tools(runs: dict[str, str], out: str) -> Claim:
-  ev = collect.read_json(os.path.join(runs.get("sft", ""), "eval.json")) or {}
   return _contrast(
       "tools",
       "Tools refresh the working memory: a model that searches answers facts it never memorised.",
-      ev,
+      runs,
       "search_success_rate",
       "search_no_tool_accuracy",
       ("with the search tool", "without"),
@@ -158,11 +159,10 @@ def tools(runs: dict[str, str], out: str) -> Claim:
 
 
 def computation_per_token(runs: dict[str, str], out: str) -> Claim:
-  ev = collect.read_json(os.path.join(runs.get("sft", ""), "eval.json")) or {}
   return _contrast(
       "computation_per_token",
       "Models need tokens to think: the answer after the working beats the answer first at the same problems.",
-      ev,
+      runs,
       "arithmetic_accuracy_answer_last",
       "arithmetic_accuracy_answer_first",
       ("answer after reasoning", "answer first"),

@@ -311,11 +311,7 @@ class SlotDecoder:
     p_b, n_b = min(self._size(len(uniq), 4), len(self.rows)), len(
         self.rows
     )  # joining rows padded to the batch: one program per size
-    prompt_PxT = np.zeros((p_b, t_b), np.int32)
-    pad_P = np.full((p_b,), t_b - 1, np.int32)
-    for i, p in enumerate(uniq):
-      prompt_PxT[i, t_b - len(p) :] = p
-      pad_P[i] = t_b - len(p)
+    prompt_PxT, pad_P = sampling_lib.left_pad(list(uniq), p_b, t_b)
     src_N = np.zeros((n_b,), np.int32)
     src_N[: len(take)] = src
     new_cache, logits_NxV = eng._programs.prefill(  # pylint: disable=protected-access

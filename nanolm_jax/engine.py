@@ -294,13 +294,8 @@ class Engine:
     out_len = min(sampling_lib.pow2(max_new), sampling_lib.pow2(room))
     cache_len = t_b + out_len  # slots: the left-padded prompts, then one per decode step
 
-    prompt_PxT = np.zeros((p_b, t_b), np.int32)
-    pad_P = np.full((p_b,), t_b - 1, np.int32)  # padding prompt rows: one (unused) token
-    lengths_P = np.ones((p_b,), np.int32)
-    for r, p in enumerate(uniq_prompts):
-      prompt_PxT[r, t_b - len(p) :] = p
-      pad_P[r] = t_b - len(p)
-      lengths_P[r] = len(p)
+    prompt_PxT, pad_P = sampling_lib.left_pad(uniq_prompts, p_b, t_b)
+    lengths_P = (t_b - pad_P).astype(np.int32)
     src_B = np.zeros((b,), np.int32)
     src_B[:rows] = np.repeat(prompt_row, n)
     cache, logits_BxV = self._programs.prefill(

@@ -215,6 +215,17 @@ def decode_knobs(
   }
 
 
+def left_pad(prompts: Sequence[Sequence[int]], p_b: int, t_b: int) -> tuple[np.ndarray, np.ndarray]:
+  """(prompt_PxT, pad_P): prompts right-aligned in a p_b x t_b batch and each row's padding; rows past the prompts
+  are one (unused) token, so every row has something to attend to."""
+  prompt_PxT = np.zeros((p_b, t_b), np.int32)
+  pad_P = np.full((p_b,), t_b - 1, np.int32)
+  for r, p in enumerate(prompts):
+    prompt_PxT[r, t_b - len(p) :] = p
+    pad_P[r] = t_b - len(p)
+  return prompt_PxT, pad_P
+
+
 def initial_state(
     cache: Any, logits_BxV: jax.Array, lengths_B: np.ndarray, rows: int, out_len: int, forced_len: int
 ) -> dict[str, Any]:

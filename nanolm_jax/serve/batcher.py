@@ -164,18 +164,24 @@ def _ignore(event: Event) -> None:
 class _RowQueue:
   """The bounded row queue both batchers share: all-or-nothing submit, cancel, close; a worker thread drains it."""
 
-  def _init_queue(self, max_batch: int, max_queue: int, batch_wait_s: float, stats: BatcherStats, name: str):
+  def _init_queue(
+      self,
+      max_batch: int,
+      max_queue: int,
+      batch_wait_s: float,
+      stats: BatcherStats,
+      name: str,
+      loop: Callable[[], None],
+  ):
+    """Sets up the queue and starts `loop` (the batcher's worker) on its own thread."""
     if max_batch < 1 or max_queue < 1:
       raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch}, {max_queue}")
     self.max_batch, self.max_queue, self.batch_wait_s, self.stats = max_batch, max_queue, batch_wait_s, stats
     self._queue: list[Row] = []
     self._cond = threading.Condition()
     self._stopped = False
-    self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+    self._thread = threading.Thread(target=loop, name=name, daemon=True)
     self._thread.start()
-
-  def _loop(self) -> None:
-    raise NotImplementedError
 
   @property
   def queued(self) -> int:
@@ -229,7 +235,7 @@ class Batcher(_RowQueue):
   ):
     self.backend = backend
     self.pad_to_batch = pad_to_batch
-    self._init_queue(max_batch, max_queue, batch_wait_s, BatcherStats(), "nanolm-batcher")
+    self._init_queue(max_batch, max_queue, batch_wait_s, BatcherStats(), "nanolm-batcher", self._loop)
 
   def _take(self) -> list[Row]:
     with self._cond:
@@ -301,7 +307,9 @@ class ContinuousBatcher(_RowQueue):
     self._live: dict[Row, continuous.Request] = {}  # rows in the decoder, for cancellation
     self._flush: dict[Row, Callable[[], None]] = {}  # emits a live row's tokens of the last chunk
     self._done_before: dict[str, int] = {}  # counters of decoders replaced after a failure
-    self._init_queue(max_batch, max_queue, batch_wait_s, BatcherStats(slots=self.decoder.slots), "nanolm-continuous")
+    self._init_queue(
+        max_batch, max_queue, batch_wait_s, BatcherStats(slots=self.decoder.slots), "nanolm-continuous", self._loop
+    )
 
   @property
   def max_len(self) -> int:
